@@ -1,0 +1,7 @@
+"""augment: generative data augmentation for scarce labelled image datasets.
+
+prepare -> train (conditional GAN / VAE) -> generate -> filter (discriminator confidence)
+-> merge -> evaluate (does the synthetic data beat real + classical augmentation?).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""The downstream classifier used to measure whether synthetic data helps, and classical augmentation.
+
+A small CNN whose depth adapts to the image size. Training runs a fixed number of optimisation
+steps (the same for every variant, so adding data never means "more training"); batches are
+drawn with a seeded numpy generator and augmented with a seeded albumentations pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from augment.device import to_tensor
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, size: int, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, s, w = in_channels, size, width
+        while True:
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+            if s >= 4:
+                layers.append(nn.MaxPool2d(2))
+                s //= 2
+                w = min(w * 2, width * 8)
+            if s < 4 or len(layers) >= 16:
+                break
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(c, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)  # (B, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(x)))
+
+
+def classical_augmentation(rotate: float, translate: float, scale: float, seed: int):
+    """The classical baseline every synthetic result is compared against (albumentations 2.x)."""
+    import albumentations as A
+
+    return A.Compose(
+        [
+            A.Affine(rotate=(-rotate, rotate), translate_percent=(-translate, translate),
+                     scale=(1 - scale, 1 + scale), shear=(-5, 5), border_mode=0, fill=0, p=0.9),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+        ],
+        seed=seed,
+        strict=True,
+    )
+
+
+def _augment_batch(aug, batch: np.ndarray) -> np.ndarray:
+    out = np.empty_like(batch)
+    for i, img in enumerate(batch):
+        res = aug(image=img)["image"]
+        out[i] = res.reshape(img.shape)
+    return out
+
+
+@dataclass
+class ClassifierSpec:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int = 32
+    weight_decay: float = 5e-4
+
+
+def train_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    spec: ClassifierSpec,
+    seed: int,
+    augment=None,
+    device: torch.device = torch.device("cpu"),
+    sample_weights: np.ndarray | None = None,
+) -> SmallCNN:
+    """Train on uint8 ``(N, H, W, C)`` images. ``sample_weights`` sets how often each is drawn."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = SmallCNN(images.shape[3], num_classes, min(images.shape[1:3]), spec.width).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.steps)
+    p = None if sample_weights is None else sample_weights / sample_weights.sum()
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    model.train()
+    for _ in range(spec.steps):
+        idx = rng.choice(len(images), size=min(spec.batch_size, len(images)), replace=p is not None or len(images) < spec.batch_size, p=p)
+        batch = images[idx]
+        if augment is not None:
+            batch = _augment_batch(augment, batch)
+        x = to_tensor(batch, device)
+        loss = F.cross_entropy(model(x), labels_t[idx].to(device), label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device = torch.device("cpu"), batch: int = 1024) -> np.ndarray:
+    model.eval()
+    out = []
+    for s in range(0, len(images), batch):
+        out.append(F.softmax(model(to_tensor(images[s : s + batch], device)), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+@torch.no_grad()
+def embed(model: SmallCNN, images: np.ndarray, device: torch.device = torch.device("cpu"), batch: int = 1024) -> np.ndarray:
+    model.eval()
+    out = [model.embed(to_tensor(images[s : s + batch], device)).cpu().numpy() for s in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    return [float((pred[labels == c] == c).mean()) if (labels == c).any() else None for c in range(num_classes)]

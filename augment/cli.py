@@ -1,0 +1,95 @@
+"""``augment`` command line: one subcommand per stage; flags only translate into arguments.
+
+    augment default-dataset            # materialise the bundled default dataset (no network)
+    augment prepare|train|generate|filter|merge|evaluate [--params params.yaml] [paths...]
+    augment run                        # every stage in order, in this process (no DVC)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from augment.checkpoint import CheckpointError
+from augment.config import ConfigError, load_params
+from augment.io import DataError
+from augment.stages import Paths
+
+STAGES = ("prepare", "train", "generate", "filter", "merge", "evaluate")
+
+
+def _add_paths(p: argparse.ArgumentParser) -> None:
+    for f in fields(Paths):
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
+                       help=f"(default: {f.default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="augment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("default-dataset", help="write the default scarce digits dataset")
+    d.add_argument("--raw-dir", default="data/raw")
+    d.add_argument("--test-dir", default="data/test")
+    d.add_argument("--per-class", type=int, default=20)
+    d.add_argument("--seed", type=int, default=0)
+    for name in STAGES + ("run",):
+        p = sub.add_parser(name, help=f"run the {name} stage" if name != "run" else "run every stage in order")
+        p.add_argument("--params", default="params.yaml")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_paths(p)
+    return parser
+
+
+def _run_stage(name: str, cfg, paths: Paths, progress: bool) -> None:
+    from augment import stages
+
+    if name == "prepare":
+        report = stages.run_prepare(cfg.prepare, paths)
+        dup = report["duplicates"]
+        print(f"prepared {report['num_classes']} classes, shape {report['image_shape']}; "
+              f"skipped {len(report['skipped'])} file(s); cross-split duplicates: "
+              f"{dup['exact_cross_split']} exact, {dup['near_cross_split']} near")
+        if dup["exact_cross_split"] or dup["near_cross_split"]:
+            print(f"WARNING: duplicates across splits leak between train and val/test; see {paths.prepared}/report.json",
+                  file=sys.stderr)
+    elif name == "train":
+        out = stages.run_train(cfg.train, paths, progress=progress)
+        print(f"trained {cfg.train.family} for {out['iterations']} iterations -> {out['checkpoint']}")
+    elif name == "generate":
+        out = stages.run_generate(cfg.generate, paths, progress=progress)
+        print(f"generated {out['n_per_class']} per class in {out['num_shards']} shard(s) on {out['device']}")
+    elif name == "filter":
+        out = stages.run_filter(cfg.filter, paths)
+        print(f"filter ({out['mode']}): accepted {out['accepted']} of {out['generated']}")
+    elif name == "merge":
+        out = stages.run_merge(cfg.merge, paths)
+        print(f"merged {out['real']} real + {out['synthetic']} synthetic images -> {paths.augmented}")
+    elif name == "evaluate":
+        stages.run_evaluate(cfg.evaluate, paths, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "default-dataset":
+            from augment.data import write_default_dataset
+
+            counts = write_default_dataset(args.raw_dir, args.test_dir or None, args.per_class, args.seed)
+            print(f"wrote {counts['raw']} images to {args.raw_dir} and {counts['test']} to {args.test_dir}")
+            return 0
+        cfg = load_params(args.params)
+        paths = Paths(**{f.name: getattr(args, f.name) for f in fields(Paths)})
+        for name in STAGES if args.command == "run" else (args.command,):
+            _run_stage(name, cfg, paths, progress=not args.quiet)
+        return 0
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"augment {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,282 @@
+"""Typed configuration: ``params.yaml`` -> frozen dataclasses -> function arguments.
+
+Config flows one way. Every stage reads exactly one group of ``params.yaml`` (named after the
+stage); unknown keys, wrong types and out-of-range values fail loudly with the offending key
+spelled out (``train.iterations``), before any work is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type, or out of range. The message names it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs. Shapes (resolution, channels, number of classes) are read from the data, never
+# repeated here.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    raw_dir: str = "data/raw"
+    # Optional folder with a fixed, separately labelled test set (same class folders). When set,
+    # raw_dir is split into train/val only and every test image comes from here.
+    test_dir: Optional[str] = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2  # ignored when test_dir is set
+    seed: int = 0
+    # Images whose pixels differ from another image's by less than this mean absolute
+    # difference (0-255 scale, after resizing) are reported as near duplicates.
+    near_duplicate_tolerance: float = 2.0
+    # What to do with unreadable/corrupt files: "error" stops with the file named; "skip"
+    # skips them and lists every skipped file in the prepare report.
+    on_bad_file: Literal["error", "skip"] = "error"
+    max_image_pixels: int = 50_000_000
+
+    def validate(self) -> None:
+        _check_range("prepare.val_fraction", self.val_fraction, 0.0, 0.9)
+        _check_range("prepare.test_fraction", self.test_fraction, 0.0, 0.9)
+        if self.test_dir is None and self.val_fraction + self.test_fraction >= 0.95:
+            raise ConfigError("prepare.val_fraction + prepare.test_fraction must be < 0.95")
+        _check_range("prepare.near_duplicate_tolerance", self.near_duplicate_tolerance, 0.0, 255.0)
+        _check_range("prepare.max_image_pixels", self.max_image_pixels, 1, 10**10)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    family: Literal["gan", "vae"] = "gan"
+    iterations: int = 2000
+    batch_size: int = 64
+    z_dim: int = 64
+    g_channels: int = 64
+    d_channels: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    # DiffAugment policy applied to real AND fake images in both the D and the G step.
+    diffaug: str = "translation,cutout"
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 50
+
+    def validate(self) -> None:
+        _check_range("train.iterations", self.iterations, 1, 10**8)
+        _check_range("train.batch_size", self.batch_size, 2, 1 << 16)
+        _check_range("train.z_dim", self.z_dim, 1, 4096)
+        _check_range("train.g_channels", self.g_channels, 4, 4096)
+        _check_range("train.d_channels", self.d_channels, 4, 4096)
+        _check_range("train.lr_g", self.lr_g, 0.0, 1.0, low_open=True)
+        _check_range("train.lr_d", self.lr_d, 0.0, 1.0, low_open=True)
+        _check_range("train.beta1", self.beta1, 0.0, 0.9999)
+        _check_range("train.beta2", self.beta2, 0.0, 0.9999)
+        _check_range("train.ema_decay", self.ema_decay, 0.0, 0.99999)
+        _check_range("train.checkpoint_every", self.checkpoint_every, 1, 10**8)
+        _check_range("train.sample_every", self.sample_every, 1, 10**8)
+        _check_range("train.log_every", self.log_every, 1, 10**8)
+        from augment.diffaug import parse_policy
+
+        try:
+            parse_policy(self.diffaug)
+        except ValueError as exc:
+            raise ConfigError(f"train.diffaug: {exc}") from None
+        _check_device("train.device", self.device)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n_per_class: int = 200
+    batch_size: int = 512
+    shard_size: int = 4096
+    seed: int = 1
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _check_range("generate.n_per_class", self.n_per_class, 1, 10**9)
+        _check_range("generate.batch_size", self.batch_size, 1, 1 << 20)
+        _check_range("generate.shard_size", self.shard_size, 1, 1 << 24)
+        _check_device("generate.device", self.device)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    # "threshold": keep samples whose discriminator confidence (sigmoid of D's logit for their
+    # class) is >= threshold. "top_fraction": keep the top `top_fraction` of each class by score.
+    mode: Literal["threshold", "top_fraction", "none"] = "top_fraction"
+    threshold: float = 0.5
+    top_fraction: float = 0.5
+
+    def validate(self) -> None:
+        _check_range("filter.threshold", self.threshold, 0.0, 1.0)
+        _check_range("filter.top_fraction", self.top_fraction, 0.0, 1.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    # Synthetic images per class in the merged set, as a multiple of that class's real train
+    # count (null = every accepted sample).
+    synthetic_per_real: Optional[float] = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.synthetic_per_real is not None:
+            _check_range("merge.synthetic_per_real", self.synthetic_per_real, 0.0, 10_000.0)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # Every variant trains for the same number of optimisation steps, so adding data never
+    # silently means "more training".
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int = 32
+    # Strength of the classical (albumentations) augmentation used by variants (b) and (d).
+    classical_rotate: float = 10.0
+    classical_translate: float = 0.1
+    classical_scale: float = 0.1
+    # Fraction of each batch drawn from synthetic images in variants (c)/(d); null = in
+    # proportion to their count in the merged set.
+    synthetic_share: Optional[float] = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise ConfigError("evaluate.seeds must list at least one seed")
+        _check_range("evaluate.steps", self.steps, 1, 10**7)
+        if self.synthetic_share is not None:
+            _check_range("evaluate.synthetic_share", self.synthetic_share, 0.0, 0.99)
+        _check_range("evaluate.batch_size", self.batch_size, 1, 1 << 16)
+        _check_range("evaluate.lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_range("evaluate.width", self.width, 1, 4096)
+        _check_range("evaluate.classical_rotate", self.classical_rotate, 0.0, 180.0)
+        _check_range("evaluate.classical_translate", self.classical_translate, 0.0, 0.5)
+        _check_range("evaluate.classical_scale", self.classical_scale, 0.0, 0.9)
+        _check_device("evaluate.device", self.device)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+
+
+# --------------------------------------------------------------------------------------------
+# Strict dict -> dataclass conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise ConfigError(f"{name} = {value!r} is out of range {bracket}{low}, {high}]")
+
+
+def _check_device(name: str, value: str) -> None:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return
+    raise ConfigError(f"{name} = {value!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, arg, value)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{name}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} = {value!r}: expected one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} = {value!r}: expected a list")
+        return [_coerce(f"{name}[{i}]", args[0], v) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, name)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} = {value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} = {value!r}: expected a string")
+        return value
+    raise ConfigError(f"{name}: unsupported config type {tp}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    where = prefix or "params"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        full = ", ".join(f"{prefix}.{k}" if prefix else str(k) for k in unknown)
+        raise ConfigError(f"unknown parameter(s) {full}; known: {', '.join(sorted(names))}")
+    kwargs = {
+        k: _coerce(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
+    """Read ``params.yaml`` into a validated :class:`PipelineConfig`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    cfg = from_dict(PipelineConfig, raw or {}, "")
+    cfg.validate()
+    return cfg

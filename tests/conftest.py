@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny datasets and tiny configs so every stage runs in seconds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from augment.io import png_bytes  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "prepare": {"raw_dir": "data/raw", "test_dir": None, "val_fraction": 0.25, "test_fraction": 0.25, "seed": 0},
+    "train": {"family": "gan", "iterations": 12, "batch_size": 8, "z_dim": 8, "g_channels": 8, "d_channels": 8,
+              "checkpoint_every": 5, "sample_every": 6, "log_every": 2, "device": "cpu"},
+    "generate": {"n_per_class": 10, "batch_size": 7, "shard_size": 8, "seed": 3, "device": "cpu"},
+    "filter": {"mode": "top_fraction", "top_fraction": 0.5},
+    "merge": {"synthetic_per_real": None},
+    "evaluate": {"seeds": [0, 1], "steps": 15, "batch_size": 8, "width": 4, "device": "cpu"},
+}
+
+
+def make_image_folder(root: Path, num_classes: int = 3, per_class: int = 8, size: int = 8,
+                      channels: int = 1, seed: int = 0, counts: list[int] | None = None) -> Path:
+    """Class folders of random-but-structured images: class c has a bright bar at row/col c."""
+    rng = np.random.default_rng(seed)
+    for c in range(num_classes):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        n = counts[c] if counts else per_class
+        for i in range(n):
+            img = rng.integers(0, 60, size=(size, size, channels), dtype=np.uint8)
+            img[(c * 2) % size, :, :] = 255
+            img[:, (c * 3 + i) % size, :] = 200
+            (d / f"img_{i:03d}.png").write_bytes(png_bytes(img))
+    return root
+
+
+def write_params(path: Path, overrides: dict | None = None) -> Path:
+    params = {k: dict(v) for k, v in TINY_PARAMS.items()}
+    for group, values in (overrides or {}).items():
+        params[group].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch) -> Path:
+    """A temp workspace with a tiny 3-class dataset and tiny params.yaml, as the cwd."""
+    make_image_folder(tmp_path / "data" / "raw")
+    write_params(tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (it takes ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def copy_project(dst: Path) -> Path:
+    """Copy the project files a DVC run needs (code, dvc.yaml) into ``dst``."""
+    for name in ("augment", "dvc.yaml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst / name)
+    return dst
