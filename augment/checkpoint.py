@@ -45,6 +45,18 @@ def _unflatten_optimizer(prefix: str, tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta[f"{prefix}/param_groups"]}
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(
     path: str | Path,
     modules: dict[str, torch.nn.Module],
@@ -72,6 +84,8 @@ def save_checkpoint(
         _flatten_optimizer(name, opt, tensors, meta)
     for name, state in (rng_states or {}).items():
         tensors[f"rng/{name}"] = state.cpu().contiguous()
+    # safetensors has no checksum: a flipped byte in the weights would load silently.
+    meta["tensors_sha256"] = tensors_digest(tensors)
     # One metadata key holding sorted JSON: safetensors does not keep key order, and the same
     # seed must give a byte-identical file (stable DVC hashes).
     atomic_write_bytes(path, st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
@@ -100,6 +114,12 @@ class Checkpoint:
             ) from None
         if self.meta.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {path}: unknown format {self.meta.get('format')!r}, expected {FORMAT}")
+        expected = self.meta.get("tensors_sha256")
+        if expected is not None and tensors_digest(self.tensors) != expected:
+            raise CheckpointError(
+                f"checkpoint {path} failed its integrity check (weights changed after it was written: "
+                "tampered or corrupted); re-run the train stage"
+            )
         try:
             self.cfg: TrainConfig = from_dict(TrainConfig, self.meta["train_config"], "train")
             self.image_shape: tuple[int, int, int] = tuple(int(v) for v in self.meta["image_shape"])  # type: ignore

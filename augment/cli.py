@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from dataclasses import fields
@@ -16,9 +17,13 @@ from pathlib import Path
 from augment.checkpoint import CheckpointError
 from augment.config import ConfigError, load_params
 from augment.io import DataError
+from augment.locking import LockBusyError, workspace_lock
 from augment.stages import Paths
 
 STAGES = ("prepare", "train", "generate", "filter", "merge", "evaluate")
+# Exit codes: 0 ok; 2 bad input/params/checkpoint or an OS error (message names the file or key);
+# 75 (EX_TEMPFAIL) another run holds the workspace lock -- retry later. A traceback is a bug.
+EXIT_LOCKED = 75
 
 
 def _add_paths(p: argparse.ArgumentParser) -> None:
@@ -52,12 +57,16 @@ def _run_stage(name: str, cfg, paths: Paths, progress: bool) -> None:
         print(f"prepared {report['num_classes']} classes, shape {report['image_shape']}; "
               f"skipped {len(report['skipped'])} file(s); cross-split duplicates: "
               f"{dup['exact_cross_split']} exact, {dup['near_cross_split']} near")
+        if dup.get("dropped"):
+            print(f"dropped {len(dup['dropped'])} image(s) identical to an image in another split "
+                  f"(prepare.on_cross_split_duplicate: drop); listed in {paths.prepared}/report.json", file=sys.stderr)
         if dup["exact_cross_split"] or dup["near_cross_split"]:
             print(f"WARNING: duplicates across splits leak between train and val/test; see {paths.prepared}/report.json",
                   file=sys.stderr)
     elif name == "train":
         out = stages.run_train(cfg.train, paths, progress=progress)
-        print(f"trained {cfg.train.family} for {out['iterations']} iterations -> {out['checkpoint']}")
+        resumed = f" (resumed from iteration {out['resumed_from']})" if out.get("resumed_from") else ""
+        print(f"trained {cfg.train.family} for {out['iterations']} iterations{resumed} -> {out['checkpoint']}")
     elif name == "generate":
         out = stages.run_generate(cfg.generate, paths, progress=progress)
         print(f"generated {out['n_per_class']} per class in {out['num_shards']} shard(s) on {out['device']}")
@@ -83,11 +92,24 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = load_params(args.params)
         paths = Paths(**{f.name: getattr(args, f.name) for f in fields(Paths)})
-        for name in STAGES if args.command == "run" else (args.command,):
-            _run_stage(name, cfg, paths, progress=not args.quiet)
+        # One run per workspace at a time (the current directory, where the paths resolve).
+        with workspace_lock(".", what=f"augment {args.command}"):
+            for name in STAGES if args.command == "run" else (args.command,):
+                _run_stage(name, cfg, paths, progress=not args.quiet)
         return 0
     except (ConfigError, DataError, CheckpointError) as exc:
         print(f"augment {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except LockBusyError as exc:
+        print(f"augment {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except OSError as exc:
+        # Disk full, read-only file system, permission denied...: name the file, not a traceback.
+        # Outputs are swapped in only when complete, so the previous ones are still intact.
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = "; free some space and re-run" if exc.errno == errno.ENOSPC else ""
+        print(f"augment {args.command}: error: {exc.strerror or exc}{where}{hint}; "
+              "previous outputs are left as they were", file=sys.stderr)
         return 2
 
 

@@ -43,6 +43,10 @@ class PrepareConfig:
     # skips them and lists every skipped file in the prepare report.
     on_bad_file: Literal["error", "skip"] = "error"
     max_image_pixels: int = 50_000_000
+    # The same image (identical bytes or pixels) in two splits leaks the answer into training.
+    # "drop" (default) keeps the test copy (else the train copy), drops the other copies and lists
+    # them in the report; "error" stops, naming the files; "warn" only reports them.
+    on_cross_split_duplicate: Literal["error", "warn", "drop"] = "drop"
 
     def validate(self) -> None:
         _check_range("prepare.val_fraction", self.val_fraction, 0.0, 0.9)

@@ -108,6 +108,7 @@ def scan_image_folder(root: str | Path, class_names: list[str] | None = None) ->
         p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     stray = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    hidden = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("."))
     if class_names is None:
         class_names = found
         if not class_names:
@@ -122,7 +123,11 @@ def scan_image_folder(root: str | Path, class_names: list[str] | None = None) ->
             raise DataError(f"{root}: class folder(s) {extra} are not in the training classes {class_names}")
     files: list[Path] = []
     labels: list[int] = []
-    skipped: list[dict[str, str]] = []
+    # Hidden folders (".cache", "..old") are not classes; say so rather than drop them silently.
+    skipped: list[dict[str, str]] = [
+        {"file": str(root / h), "reason": "hidden folder (name starts with '.'), not used as a class"}
+        for h in hidden
+    ]
     for label, name in enumerate(class_names):
         cdir = root / name
         if not cdir.is_dir():
@@ -250,6 +255,40 @@ def find_duplicates(
     return out
 
 
+def _cross_split_drops(dups: list[dict[str, Any]], split: np.ndarray) -> np.ndarray:
+    """Indices to drop so no exact duplicate spans two splits.
+
+    Images linked by exact duplicates form groups; in a group that spans splits the test copies
+    are kept (the test set stays fixed), else the train copies, and every other copy is dropped.
+    """
+    parent = list(range(len(split)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for d in dups:
+        if d["kind"] == "exact":
+            parent[find(d["a"])] = find(d["b"])
+    groups: dict[int, list[int]] = {}
+    for d in dups:
+        if d["kind"] == "exact":
+            for i in (d["a"], d["b"]):
+                groups.setdefault(find(i), [])
+                if i not in groups[find(i)]:
+                    groups[find(i)].append(i)
+    drop: list[int] = []
+    for members in groups.values():
+        splits = {int(split[i]) for i in members}
+        if len(splits) < 2:
+            continue
+        keep_split = SPLIT_CODE["test"] if SPLIT_CODE["test"] in splits else SPLIT_CODE["train"]
+        drop += [i for i in members if split[i] != keep_split]
+    return np.asarray(sorted(drop), dtype=np.int64)
+
+
 def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]]:
     """Load, validate, resize and split. Returns the dataset and a JSON-able report."""
     scan = scan_image_folder(cfg.raw_dir)
@@ -297,8 +336,32 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         split = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     all_files = files + test_files
     all_hashes = hashes + test_hashes
-    ds = PreparedDataset(images, labels, split, scan.class_names, all_files, all_hashes)
     dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
+    dropped: list[dict[str, str]] = []
+    exact_cross = [d for d in dups if d["cross_split"] and d["kind"] == "exact"]
+    if exact_cross and cfg.on_cross_split_duplicate == "error":
+        shown = "; ".join(f"{all_files[d['a']]} ({SPLITS[split[d['a']]]}) = {all_files[d['b']]} "
+                          f"({SPLITS[split[d['b']]]})" for d in exact_cross[:5])
+        raise DataError(
+            f"{len(exact_cross)} identical image pair(s) across splits would leak into evaluation: {shown}; "
+            "remove the copies or set prepare.on_cross_split_duplicate: drop"
+        )
+    if exact_cross and cfg.on_cross_split_duplicate == "drop":
+        drop = _cross_split_drops(dups, split)
+        keep = np.setdiff1d(np.arange(len(images)), drop)
+        dropped = [{"file": all_files[i], "split": SPLITS[split[i]],
+                    "reason": "identical to an image in another split (prepare.on_cross_split_duplicate: drop)"}
+                   for i in drop]
+        images, labels, split = images[keep], labels[keep], split[keep]
+        all_files = [all_files[i] for i in keep]
+        all_hashes = [all_hashes[i] for i in keep]
+        no_train = [scan.class_names[c] for c in range(len(scan.class_names))
+                    if not ((labels == c) & (split == SPLIT_CODE["train"])).any()]
+        if no_train:
+            raise DataError(f"{cfg.raw_dir}: class(es) {no_train} have no training image left after dropping "
+                            "copies of test/val images; add images or fix the duplicates")
+        dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
+    ds = PreparedDataset(images, labels, split, scan.class_names, all_files, all_hashes)
     cross = [d for d in dups if d["cross_split"]]
     report = {
         "image_shape": list(shape),
@@ -314,6 +377,8 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
             "exact_cross_split": sum(d["kind"] == "exact" for d in cross),
             "near_cross_split": sum(d["kind"] == "near" for d in cross),
             "within_split": len(dups) - len(cross),
+            "policy": cfg.on_cross_split_duplicate,
+            "dropped": dropped,
             "pairs": [
                 {**d, "a": all_files[d["a"]], "b": all_files[d["b"]],
                  "split_a": SPLITS[split[d["a"]]], "split_b": SPLITS[split[d["b"]]]}
@@ -349,9 +414,15 @@ def load_prepared(prepared_dir: str | Path) -> PreparedDataset:
         raise DataError(f"{npz} not found: run the prepare stage first (augment prepare)")
     z = load_npz(npz)
     manifest = read_csv(prepared_dir / "manifest.csv")
+    class_names = [str(c) for c in z["class_names"]]
+    for name in class_names:
+        # Class names become folder names in merge: refuse any that could leave the output folder.
+        if not name or name in (".", "..") or "/" in name or "\x00" in name:
+            raise DataError(f"{npz}: class name {name!r} is not a safe folder name (tampered file?); "
+                            "re-run the prepare stage")
     return PreparedDataset(
         images=z["images"], labels=z["labels"].astype(np.int64), split=z["split"],
-        class_names=[str(c) for c in z["class_names"]],
+        class_names=class_names,
         files=[r["file"] for r in manifest], hashes=[r["sha256"] for r in manifest],
     )
 

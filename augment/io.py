@@ -153,9 +153,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # Name the file (ENOSPC from write/fsync carries none); the destination is untouched.
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
         raise
 
 
@@ -213,6 +216,29 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths with Linux ``renameat2(RENAME_EXCHANGE)``.
+
+    Returns False where that is unavailable (the caller falls back to two renames)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Build a directory next to ``path`` and swap it into place only on success.
@@ -228,15 +254,22 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists() or path.is_symlink():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        if old.exists():
+    if (path.exists() or path.is_symlink()) and _exchange(tmp, path):
+        # One atomic rename: ``path`` is never missing, not even for an instant; the previous
+        # directory now sits at ``tmp``.
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        old = None
+        if path.exists() or path.is_symlink():
+            # Fallback without renameat2 (non-Linux, old kernels, some file systems): two renames,
+            # so a reader can find ``path`` missing between them (never half-written).
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            if old.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     # Stale temporaries from earlier killed runs are swept away once we succeed.
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)

@@ -36,6 +36,14 @@ class Paths:
         return str(Path(self.model_dir) / "generator.safetensors")
 
 
+def _require(path: Path, stage: str) -> None:
+    """A stage's input must exist: say which stage makes it instead of a FileNotFoundError."""
+    if not path.is_file():
+        from augment.io import DataError
+
+        raise DataError(f"{path} not found: run the {stage} stage first (augment {stage})")
+
+
 def run_prepare(cfg: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     from augment.data import prepare_dataset, save_prepared
 
@@ -85,6 +93,7 @@ def run_generate(cfg: GenerateConfig, paths: Paths = Paths(), progress: bool = T
 def run_filter(cfg: FilterConfig, paths: Paths = Paths()) -> dict[str, Any]:
     from augment.filter import filter_samples, save_filter_output
 
+    _require(Path(paths.generated) / "generate.json", "generate")
     decisions, report = filter_samples(paths.generated, cfg)
     class_names = json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"]
     save_filter_output(decisions, report, paths.filtered, class_names)
@@ -97,6 +106,8 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths()) -> dict[str, Any]:
     from augment.merge import merge_dataset
 
     ds = load_prepared(paths.prepared)
+    _require(Path(paths.generated) / "generate.json", "generate")
+    _require(Path(paths.filtered) / "decisions.npz", "filter")
     return merge_dataset(ds, paths.generated, load_decisions(paths.filtered), paths.augmented, cfg)
 
 
