@@ -1,0 +1,248 @@
+"""Security and leakage: nothing read from disk is unpickled, paths stay in the workspace, the
+pipeline never touches the network, and the TEST split never reaches a generator, filter or tuner.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.cli import STAGES, main
+from tests.conftest import ROOT, make_image_folder, write_params
+
+SOURCE_DIRS = ("augment", "flows")
+
+
+# ------------------------------------------------------------------------- source scan (AST)
+
+UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}
+NETWORK_MODULES = {"socket", "urllib.request", "http.client", "requests", "httpx", "urllib3", "ftplib",
+                   "smtplib", "aiohttp"}
+EXEC_BUILTINS = {"eval", "exec", "compile", "__import__"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def unsafe_calls(source: str, filename: str = "<string>", network: bool = True) -> list[str]:
+    """Every way ``source`` could execute code from a file (or reach the network), by line."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        where = f"{filename}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                root = name.split(".")[0]
+                if root in UNSAFE_MODULES or name in UNSAFE_MODULES:
+                    found.append(f"{where}: imports {name}")
+                if network and (name in NETWORK_MODULES or root in {"requests", "httpx", "urllib3", "aiohttp"}):
+                    found.append(f"{where}: imports network module {name}")
+        if not isinstance(node, ast.Call):
+            continue
+        func = _dotted(node.func)
+        kw = {k.arg: k.value for k in node.keywords if k.arg}
+        if isinstance(node.func, ast.Name) and node.func.id in EXEC_BUILTINS:
+            found.append(f"{where}: calls {node.func.id}()")
+        if func == "torch.load":
+            wo = kw.get("weights_only")
+            if not (isinstance(wo, ast.Constant) and wo.value is True):
+                found.append(f"{where}: torch.load without weights_only=True")
+        ap = kw.get("allow_pickle")
+        if ap is not None and not (isinstance(ap, ast.Constant) and ap.value is False):
+            found.append(f"{where}: allow_pickle not False")
+        if func in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
+            found.append(f"{where}: {func} (use yaml.safe_load)")
+        if func.endswith("read_pickle") or func in ("os.system", "os.popen"):
+            found.append(f"{where}: {func}")
+        sh = kw.get("shell")
+        if sh is not None and not (isinstance(sh, ast.Constant) and sh.value is False):
+            found.append(f"{where}: subprocess with shell=True")
+    return found
+
+
+def test_scanner_catches_every_unsafe_pattern():
+    bad = """
+import pickle
+from dill import loads
+import socket
+x = torch.load(f)
+y = torch.load(f, weights_only=False)
+z = np.load(f, allow_pickle=True)
+w = yaml.load(s)
+eval("1")
+exec("x = 1")
+df = pd.read_pickle(p)
+os.system("ls")
+subprocess.run("ls", shell=True)
+"""
+    hits = unsafe_calls(bad)
+    assert len(hits) == 12, hits
+    ok = """
+import json
+m = model.eval()
+a = torch.load(f, weights_only=True)
+b = np.load(f, allow_pickle=False)
+c = yaml.safe_load(s)
+r = re.compile("x")
+"""
+    assert unsafe_calls(ok) == []
+
+
+def test_no_pickle_eval_or_network_in_the_source():
+    files = [p for d in SOURCE_DIRS for p in sorted((ROOT / d).rglob("*.py"))]
+    assert len(files) > 10
+    hits = []
+    for p in files:
+        # flows/ talk to the local Prefect API by design; augment/ never opens a socket itself.
+        rel = p.relative_to(ROOT)
+        hits += unsafe_calls(p.read_text(encoding="utf-8"), str(rel), network="flows" not in rel.parts)
+    assert not hits, "\n".join(hits)
+
+
+# ------------------------------------------------------------------- workspace confinement
+
+
+def test_output_folder_that_is_a_symlink_is_replaced_not_written_through(workspace: Path, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "precious.txt").write_text("keep me")
+    Path("data/prepared").symlink_to(outside, target_is_directory=True)
+    assert main(["prepare", "--quiet"]) == 0
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]  # nothing written outside
+    assert Path("data/prepared").is_dir() and not Path("data/prepared").is_symlink()
+
+
+# -------------------------------------------------------------- network + test-split leakage
+
+
+class NetworkUsed(AssertionError):
+    pass
+
+
+def _blocked(*args, **kwargs):
+    raise NetworkUsed(f"network access attempted: {args[:2]}")
+
+
+class _NoSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+        _blocked(*args)
+
+
+def _no_network(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(socket, "socket", _NoSocket)
+    mp.setattr(socket, "create_connection", _blocked)
+    mp.setattr(socket, "getaddrinfo", _blocked)
+
+
+def tree(path: Path, skip: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_file() and not rel.startswith(skip):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _workspace(root: Path) -> Path:
+    # Odd class-folder names on purpose: they travel through every stage into merge's folders.
+    make_image_folder(root / "data/raw", per_class=9)
+    for old, new in [("class_0", "with space"), ("class_1", "ünïcødé"), ("class_2", "-dash")]:
+        (root / "data/raw" / old).rename(root / "data/raw" / new)
+    write_params(root / "params.yaml", _widest_overrides())
+    return root
+
+
+def _widest_overrides() -> dict:
+    """Switch on every filter, calibrator and tuner this version has (they may read TRAIN/VAL)."""
+    import dataclasses
+    import typing
+
+    from augment.config import FilterConfig, MergeConfig
+
+    over: dict = {}
+    ffields = {f.name for f in dataclasses.fields(FilterConfig)}
+    if "filters" in ffields:
+        over["filter"] = {"filters": list(FilterConfig().filters) or ["discriminator"]}
+    mhints = typing.get_type_hints(MergeConfig)
+    if "quota" in mhints and "tuned" in typing.get_args(mhints["quota"]):
+        over["merge"] = {"quota": "tuned"}
+    return over
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> Path:
+    """Every stage, evaluate included, with the network unplugged."""
+    root = _workspace(tmp_path_factory.mktemp("clean"))
+    with pytest.MonkeyPatch.context() as mp:
+        _no_network(mp)
+        mp.chdir(root)
+        assert main(["run", "--quiet"]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_pipeline_runs_with_the_network_unplugged(clean_run: Path):
+    assert (clean_run / "metrics/evaluate.json").is_file()
+    assert {p.name for p in (clean_run / "data/augmented").iterdir() if p.is_dir()} == {"with space", "ünïcødé", "-dash"}
+
+
+@pytest.mark.slow
+def test_test_split_never_reaches_generator_filter_or_tuner(clean_run: Path, tmp_path: Path, monkeypatch):
+    """Replace every TEST image with noise: everything before evaluate is byte-identical.
+
+    Covers every stage the CLI knows except evaluate (the test split's one consumer), so a
+    tuning or calibration stage added later is covered too.
+    """
+    from augment.data import SPLIT_CODE, load_prepared
+    from augment.io import png_bytes, read_csv
+
+    ws = _workspace(tmp_path / "poisoned")
+    rng = np.random.default_rng(123)
+    test_files = [r["file"] for r in read_csv(clean_run / "data/prepared/manifest.csv") if r["split"] == "test"]
+    assert test_files
+    for f in test_files:  # the split depends on labels and the seed, never on pixels
+        (ws / f).write_bytes(png_bytes(rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)))
+    monkeypatch.chdir(ws)
+    _no_network(monkeypatch)
+    for stage in STAGES:
+        if stage != "evaluate":
+            assert main([stage, "--quiet"]) == 0, stage
+
+    a, b = load_prepared(clean_run / "data/prepared"), load_prepared(ws / "data/prepared")
+    assert np.array_equal(a.split, b.split)
+    test = a.split == SPLIT_CODE["test"]
+    assert not np.array_equal(a.images[test], b.images[test])  # the poison did land in the test split
+    np.testing.assert_array_equal(a.images[~test], b.images[~test])
+
+    skip = ("data/raw/", "data/prepared/", "params.yaml")
+    clean, poisoned = tree(clean_run, skip), tree(ws, skip)
+    assert all(k.startswith("metrics/") for k in set(clean) - set(poisoned))  # evaluate's outputs (not run)
+    assert not set(poisoned) - set(clean)
+    common = sorted(set(clean) & set(poisoned))
+    for out in ("models/generator.safetensors", "data/generated/generate.json", "data/augmented/manifest.csv"):
+        assert out in common
+    different = [k for k in common if clean[k] != poisoned[k]]
+    assert not different, f"outputs changed when only test images changed: {different[:10]}"
+
+
+def test_test_dir_images_never_reach_training(workspace: Path, monkeypatch):
+    """With a separate test folder, train sees exactly the raw folder's train split."""
+    from augment.data import load_prepared
+
+    make_image_folder(workspace / "data/test", per_class=2, seed=9)
+    write_params(workspace / "params.yaml", {"prepare": {"test_dir": "data/test"}})
+    assert main(["prepare", "--quiet"]) == 0
+    ds = load_prepared("data/prepared")
+    from_test = {f for f, s in zip(ds.files, ds.split) if s == 2}
+    assert from_test == {str(p) for p in Path("data/test").rglob("*.png")}
+    assert all(f.startswith("data/raw/") for f, s in zip(ds.files, ds.split) if s != 2)
