@@ -77,9 +77,33 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 500
     log_every: int = 50
+    # Adaptive augmentation strength (ADA heuristic): p rises while the overfitting signal
+    # r_t = E[sign(D(real))] is above ada_target and falls below it, by ada_rate per iteration.
+    # null = fixed p = 1 (plain DiffAugment).
+    ada_target: Optional[float] = 0.6
+    ada_rate: float = 0.005
+    # Mode-seeking regularisation (MSGAN): penalise two noise vectors of one class mapping to
+    # near-identical images (counters intra-class collapse). 0 = off.
+    ms_weight: float = 1.0
+    # Conditional VAE (family: vae): KL weight, its linear warm-up from 0 over this many
+    # iterations, and an optional adversarial term from the discriminator (VAE-GAN hybrid).
+    vae_beta: float = 1.0
+    vae_kl_warmup: int = 500
+    vae_adv_weight: float = 0.0
+    # CUDA only (the CPU path never changes): autocast precision and channels-last memory format.
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
 
     def validate(self) -> None:
         _check_range("train.iterations", self.iterations, 1, 10**8)
+        if self.ada_target is not None:
+            _check_range("train.ada_target", self.ada_target, -1.0, 1.0)
+        _check_range("train.ada_rate", self.ada_rate, 0.0, 1.0)
+        _check_range("train.ms_weight", self.ms_weight, 0.0, 1000.0)
+        _check_range("train.vae_beta", self.vae_beta, 0.0, 1000.0)
+        _check_range("train.vae_kl_warmup", self.vae_kl_warmup, 0, 10**8)
+        _check_range("train.vae_adv_weight", self.vae_adv_weight, 0.0, 1000.0)
+
         _check_range("train.batch_size", self.batch_size, 2, 1 << 16)
         _check_range("train.z_dim", self.z_dim, 1, 4096)
         _check_range("train.g_channels", self.g_channels, 4, 4096)
@@ -158,6 +182,9 @@ class EvaluateConfig:
     # proportion to their count in the merged set.
     synthetic_share: Optional[float] = None
     device: str = "auto"
+    # Synthetic-image quality (FD, precision/recall/density/coverage, CAS, diversity) in the
+    # feature space of a classifier trained on the real train split; adds ~3 classifier trainings.
+    quality: bool = True
 
     def validate(self) -> None:
         if not self.seeds:

@@ -120,6 +120,11 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     images, labels, synthetic, _ = load_augmented(paths.augmented)
     metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress)
     table = format_table(metrics)
+    if cfg.quality:  # FD, PRDC, CAS, diversity of the synthetic images (augment/quality.py)
+        from augment.quality import evaluate_quality, format_quality
+
+        metrics["quality"] = evaluate_quality(ds, images[synthetic], labels[synthetic], paths.generated, cfg)
+        table += "\n\n" + format_quality(metrics["quality"])
     atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", metrics)
     atomic_write_text(Path(paths.metrics_dir) / "evaluate.md", "```\n" + table + "\n```\n")
     print(table)

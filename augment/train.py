@@ -102,7 +102,7 @@ def train_generator(
                 g.set_state(ck.rng_state("train"))
                 start = int(ck.extra["iteration"])
                 result.log = list(ck.extra.get("log", []))
-                trainer.aug_p = float(ck.extra.get("aug_p", getattr(trainer, "aug_p", 1.0)))
+                trainer.load_extra_state(ck.extra.get("trainer_state", {"aug_p": ck.extra.get("aug_p", 1.0)}))
                 result.resumed_from = start
         except CheckpointError:
             start = 0  # a damaged resume state is ignored; training starts over
@@ -118,14 +118,14 @@ def train_generator(
             result.log.append(row)
             if on_log:
                 on_log(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k.startswith("loss")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k.startswith("loss") or k == "aug_p"})
         if it % cfg.sample_every == 0 or it == cfg.iterations:
             result.grids[it] = sample_grid(trainer.sampler(), num_classes, 8, cfg.seed, device)
         if resume_path is not None and (it % cfg.checkpoint_every == 0) and it < cfg.iterations:
             save_checkpoint(
                 resume_path, trainer.modules(), cfg, image_shape, class_names,
                 extra={"run_key": key, "iteration": it, "log": result.log,
-                       "aug_p": float(getattr(trainer, "aug_p", 1.0))},
+                       "trainer_state": trainer.extra_state()},  # ADA strength p, step counters
                 optimizers=trainer.optimizers(), rng_states={"train": g.get_state()},
             )
         bar.update(1)

@@ -1,0 +1,152 @@
+"""Generator families (conditional GAN, conditional VAE): any data shape, resume = uninterrupted run,
+adaptive augmentation, mode-seeking term, CPU path untouched by the CUDA-only precision options."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from augment.checkpoint import Checkpoint, save_checkpoint
+from augment.cli import main
+from augment.config import ConfigError, TrainConfig, from_dict
+from augment.generate import iter_shards, load_generator
+from augment.models import FAMILIES
+from augment.models.gan import Precision, ada_update, mode_seeking_loss, paired_labels
+from augment.train import train_generator
+from tests.conftest import make_image_folder, write_params
+
+TINY = TrainConfig(iterations=10, batch_size=8, z_dim=8, g_channels=8, d_channels=8, checkpoint_every=4,
+                   sample_every=5, log_every=1, device="cpu", ada_rate=0.05, vae_kl_warmup=5)
+
+
+def run(*args: str) -> None:
+    assert main([*args, "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize(
+    "size, channels, counts",
+    [(8, 1, None), (28, 1, [12, 4, 7]), (32, 3, None), (64, 3, [5, 12, 6])],
+    ids=["8px-grey", "28px-grey-imbalanced", "32px-rgb", "64px-rgb-imbalanced"],
+)
+def test_train_then_generate_on_any_shape(tmp_path: Path, monkeypatch, family, size, channels, counts):
+    make_image_folder(tmp_path / "data" / "raw", num_classes=3, per_class=8, size=size, channels=channels, counts=counts)
+    write_params(tmp_path / "params.yaml", {
+        "train": {"family": family, "iterations": 3, "checkpoint_every": 2, "sample_every": 3, "log_every": 1},
+        "generate": {"n_per_class": 4, "batch_size": 5, "shard_size": 16, "seed": 0, "device": "cpu"},
+    })
+    monkeypatch.chdir(tmp_path)
+    run("prepare")
+    run("train")
+    ck = Checkpoint("models/generator.safetensors")
+    assert ck.family == family and ck.image_shape == (size, size, channels)
+    assert Path("models/sample_grid.png").is_file() and list(Path("models/samples").glob("iter_*.png"))
+    run("generate")
+    shards = list(iter_shards("data/generated"))
+    images = np.concatenate([s["images"] for s in shards])
+    labels = np.concatenate([s["labels"] for s in shards])
+    scores = np.concatenate([s["scores"] for s in shards])
+    assert images.shape == (12, size, size, channels) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [4, 4, 4]  # every class, rare ones included
+    assert np.isfinite(scores).all()  # the discriminator scores every sample (filter input)
+
+
+@pytest.mark.parametrize("num_classes", [2, 12])
+def test_class_count_is_read_from_data(num_classes: int):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (3 * num_classes, 8, 8, 1), dtype=np.uint8)
+    y = np.repeat(np.arange(num_classes), 3)
+    for family in FAMILIES:
+        cfg = dataclasses.replace(TINY, family=family, iterations=2)
+        trainer = train_generator(x, y, [str(c) for c in range(num_classes)], cfg, progress=False).trainer
+        out = trainer.sampler().eval().sample(torch.arange(num_classes), torch.Generator().manual_seed(0))
+        assert out.shape == (num_classes, 1, 8, 8)
+        assert trainer.discriminator()(out, torch.arange(num_classes)).shape == (num_classes,)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_resumed_run_matches_uninterrupted_run_bit_exactly(tmp_path: Path, family: str):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (18, 8, 8, 1), dtype=np.uint8)
+    y = np.array([0] * 10 + [1] * 5 + [2] * 3)
+    names = ["a", "b", "c"]
+    cfg = dataclasses.replace(TINY, family=family, ada_target=-1.0)  # p moves as soon as D likes a real
+
+    full = train_generator(x, y, names, cfg, progress=False)
+
+    resume = tmp_path / "resume.safetensors"
+
+    def crash(row):
+        if row["iteration"] == 7:  # after the checkpoint at iteration 4
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_generator(x, y, names, cfg, resume_path=resume, progress=False, on_log=crash)
+    assert resume.is_file()
+    resumed = train_generator(x, y, names, cfg, resume_path=resume, progress=False)
+    assert resumed.resumed_from == 4
+
+    shape = (8, 8, 1)
+    save_checkpoint(tmp_path / "full.safetensors", full.trainer.modules(), cfg, shape, names)
+    save_checkpoint(tmp_path / "resumed.safetensors", resumed.trainer.modules(), cfg, shape, names)
+    a, b = Checkpoint(tmp_path / "full.safetensors").tensors, Checkpoint(tmp_path / "resumed.safetensors").tensors
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.trainer.extra_state() == resumed.trainer.extra_state()
+    assert full.log == resumed.log
+    assert len({row["aug_p"] for row in full.log}) > 1  # ADA moved p, and the resume carried it over
+
+
+def test_ada_strength_follows_the_overfitting_signal():
+    cfg = TrainConfig(ada_target=0.6, ada_rate=0.1)
+    assert ada_update(0.5, 1.0, cfg) == pytest.approx(0.6)  # D sure of every real: more augmentation
+    assert ada_update(0.5, 0.0, cfg) == pytest.approx(0.4)
+    assert ada_update(0.95, 1.0, cfg) == 1.0 and ada_update(0.05, -1.0, cfg) == 0.0
+    fixed = TrainConfig(ada_target=None)
+    assert ada_update(1.0, 1.0, fixed) == 1.0
+
+
+def test_mode_seeking_term_penalises_collapse():
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    varied = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    collapsed = varied[:1].expand(8, -1, -1, -1)
+    assert mode_seeking_loss(collapsed, z) > 100 * mode_seeking_loss(varied, z)
+    assert paired_labels(torch.tensor([3, 1, 2, 0, 5])).tolist() == [3, 1, 3, 1, 5]
+
+
+def test_cuda_options_leave_the_cpu_path_unchanged():
+    prec = Precision(TrainConfig(amp="fp16", channels_last=True), torch.device("cpu"))
+    assert prec.dtype is None and prec.scaler is None and not prec.channels_last
+
+
+def test_generator_rebuilds_from_checkpoint_alone(tmp_path: Path):
+    x = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    cfg = dataclasses.replace(TINY, family="vae", iterations=2)
+    r = train_generator(x, y, ["a", "b"], cfg, progress=False)
+    save_checkpoint(tmp_path / "g.safetensors", r.trainer.modules(), cfg, (8, 8, 3), ["a", "b"])
+    gen = load_generator(tmp_path / "g.safetensors", "cpu")
+    labels = torch.tensor([0, 1])
+    a = gen.sampler.sample(labels, torch.Generator().manual_seed(5))
+    b = r.trainer.sampler().eval().sample(labels, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [({"vae_beta": -1.0}, "train.vae_beta"), ({"ada_target": 2.0}, "train.ada_target"),
+     ({"ms_weight": -0.1}, "train.ms_weight"), ({"amp": "fp8"}, "train.amp"),
+     ({"vae_kl_warmup": -5}, "train.vae_kl_warmup")],
+)
+def test_new_train_params_are_validated(raw, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        from_dict(TrainConfig, raw, "train").validate()
