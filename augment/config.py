@@ -132,6 +132,9 @@ class GenerateConfig:
     shard_size: int = 4096
     seed: int = 1
     device: str = "auto"
+    # Inference precision: auto = bf16 autocast on CUDA, fp32 on CPU (bit-reproducible);
+    # bf16 = bf16 autocast on any device (scores shift slightly); fp32 = always full precision.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def validate(self) -> None:
         _check_range("generate.n_per_class", self.n_per_class, 1, 10**9)

@@ -216,6 +216,26 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
 
 
+def load_npz_keys(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Load only ``keys`` of an ``.npz`` (the other arrays are never read: a shard's images stay
+    on disk when only its scores are wanted). Never unpickles; a missing key is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {missing}; it holds {sorted(z.files)}")
+            return {k: z[k] for k in keys}
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"{path}: refused to load ({exc})") from None
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
+
+
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 

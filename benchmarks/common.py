@@ -1,0 +1,87 @@
+"""Helpers shared by the benchmark scripts (not part of the library)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    """What a figure was measured on."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def synthetic_images(num_classes: int, per_class: int, size: int, channels: int, seed: int = 0):
+    """Structured random uint8 images (class c: a bright bar at row c) and their labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 60, size=(num_classes * per_class, size, size, channels), dtype=np.uint8)
+    y = np.repeat(np.arange(num_classes), per_class)
+    for i, c in enumerate(y):
+        x[i, (c * 2) % size, :, :] = 255
+        x[i, :, (c * 3 + i) % size, :] = 200
+    return x, y.astype(np.int64)
+
+
+def make_checkpoint(path: str | Path, size: int = 28, channels: int = 1, num_classes: int = 10,
+                    width: int = 32, z_dim: int = 64, iterations: int = 20, seed: int = 0) -> Path:
+    """A GAN checkpoint of the given shape, trained for a few iterations on structured random
+    images (so batch-norm statistics and discriminator scores are not degenerate)."""
+    from augment.checkpoint import save_checkpoint
+    from augment.config import TrainConfig
+    from augment.train import train_generator
+
+    x, y = synthetic_images(num_classes, 16, size, channels, seed)
+    cfg = replace(TrainConfig(), iterations=iterations, batch_size=32, z_dim=z_dim, g_channels=width,
+                  d_channels=width, seed=seed, device="cpu", checkpoint_every=10**6, sample_every=10**6,
+                  log_every=10**6)
+    names = [f"c{i}" for i in range(num_classes)]
+    result = train_generator(x, y, names, cfg, progress=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, result.trainer.modules(), cfg, (size, size, channels), names,
+                    extra={"iteration": iterations, "benchmark": True})
+    return path
+
+
+def run_json(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> dict:
+    """Run a child Python that prints one JSON line last; return it."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+                         cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+PY = sys.executable
