@@ -414,17 +414,16 @@ def test_corpus_is_large_enough():
     assert len(CASES) >= 30
 
 
-def test_device_not_present_names_the_parameter(workspace: Path, capsys):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    set_params({"train": {"device": "cuda"}})
+@pytest.mark.parametrize("stage", ["train", "generate"])
+def test_device_not_present_is_a_clean_error(stage, workspace: Path, capsys, request):
+    """``cuda:99`` exists nowhere: on a CPU machine CUDA is absent, on a GPU machine the index is."""
+    _install_checkpoint(workspace, request.getfixturevalue("trained"))
+    set_params({stage: {"device": "cuda:99"}})
     assert main(["prepare", "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["train", "--quiet"]) == 2
+    assert main([stage, "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "CUDA is not available" in err and "device" in err
+    assert err.startswith(f"augment {stage}: error: device 'cuda:99' requested") and "Traceback" not in err
 
 
 def test_params_yaml_is_never_modified(workspace: Path):
