@@ -85,7 +85,8 @@ def run(*args: str) -> None:
 def test_kill9_during_train_resumes_to_the_same_checkpoint(tmp_path: Path, monkeypatch, capsys):
     from safetensors.torch import load_file
 
-    train = {"iterations": 60, "checkpoint_every": 10, "sample_every": 30, "log_every": 5}
+    # Long enough that the kill lands mid-run even on a fast machine (the first resume state is at 10).
+    train = {"iterations": 120, "checkpoint_every": 10, "sample_every": 60, "log_every": 5}
     ws = {}
     for name in ("killed", "clean"):
         ws[name] = tmp_path / name
