@@ -241,6 +241,11 @@ def test_second_run_on_a_locked_workspace_is_refused_and_kill9_frees_the_lock(wo
         err = capsys.readouterr().err
         assert "another run holds the lock" in err and f"pid {holder.pid}" in err
         assert sorted(p.name for p in workspace.rglob("*")) == before  # it did nothing at all
+        # The same from a second process, as a scheduler would start it.
+        second = subprocess.run([sys.executable, "-m", "augment.cli", "train", "--quiet"], cwd=workspace,
+                                env=sub_env(), capture_output=True, text=True, timeout=WAIT_S)
+        assert second.returncode == EXIT_LOCKED and "another run holds the lock" in second.stderr
+        assert "Traceback" not in second.stderr
     finally:
         kill9(holder)
     assert main(["prepare", "--quiet"]) == 0  # the kernel released the dead holder's lock
