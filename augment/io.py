@@ -236,6 +236,15 @@ def load_npz_keys(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray
         raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
 
 
+def _remove(p: Path) -> None:
+    """Delete a directory tree, or just the link when ``p`` is a symlink (never what it points to)."""
+    if p.is_symlink():
+        with contextlib.suppress(OSError):
+            p.unlink()
+    else:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -277,7 +286,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     if (path.exists() or path.is_symlink()) and _exchange(tmp, path):
         # One atomic rename: ``path`` is never missing, not even for an instant; the previous
         # directory now sits at ``tmp``.
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)  # the previous directory (or the symlink that stood at ``path``)
     else:
         old = None
         if path.exists() or path.is_symlink():
@@ -289,7 +298,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     # Stale temporaries from earlier killed runs are swept away once we succeed.
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove(stale)

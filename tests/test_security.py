@@ -120,6 +120,7 @@ def test_output_folder_that_is_a_symlink_is_replaced_not_written_through(workspa
     assert main(["prepare", "--quiet"]) == 0
     assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]  # nothing written outside
     assert Path("data/prepared").is_dir() and not Path("data/prepared").is_symlink()
+    assert not list(Path("data").glob(".prepared*"))  # the replaced link is removed, not left aside
 
 
 # -------------------------------------------------------------- network + test-split leakage
