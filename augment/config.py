@@ -145,27 +145,90 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    # "threshold": keep samples whose discriminator confidence (sigmoid of D's logit for their
-    # class) is >= threshold. "top_fraction": keep the top `top_fraction` of each class by score.
-    mode: Literal["threshold", "top_fraction", "none"] = "top_fraction"
+    # Filters applied in order and combined by AND (augment/filter.py); [] accepts everything.
+    filters: list[str] = field(default_factory=lambda: ["discriminator", "label", "memorisation"])
+    # Discriminator acceptance on the CALIBRATED confidence P(real image of class c):
+    # "threshold": >= threshold; "top_fraction": top fraction of each class; "drs": discriminator
+    # rejection sampling (seeded), gamma at the drs_percentile of each class; "none": keep all.
+    mode: Literal["threshold", "top_fraction", "drs", "none"] = "top_fraction"
     threshold: float = 0.5
     top_fraction: float = 0.5
+    drs_percentile: float = 50.0
+    # Platt scaling of D's logit on real VAL images vs fresh fakes ("none": raw sigmoid).
+    calibration: Literal["platt", "none"] = "platt"
+    calibration_fakes_per_class: int = 50
+    # Label consistency: a classifier trained on real TRAIN images must give the sample's class
+    # at least this probability (and predict it).
+    label_min_confidence: float = 0.5
+    classifier_steps: int = 300
+    # Memorisation guard: reject samples whose nearest TRAIN image is closer than this percentile
+    # of real train->train nearest-neighbour distances, per class or global, in pixel and/or
+    # classifier-feature space.
+    memorisation_percentile: float = 5.0
+    memorisation_scope: Literal["per_class", "global"] = "per_class"
+    memorisation_space: Literal["pixel", "feature", "both"] = "both"
+    grid_per_class: int = 8
+    seed: int = 0
+    device: str = "auto"
 
     def validate(self) -> None:
+        known = ("discriminator", "label", "memorisation")
+        for i, name in enumerate(self.filters):
+            if name not in known:
+                raise ConfigError(f"filter.filters[{i}] = {name!r}: expected one of {', '.join(known)}")
+        if len(set(self.filters)) != len(self.filters):
+            raise ConfigError(f"filter.filters = {self.filters!r}: a filter is listed twice")
         _check_range("filter.threshold", self.threshold, 0.0, 1.0)
         _check_range("filter.top_fraction", self.top_fraction, 0.0, 1.0, low_open=True)
+        _check_range("filter.drs_percentile", self.drs_percentile, 0.0, 100.0)
+        _check_range("filter.calibration_fakes_per_class", self.calibration_fakes_per_class, 1, 10**6)
+        _check_range("filter.label_min_confidence", self.label_min_confidence, 0.0, 1.0)
+        _check_range("filter.classifier_steps", self.classifier_steps, 1, 10**7)
+        _check_range("filter.memorisation_percentile", self.memorisation_percentile, 0.0, 100.0)
+        _check_range("filter.grid_per_class", self.grid_per_class, 1, 1000)
+        _check_device("filter.device", self.device)
 
 
 @dataclass(frozen=True)
 class MergeConfig:
-    # Synthetic images per class in the merged set, as a multiple of that class's real train
-    # count (null = every accepted sample).
+    # Synthetic images per class in the merged set (accepted samples, most trusted first):
+    # "all": every accepted; "per_real": synthetic_per_real x the class's real count (null = all);
+    # "count": synthetic_count; "balanced": top every class up to balance_factor x the largest
+    # class's real count (rebalances an imbalanced set); "tuned": fraction and synthetic share
+    # chosen by downstream accuracy on the VAL split over the tune_* grid (never the test split).
+    quota: Literal["all", "per_real", "count", "balanced", "tuned"] = "tuned"
     synthetic_per_real: Optional[float] = None
+    synthetic_count: int = 100
+    balance_factor: float = 1.0
+    # Share of each training batch drawn from synthetic images, recorded in summary.json for the
+    # evaluate stage (used when evaluate.synthetic_share is null); null = in proportion to count.
+    # With quota "tuned" it is the tuned value.
+    synthetic_share: Optional[float] = None
+    tune_fractions: list[float] = field(default_factory=lambda: [1.0, 0.5])
+    tune_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
+    tune_seeds: list[int] = field(default_factory=lambda: [0])
+    tune_steps: int = 400
+    format: Literal["png", "npz"] = "png"  # png: ImageFolder; npz: compact shards for large sets
+    shard_size: int = 4096
     seed: int = 0
+    device: str = "auto"
 
     def validate(self) -> None:
         if self.synthetic_per_real is not None:
             _check_range("merge.synthetic_per_real", self.synthetic_per_real, 0.0, 10_000.0)
+        _check_range("merge.synthetic_count", self.synthetic_count, 0, 10**9)
+        _check_range("merge.balance_factor", self.balance_factor, 0.0, 1000.0)
+        if self.synthetic_share is not None:
+            _check_range("merge.synthetic_share", self.synthetic_share, 0.0, 0.99)
+        if not self.tune_fractions or not self.tune_shares or not self.tune_seeds:
+            raise ConfigError("merge.tune_fractions, merge.tune_shares and merge.tune_seeds must not be empty")
+        for i, f in enumerate(self.tune_fractions):
+            _check_range(f"merge.tune_fractions[{i}]", f, 0.0, 1.0, low_open=True)
+        for i, f in enumerate(self.tune_shares):
+            _check_range(f"merge.tune_shares[{i}]", f, 0.0, 0.99)
+        _check_range("merge.tune_steps", self.tune_steps, 1, 10**7)
+        _check_range("merge.shard_size", self.shard_size, 1, 1 << 24)
+        _check_device("merge.device", self.device)
 
 
 @dataclass(frozen=True)
@@ -188,6 +251,13 @@ class EvaluateConfig:
     # Synthetic-image quality (FD, precision/recall/density/coverage, CAS, diversity) in the
     # feature space of a classifier trained on the real train split; adds ~3 classifier trainings.
     quality: bool = True
+    # Filter ablation (augment/ablation.py): variant (d) with no filter, each filter alone and all
+    # filters, over ablation_seeds x ablation_steps (fewer than the main table to keep repro short);
+    # synthetic share: the merge stage's, else ablation_share.
+    ablation: bool = True
+    ablation_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    ablation_steps: int = 500
+    ablation_share: float = 0.5
 
     def validate(self) -> None:
         if not self.seeds:
@@ -202,6 +272,10 @@ class EvaluateConfig:
         _check_range("evaluate.classical_translate", self.classical_translate, 0.0, 0.5)
         _check_range("evaluate.classical_scale", self.classical_scale, 0.0, 0.9)
         _check_device("evaluate.device", self.device)
+        if self.ablation and not self.ablation_seeds:
+            raise ConfigError("evaluate.ablation_seeds must list at least one seed when evaluate.ablation is true")
+        _check_range("evaluate.ablation_steps", self.ablation_steps, 1, 10**7)
+        _check_range("evaluate.ablation_share", self.ablation_share, 0.0, 0.99, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -91,13 +91,39 @@ def run_generate(cfg: GenerateConfig, paths: Paths = Paths(), progress: bool = T
 
 
 def run_filter(cfg: FilterConfig, paths: Paths = Paths()) -> dict[str, Any]:
-    from augment.filter import filter_samples, save_filter_output
+    from augment.filter import collect_grid_samples, filter_samples, save_filter_output
 
     _require(Path(paths.generated) / "generate.json", "generate")
-    decisions, report = filter_samples(paths.generated, cfg)
+    ctx = filter_context(cfg, paths)
+    decisions, report = filter_samples(paths.generated, cfg, ctx)
     class_names = json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"]
-    save_filter_output(decisions, report, paths.filtered, class_names)
+    grids = collect_grid_samples(paths.generated, decisions, cfg.grid_per_class, len(class_names))
+    save_filter_output(decisions, report, paths.filtered, class_names, grids)
     return report
+
+
+def filter_context(cfg: FilterConfig, paths: Paths):
+    """TRAIN and VAL images for the filters (never the test split), and the checkpoint."""
+    from augment.data import load_prepared
+    from augment.filter import FilterContext
+
+    needs_data = bool(cfg.filters)
+    if needs_data:
+        _require(Path(paths.prepared) / "dataset.npz", "prepare")
+        ds = load_prepared(paths.prepared)
+        tx, ty = ds.subset("train")
+        vx, vy = ds.subset("val")
+        k = ds.num_classes
+    else:
+        import numpy as np
+
+        tx = vx = np.zeros((0, 1, 1, 1), np.uint8)
+        ty = vy = np.zeros(0, np.int64)
+        k = len(json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"])
+    ckpt = paths.checkpoint if "discriminator" in cfg.filters else None
+    if ckpt is not None:
+        _require(Path(ckpt), "train")
+    return FilterContext(tx, ty, vx, vy, k, ckpt)
 
 
 def run_merge(cfg: MergeConfig, paths: Paths = Paths()) -> dict[str, Any]:
@@ -108,7 +134,12 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths()) -> dict[str, Any]:
     ds = load_prepared(paths.prepared)
     _require(Path(paths.generated) / "generate.json", "generate")
     _require(Path(paths.filtered) / "decisions.npz", "filter")
-    return merge_dataset(ds, paths.generated, load_decisions(paths.filtered), paths.augmented, cfg)
+    summary = merge_dataset(ds, paths.generated, load_decisions(paths.filtered), paths.augmented, cfg)
+    curve = summary.pop("tuning_curve")
+    # The tuning curve (VAL accuracy per grid point) is a DVC plot; empty when quota is not tuned.
+    keys = ["point", "synthetic_share", "fraction", "synthetic", "val_accuracy", "val_nll"]
+    atomic_write_csv(Path(paths.metrics_dir) / "tuning.csv", curve, keys)
+    return summary
 
 
 def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = True) -> dict[str, Any]:
@@ -118,8 +149,23 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
 
     ds = load_prepared(paths.prepared)
     images, labels, synthetic, _ = load_augmented(paths.augmented)
+    merge_summary_path = Path(paths.augmented) / "summary.json"
+    merge_summary = json.loads(merge_summary_path.read_text()) if merge_summary_path.is_file() else {}
+    if cfg.synthetic_share is None and merge_summary.get("synthetic_share") is not None:
+        import dataclasses
+
+        # the share the merge stage chose (tuned on VAL when merge.quota is "tuned")
+        cfg = dataclasses.replace(cfg, synthetic_share=merge_summary["synthetic_share"])
     metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress)
+    metrics["synthetic_share"] = cfg.synthetic_share
     table = format_table(metrics)
+    if cfg.ablation and Path(paths.filtered, "decisions.npz").is_file():
+        from augment.ablation import format_ablation, run_ablation
+        from augment.filter import load_decisions
+
+        metrics["ablation"] = run_ablation(ds, paths.generated, load_decisions(paths.filtered), merge_summary,
+                                           cfg, progress=progress)
+        table += "\n\n" + format_ablation(metrics["ablation"])
     if cfg.quality:  # FD, PRDC, CAS, diversity of the synthetic images (augment/quality.py)
         from augment.quality import evaluate_quality, format_quality
 

@@ -24,9 +24,11 @@ TINY_PARAMS = {
     "train": {"family": "gan", "iterations": 12, "batch_size": 8, "z_dim": 8, "g_channels": 8, "d_channels": 8,
               "checkpoint_every": 5, "sample_every": 6, "log_every": 2, "device": "cpu"},
     "generate": {"n_per_class": 10, "batch_size": 7, "shard_size": 8, "seed": 3, "device": "cpu"},
-    "filter": {"mode": "top_fraction", "top_fraction": 0.5},
-    "merge": {"synthetic_per_real": None},
-    "evaluate": {"seeds": [0, 1], "steps": 15, "batch_size": 8, "width": 4, "device": "cpu"},
+    "filter": {"filters": ["discriminator"], "mode": "top_fraction", "top_fraction": 0.5,
+               "calibration_fakes_per_class": 4, "classifier_steps": 20, "device": "cpu"},
+    "merge": {"quota": "all", "synthetic_per_real": None, "tune_steps": 10, "device": "cpu"},
+    "evaluate": {"seeds": [0, 1], "steps": 15, "batch_size": 8, "width": 4, "device": "cpu",
+                 "ablation_steps": 5},
 }
 
 

@@ -1,0 +1,156 @@
+"""Filters: a copy of a training image and a wrong-class sample are rejected; calibration helps;
+filters compose through the stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from augment.calibration import calibrate_logits, drs_accept_prob, expected_calibration_error, sigmoid
+from augment.cli import main
+from augment.config import ConfigError, FilterConfig, from_dict
+from augment.filter import (
+    LabelFilter,
+    MemorisationFilter,
+    accept_by_confidence,
+    decide,
+    train_label_classifier,
+)
+
+
+def structured(num_classes: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class c: bright row 2c and a column that varies per image, on dim noise (as conftest)."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for c in range(num_classes):
+        for i in range(per_class):
+            img = rng.integers(0, 60, size=(8, 8, 1), dtype=np.uint8)
+            img[(c * 2) % 8] = 255
+            img[:, (c * 3 + i) % 8] = 200
+            xs.append(img)
+            ys.append(c)
+    return np.stack(xs), np.asarray(ys, np.int64)
+
+
+def test_planted_exact_copy_of_a_training_image_is_rejected():
+    train_x, train_y = structured(3, 16, seed=0)  # every (class, column) pattern twice
+    new_x, new_y = structured(3, 6, seed=1)  # fresh images of the same classes
+    syn_x = np.concatenate([new_x, train_x[4:5]])  # plant an exact copy of training image 4
+    syn_y = np.r_[new_y, train_y[4]]
+    for space in ("pixel", "feature", "both"):
+        embed = lambda x: x.reshape(len(x), -1).astype(np.float32) * 0.5  # noqa: E731 (a stand-in feature map)
+        f = MemorisationFilter(train_x, train_y, 3, percentile=5.0, scope="per_class", space=space, embed_fn=embed)
+        scores = f.score(syn_x, syn_y)
+        accepted = f.accept(scores, syn_y)
+        assert not accepted[-1], space
+        assert scores["memorisation"][-1] == 0.0
+        assert accepted[:-1].mean() > 0.7, space  # fresh samples mostly pass
+
+
+def test_memorisation_threshold_is_a_percentile_of_real_train_distances():
+    train_x, train_y = structured(2, 12, seed=0)
+    f = MemorisationFilter(train_x, train_y, 2, percentile=50.0, scope="global", space="pixel")
+    # half the real training images are closer to another one than the median: the scale is real data's own
+    scores = f.score(train_x + 0, train_y)  # queries equal to train images -> exact copies -> all rejected
+    assert not f.accept(scores, train_y).any()
+    assert f.thresholds["pixel"].shape == (2,) and f.thresholds["pixel"][0] == f.thresholds["pixel"][1]
+
+
+def test_planted_wrong_class_sample_is_rejected():
+    torch.manual_seed(0)
+    train_x, train_y = structured(3, 12, seed=0)
+    cfg = FilterConfig(classifier_steps=120, label_min_confidence=0.5, device="cpu")
+    model = train_label_classifier(train_x, train_y, 3, cfg, torch.device("cpu"))
+    f = LabelFilter(model, torch.device("cpu"), cfg.label_min_confidence)
+    held_x, held_y = structured(3, 4, seed=5)
+    wrong_y = (held_y + 1) % 3  # every sample conditioned on the wrong class
+    right = f.accept(f.score(held_x, held_y), held_y)
+    wrong = f.accept(f.score(held_x, wrong_y), wrong_y)
+    assert right.mean() >= 0.75
+    assert not wrong.any()
+
+
+def test_platt_calibration_reduces_expected_calibration_error():
+    rng = np.random.default_rng(0)
+    real = rng.normal(1.0, 1.0, 400) * 6.0  # an overconfident discriminator: logits far too large
+    fake = rng.normal(-1.0, 1.0, 400) * 6.0
+    cal = calibrate_logits(real, fake, "platt", seed=0)
+    assert cal.ece_after < cal.ece_before
+    assert 0 < cal.a < 1  # it shrinks the logits
+    none = calibrate_logits(real, fake, "none")
+    assert none.a == 1.0 and none.b == 0.0 and none.ece_after == none.ece_before
+    target = np.r_[np.ones(400), np.zeros(400)]
+    assert expected_calibration_error(np.full(800, 0.5), target) == pytest.approx(0.0)
+    assert expected_calibration_error(sigmoid(np.r_[real, fake]), target) == pytest.approx(cal.ece_before)
+
+
+def test_drs_acceptance_is_monotone_per_class_and_seeded():
+    rng = np.random.default_rng(1)
+    logit = rng.normal(size=200)
+    labels = np.repeat([0, 1], 100)
+    p = drs_accept_prob(logit, labels, percentile=50.0)
+    for c in (0, 1):
+        m = labels == c
+        order = np.argsort(logit[m])
+        assert np.all(np.diff(p[m][order]) >= -1e-12)
+        assert 0.3 < (p[m] >= 0.5).mean() < 0.7  # gamma at the median: about half above 1/2
+    cfg = FilterConfig(mode="drs", drs_percentile=50.0, seed=3)
+    a = accept_by_confidence(sigmoid(logit), labels, cfg)
+    b = accept_by_confidence(sigmoid(logit), labels, cfg)
+    assert np.array_equal(a, b) and 0 < a.sum() < len(a)
+
+
+def test_filters_compose_by_and():
+    class Fake:
+        def __init__(self, name, mask):
+            self.name, self.mask = name, mask
+
+        def accept(self, scores, labels):
+            return self.mask
+
+    scores = {"labels": np.zeros(4, np.int64), "index": np.arange(4), "discriminator": np.array([.9, .8, .7, .6])}
+    out = decide([Fake("discriminator", np.array([1, 1, 0, 1], bool)), Fake("label", np.array([1, 0, 1, 1], bool))],
+                 scores)
+    assert out["accepted"].tolist() == [True, False, False, True]
+    assert out["accept_label"].tolist() == [True, False, True, True]
+    assert np.allclose(out["confidence"], scores["discriminator"])  # merge ranks by calibrated D
+
+
+@pytest.mark.parametrize("bad, key", [({"filters": ["discriminator", "vibes"]}, "filter.filters[1]"),
+                                      ({"memorisation_percentile": 120.0}, "filter.memorisation_percentile"),
+                                      ({"mode": "best"}, "filter.mode")])
+def test_bad_filter_params_name_the_key(bad, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        from_dict(FilterConfig, bad, "filter").validate()
+
+
+def _run(*args: str) -> None:
+    assert main([*args, "--quiet"]) == 0
+
+
+def test_filter_stage_with_every_filter(workspace: Path):
+    from augment.filter import load_decisions
+    from conftest import write_params
+
+    write_params(workspace / "params.yaml", {"filter": {"filters": ["discriminator", "label", "memorisation"],
+                                                        "mode": "threshold", "threshold": 0.0}})
+    for stage in ("prepare", "train", "generate", "filter"):
+        _run(stage)
+    report = json.loads(Path("data/filtered/report.json").read_text())
+    assert set(report["per_filter"]) == {"discriminator", "label", "memorisation"}
+    cal = report["per_filter"]["discriminator"]["calibration"]
+    assert cal["method"] == "platt" and cal["ece_before"] is not None and cal["ece_after"] is not None
+    assert "dcr" in report["per_filter"]["memorisation"]
+    assert all("accepted_by_label" in v for v in report["per_class"].values())
+    d = load_decisions("data/filtered")
+    both = d["accept_discriminator"] & d["accept_label"] & d["accept_memorisation"]
+    assert np.array_equal(d["accepted"], both) and d["accept_discriminator"].all()  # threshold 0 keeps all
+    assert Path("data/filtered/accepted_grid.png").is_file() or Path("data/filtered/rejected_grid.png").is_file()
+    first = {k: v.copy() for k, v in d.items()}
+    _run("filter")  # same seed, same decisions
+    again = load_decisions("data/filtered")
+    assert all(np.array_equal(first[k], again[k]) for k in first)

@@ -1,0 +1,86 @@
+"""Merge: quotas, both output formats, the AugmentedDataset reader, weights, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from augment.cli import main
+from augment.config import MergeConfig
+from augment.dataset import AugmentedDataset
+from augment.io import read_csv
+from augment.merge import draw_weights
+from augment.tuning import quota_counts, select_per_class
+from conftest import write_params
+
+
+def run(*args: str) -> None:
+    assert main([*args, "--quiet"]) == 0
+
+
+def test_quota_modes():
+    accepted = np.array([100, 100, 5])
+    real = np.array([10, 20, 4])
+    assert quota_counts(accepted, real, MergeConfig(quota="all")).tolist() == [100, 100, 5]
+    assert quota_counts(accepted, real, MergeConfig(quota="per_real", synthetic_per_real=2.0)).tolist() == [20, 40, 5]
+    assert quota_counts(accepted, real, MergeConfig(quota="per_real")).tolist() == [100, 100, 5]  # null = all
+    assert quota_counts(accepted, real, MergeConfig(quota="count", synthetic_count=30)).tolist() == [30, 30, 5]
+    # balanced: every class topped up to 1.5 x the largest class (30); capped by what was accepted
+    assert quota_counts(accepted, real, MergeConfig(quota="balanced", balance_factor=1.5)).tolist() == [20, 10, 5]
+
+
+def test_selection_takes_the_most_trusted_first_and_is_deterministic():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    accepted = np.array([1, 1, 1, 1, 0, 1], bool)
+    rank = np.array([0.1, 0.9, 0.5, 0.3, 0.99, 0.3])
+    assert select_per_class(labels, accepted, rank, np.array([2, 5])).tolist() == [1, 2, 3, 5]
+    assert select_per_class(labels, accepted, rank, np.array([9, 9]), fraction=0.5).tolist() == [1, 2, 3]
+
+
+def test_draw_weights_realise_the_share():
+    syn = np.r_[np.zeros(10, bool), np.ones(90, bool)]
+    w = draw_weights(syn, 0.25)
+    assert w[syn].sum() / w.sum() == pytest.approx(0.25)
+    assert np.allclose(draw_weights(syn, None), 1 / 100)
+
+
+@pytest.mark.slow
+def test_png_and_npz_formats_hold_the_same_dataset(workspace: Path):
+    write_params(workspace / "params.yaml", {"merge": {"quota": "per_real", "synthetic_per_real": 1.0}})
+    for stage in ("prepare", "train", "generate", "filter", "merge"):
+        run(stage)
+    png = AugmentedDataset("data/augmented", return_meta=True)
+    summary = json.loads(Path("data/augmented/summary.json").read_text())
+    assert summary["synthetic"] == int(png.is_synthetic.sum()) > 0
+    for c, v in summary["per_class"].items():
+        assert v["synthetic"] <= v["real"]  # at most 1x the real count
+    x, y, is_syn, w = png[len(png) - 1]
+    assert isinstance(x, torch.Tensor) and x.shape == (1, 8, 8) and is_syn and w > 0
+    rows = read_csv("data/augmented/manifest.csv")
+    syn_rows = [r for r in rows if r["source"] == "synthetic"]
+    assert all(r["score_discriminator"] and r["checkpoint_sha256"] and r["generate_seed"] for r in syn_rows)
+    first = Path("data/augmented/manifest.csv").read_bytes()
+    a_img, a_lab, a_syn, a_w = png.arrays()
+    run("merge")
+    assert Path("data/augmented/manifest.csv").read_bytes() == first  # deterministic
+
+    write_params(workspace / "params.yaml", {"merge": {"quota": "per_real", "synthetic_per_real": 1.0,
+                                                       "format": "npz", "shard_size": 7}})
+    run("merge")
+    assert sorted(p.name for p in Path("data/augmented").glob("shard_*.npz"))[0] == "shard_00000.npz"
+    assert not any(Path("data/augmented").glob("*/*.png"))
+    npz = AugmentedDataset("data/augmented")
+    b_img, b_lab, b_syn, b_w = npz.arrays()
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab) and np.array_equal(a_syn, b_syn)
+    assert np.allclose(a_w, b_w)
+    from augment.merge import load_augmented
+
+    images, labels, synthetic, _ = load_augmented("data/augmented")
+    assert np.array_equal(images, a_img)
+    loader = torch.utils.data.DataLoader(npz, batch_size=5)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (5, 1, 8, 8) and yb.shape == (5,)
