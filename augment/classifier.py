@@ -7,7 +7,10 @@ drawn with a seeded numpy generator and augmented with a seeded albumentations p
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -65,6 +68,67 @@ def _augment_batch(aug, batch: np.ndarray) -> np.ndarray:
     return out
 
 
+def _batch_stream(images: np.ndarray, spec: "ClassifierSpec", rng: np.random.Generator, p: np.ndarray | None,
+                  augment) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``spec.steps`` batches: indices drawn with ``rng`` (weights ``p``), then augmented."""
+    n = len(images)
+    size, replace = min(spec.batch_size, n), p is not None or n < spec.batch_size
+    for _ in range(spec.steps):
+        idx = rng.choice(n, size=size, replace=replace, p=p)
+        batch = images[idx]
+        if augment is not None:
+            batch = _augment_batch(augment, batch)
+        yield idx, batch
+
+
+_END = object()
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in one background thread, up to ``depth`` ahead; order is preserved and
+    an exception in the producer is re-raised here. Stops the producer if the consumer stops."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put(_Failure(exc))
+            return
+        put(_END)
+
+    thread = threading.Thread(target=work, name="classifier-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
 @dataclass
 class ClassifierSpec:
     steps: int = 1500
@@ -93,11 +157,14 @@ def train_classifier(
     p = None if sample_weights is None else sample_weights / sample_weights.sum()
     labels_t = torch.from_numpy(labels.astype(np.int64))
     model.train()
-    for _ in range(spec.steps):
-        idx = rng.choice(len(images), size=min(spec.batch_size, len(images)), replace=p is not None or len(images) < spec.batch_size, p=p)
-        batch = images[idx]
-        if augment is not None:
-            batch = _augment_batch(augment, batch)
+    batches = _batch_stream(images, spec, rng, p, augment)
+    if augment is not None:
+        # Per-image albumentations calls dominate a small CNN's step on CPU: prepare the next
+        # batches in one background thread while this one trains. One producer draws from
+        # ``rng`` and the augmentation's own generator in the same order as a plain loop, so
+        # the batches (and the trained model) are identical.
+        batches = _prefetch(batches, depth=2)
+    for idx, batch in batches:
         x = to_tensor(batch, device)
         loss = F.cross_entropy(model(x), labels_t[idx].to(device), label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
