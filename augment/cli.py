@@ -3,6 +3,7 @@
     augment default-dataset            # materialise the bundled default dataset (no network)
     augment prepare|train|generate|filter|merge|evaluate [--params params.yaml] [paths...]
     augment run                        # every stage in order, in this process (no DVC)
+    augment scheduled-run              # dvc pull -> dvc repro -> dvc push -> commit dvc.lock
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="params.yaml")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         _add_paths(p)
+    s = sub.add_parser("scheduled-run", help="dvc pull -> dvc repro -> dvc push -> commit dvc.lock (for cron/Prefect)")
+    s.add_argument("--repo", default=".", help="the git + DVC repository (default: .)")
+    s.add_argument("--no-pull", action="store_true")
+    s.add_argument("--no-push", action="store_true")
+    s.add_argument("--no-commit", action="store_true")
+    s.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes to tracked files")
     return parser
 
 
@@ -90,6 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             counts = write_default_dataset(args.raw_dir, args.test_dir or None, args.per_class, args.seed)
             print(f"wrote {counts['raw']} images to {args.raw_dir} and {counts['test']} to {args.test_dir}")
             return 0
+        if args.command == "scheduled-run":
+            from augment.scheduling import ScheduledRunError, scheduled_run
+
+            try:
+                res = scheduled_run(args.repo, pull=not args.no_pull, push=not args.no_push,
+                                    commit=not args.no_commit, allow_dirty=args.allow_dirty)
+            except ScheduledRunError as exc:
+                print(f"augment scheduled-run: error: {exc}", file=sys.stderr)
+                return 2
+            return 0 if res.status_clean else 1
         cfg = load_params(args.params)
         paths = Paths(**{f.name: getattr(args, f.name) for f in fields(Paths)})
         # One run per workspace at a time (the current directory, where the paths resolve).

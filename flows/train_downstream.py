@@ -20,7 +20,7 @@ from augment.classifier import ClassifierSpec, predict_proba, train_classifier  
 from augment.data import load_prepared  # noqa: E402
 from augment.merge import load_augmented  # noqa: E402
 from augment.stages import Paths  # noqa: E402
-from flows.augment_flow import augment_pipeline  # noqa: E402
+from flows.augment_flow import AugmentResult, augment_pipeline  # noqa: E402
 
 
 @task(name="train-classifier")
@@ -36,10 +36,13 @@ def train_on_augmented(augmented_dir: str, prepared_dir: str, steps: int, seed: 
 
 @flow(name="downstream-training")
 def downstream_training(params_path: str = "params.yaml", workdir: str = ".", steps: int = 500, seed: int = 0) -> dict:
-    result = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False)  # subflow
+    result: AugmentResult = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False)  # subflow
+    # Pass paths (small), never arrays, between tasks; the task reads the merged set itself.
     out = train_on_augmented(result.augmented_dir, Paths().rooted(workdir).prepared, steps, seed)
-    get_run_logger().info("downstream val accuracy %.4f on %d images", out["val_accuracy"], out["train_images"])
-    return out
+    get_run_logger().info("downstream val accuracy %.4f on %d images (%d synthetic, generator %s)",
+                          out["val_accuracy"], out["train_images"], result.synthetic_images,
+                          result.checkpoint_sha256[:12])
+    return {**out, "synthetic_images": result.synthetic_images, "checkpoint_sha256": result.checkpoint_sha256}
 
 
 if __name__ == "__main__":

@@ -74,6 +74,50 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` on 127.0.0.1 (own PREFECT_HOME) for subprocess tests:
+    deployments, schedules, Dask workers. Yields the environment a subprocess needs."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_LOGGING_LEVEL": "INFO", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"prefect server did not start:\n{(home / 'server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(api + "/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
 def copy_project(dst: Path) -> Path:
     """Copy the project files a DVC run needs (code, dvc.yaml) into ``dst``."""
     for name in ("augment", "dvc.yaml"):

@@ -1,4 +1,4 @@
-"""The pipeline driven by its two orchestrators: ``dvc repro`` and the Prefect flow."""
+"""The pipeline driven by ``dvc repro`` (the Prefect flow: tests/test_flows.py)."""
 
 from __future__ import annotations
 
@@ -42,21 +42,4 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(tmp_path: Path):
     assert "Running stage 'filter'" in third and "Running stage 'train'" not in third
 
 
-@pytest.mark.slow
-def test_prefect_flow_runs_pipeline_and_returns_result(workspace: Path, prefect_harness):
-    from flows.augment_flow import AugmentResult, augment_pipeline
-
-    result = augment_pipeline(params_path=str(workspace / "params.yaml"), workdir=str(workspace))
-    assert isinstance(result, AugmentResult)
-    assert Path(result.manifest).is_file() and Path(result.checkpoint).is_file()
-    assert set(result.metrics["variants"]) == {"real", "classical", "synthetic", "combined"}
-    assert result.filter_report["accepted"] == 15
-
-
-@pytest.mark.slow
-def test_downstream_flow_calls_pipeline_as_subflow(workspace: Path, prefect_harness):
-    from flows.train_downstream import downstream_training
-
-    out = downstream_training(params_path=str(workspace / "params.yaml"), workdir=str(workspace), steps=10)
-    assert 0.0 <= out["val_accuracy"] <= 1.0
-    assert out["train_images"] > 0
+# The Prefect flow tests live in tests/test_flows.py (caching, artifacts, subflow, deployment).

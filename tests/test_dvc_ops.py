@@ -1,0 +1,97 @@
+"""DVC the way practitioners use it: a scheduled run (pull -> repro -> push -> commit dvc.lock),
+a local remote, experiments with ``-S``, ``metrics diff``, ``plots show``, concurrent runs refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_project, make_image_folder, write_params
+
+
+def _sh(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC repo with tiny data and params, a local remote, everything committed."""
+    root = tmp_path_factory.mktemp("repo")
+    copy_project(root)
+    make_image_folder(root / "data" / "raw")
+    make_image_folder(root / "data" / "test", per_class=4, seed=1)
+    write_params(root / "params.yaml", {"prepare": {"test_dir": "data/test"}})
+    _sh(["git", "init", "-q"], root)
+    _sh(["dvc", "init", "-q"], root)
+    _sh(["dvc", "remote", "add", "-d", "store", str(tmp_path_factory.mktemp("remote"))], root)
+    _sh(["dvc", "add", "-q", "data/raw", "data/test"], root)
+    _sh(["git", "add", "-A"], root)
+    _sh(["git", "commit", "-q", "-m", "project"], root)
+    return root
+
+
+@pytest.mark.slow
+def test_scheduled_run_reproduces_pushes_commits_and_leaves_dvc_status_clean(repo: Path, tmp_path: Path):
+    first = _sh(["augment", "scheduled-run"], repo)
+    assert "$ dvc repro" in first.stdout and "Running stage 'train'" in first.stdout
+    assert "$ dvc push" in first.stdout and "committed" in first.stdout
+    assert "dvc status: up to date" in first.stdout
+    assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.strip() == ""
+    assert "scheduled run: dvc repro" in _sh(["git", "log", "-1", "--format=%s"], repo).stdout
+
+    # Nothing changed upstream: nothing re-runs, nothing to commit.
+    second = _sh(["augment", "scheduled-run"], repo)
+    assert "Running stage" not in second.stdout and "nothing to commit" in second.stdout
+
+    # A second scheduled run while one holds the lock is refused at once (exit 2, holder named).
+    from augment.scheduling import run_lock
+
+    with run_lock(repo):
+        busy = _sh(["augment", "scheduled-run"], repo, ok=False)
+    assert busy.returncode == 2 and "refusing to run concurrently" in busy.stderr
+
+    # The remote holds everything: a fresh clone gets the data and outputs with `dvc pull`.
+    clone = tmp_path / "clone"
+    _sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    _sh(["dvc", "pull", "-q"], clone)
+    assert (clone / "data/augmented/manifest.csv").is_file() and (clone / "models/generator.safetensors").is_file()
+    assert "up to date" in _sh(["dvc", "status"], clone).stdout
+
+
+@pytest.mark.slow
+def test_experiments_metrics_diff_and_plots(repo: Path, tmp_path: Path):
+    if not (repo / "dvc.lock").is_file():  # run alone: reproduce once first
+        _sh(["augment", "scheduled-run", "--no-push"], repo)
+    exp = _sh(["dvc", "exp", "run", "-S", "filter.top_fraction=0.3"], repo)
+    assert "Running stage 'filter'" in exp.stdout and "Running stage 'train'" not in exp.stdout
+
+    diff = json.loads(_sh(["dvc", "metrics", "diff", "--all", "--json"], repo).stdout)
+    assert "metrics/evaluate.json" in diff
+    params = json.loads(_sh(["dvc", "params", "diff", "--json"], repo).stdout)
+    changed = params["params.yaml"]["filter.top_fraction"]
+    assert (changed["old"], changed["new"]) == (0.5, 0.3)
+    header = _sh(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0]
+    assert "filter.top_fraction" in header and "variants.combined.mean" in header
+
+    out = tmp_path / "plots"
+    shown = json.loads(_sh(["dvc", "plots", "show", "--json", "-o", str(out)], repo).stdout)["data"]
+    for png in ("models/sample_grid.png", "data/filtered/score_histogram.png", "models/loss_curves.png"):
+        assert png in shown and shown[png][0]["type"] == "image", png
+    assert any(k.endswith("metrics/train_log.csv") and v for k, v in shown.items())
+    _sh(["dvc", "plots", "show", "-o", str(out)], repo)
+    html = (out / "index.html").read_text()
+    assert "sample_grid.png" in html and any(out.rglob("*sample_grid.png"))  # images copied next to the HTML
+
+    _sh(["git", "checkout", "-q", "--", "params.yaml"], repo)  # leave the workspace as committed
+    _sh(["dvc", "checkout", "-q"], repo)

@@ -1,0 +1,105 @@
+"""The pipeline as Prefect flows: caching, artifacts, the typed result, subflows, deployments."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _mtime(p: Path) -> int:
+    return p.stat().st_mtime_ns
+
+
+@pytest.mark.slow
+def test_flow_caches_on_inputs_invalidates_on_deleted_output_and_returns_typed_result(workspace: Path, prefect_harness):
+    from flows.augment_flow import AugmentResult, augment_pipeline
+    from flows.train_downstream import downstream_training
+
+    kw = dict(params_path=str(workspace / "params.yaml"), workdir=str(workspace), evaluate=False)
+    first = augment_pipeline(**kw)
+    ckpt, decisions = workspace / "models/generator.safetensors", workspace / "data/filtered/decisions.npz"
+    stamps = {p: _mtime(p) for p in (ckpt, decisions, workspace / "data/prepared/dataset.npz")}
+
+    # Same data, same params: every stage is cached, nothing on disk is rewritten.
+    second = augment_pipeline(**kw)
+    assert {p: _mtime(p) for p in stamps} == stamps
+    assert second == first
+
+    # A deleted output invalidates that stage's cache (and only what depends on its bytes).
+    shutil.rmtree(workspace / "data/filtered")
+    augment_pipeline(**kw)
+    assert decisions.is_file() and _mtime(ckpt) == stamps[ckpt]
+
+    # The typed result a downstream flow gets back.
+    assert isinstance(first, AugmentResult)
+    assert Path(first.manifest).is_file() and Path(first.checkpoint).is_file()
+    assert first.class_names == ["class_0", "class_1", "class_2"]
+    assert first.real_images > 0 and first.synthetic_images >= 0
+    assert first.filter_report["generated"] == 30 and first.metrics == {} and first.report is None
+    json.dumps(first.to_dict())  # small and JSON-able: no arrays, no models
+    images, labels, synthetic, rows = first.load()
+    assert len(images) == len(rows) == first.real_images + first.synthetic_images
+    assert int(synthetic.sum()) == first.synthetic_images
+
+    # A user's training flow calls the pipeline as a subflow (cached here) and trains on it.
+    out = downstream_training(params_path=kw["params_path"], workdir=str(workspace), steps=10)
+    assert 0.0 <= out["val_accuracy"] <= 1.0 and out["train_images"] == len(images)
+
+    # Artifacts a person opens: acceptance table, sample grid, score histogram.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "augment-acceptance", "augment-sample-grid", "augment-score-histogram"])))
+    by_key = {a.key: a for a in arts}
+    assert set(by_key) == {"augment-acceptance", "augment-sample-grid", "augment-score-histogram"}
+    assert "data:image/png;base64," in by_key["augment-sample-grid"].data
+    table = by_key["augment-acceptance"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {row["class"] for row in table} == set(first.class_names)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_cron_deployment_on_a_real_server_and_a_triggered_run_completes(workspace: Path, prefect_server: dict,
+                                                                          tmp_path: Path):
+    """`prefect server start` (fixture) + `python flows/scheduled.py` (serve) + `prefect deployment run`."""
+    env = {**prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([sys.executable, str(ROOT / "flows/scheduled.py"), "--repo", str(workspace),
+                              "--cron", "0 2 * * *", "--params", str(workspace / "params.yaml"),
+                              "--workdir", str(workspace)],
+                             env=env, cwd=workspace, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        run = subprocess.run(["prefect", "deployment", "run", "augment-pipeline/on-demand", "-p", "evaluate=false",
+                              "--watch", "--watch-interval", "1", "--watch-timeout", "240"],
+                             env=env, cwd=workspace, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr + log.read_text()
+        assert "Completed" in run.stdout
+        assert (workspace / "data/augmented/manifest.csv").is_file()  # the triggered run did the work
+
+        inspect = subprocess.run(["prefect", "deployment", "inspect", "augment-nightly/nightly"],
+                                 env=env, cwd=workspace, capture_output=True, text=True, timeout=60)
+        assert inspect.returncode == 0, inspect.stderr
+        assert "0 2 * * *" in inspect.stdout  # the nightly deployment carries its cron schedule
+    finally:
+        _stop(serve)
