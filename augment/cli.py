@@ -83,6 +83,10 @@ def _run_stage(name: str, cfg, paths: Paths, progress: bool) -> None:
     elif name == "merge":
         out = stages.run_merge(cfg.merge, paths)
         print(f"merged {out['real']} real + {out['synthetic']} synthetic images -> {paths.augmented}")
+        if out.get("tuning"):
+            t = out["tuning"]
+            print(f"tuned on val ({t['val_images']} images): synthetic share {t['synthetic_share']}, "
+                  f"fraction {t['fraction']}, val accuracy {t['val_accuracy']:.4f}; curve in {paths.metrics_dir}/tuning.csv")
     elif name == "evaluate":
         stages.run_evaluate(cfg.evaluate, paths, progress=progress)
 
