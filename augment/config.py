@@ -208,6 +208,9 @@ class MergeConfig:
     tune_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
     tune_seeds: list[int] = field(default_factory=lambda: [0])
     tune_steps: int = 400
+    # What picks the grid point: "accuracy" (whole val images; ties -> lower NLL -> less synthetic)
+    # or "nll" (val log-loss: continuous, less noisy when the val split is a handful per class).
+    tune_metric: Literal["accuracy", "nll"] = "accuracy"
     format: Literal["png", "npz"] = "png"  # png: ImageFolder; npz: compact shards for large sets
     shard_size: int = 4096
     seed: int = 0

@@ -112,10 +112,13 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
             print(f"tune share={share} fraction={frac}: val acc {rows[-1]['val_accuracy']:.4f} nll {rows[-1]['val_nll']:.4f}")
     # Best val accuracy (in whole val images); ties -> lower val NLL -> less synthetic.
     n_val = len(val_y)
-    best = max(rows, key=lambda r: (round(r["val_accuracy"] * n_val), -round(r["val_nll"], 6),
-                                    -r["synthetic_share"], r["fraction"]))
+    if cfg.tune_metric == "nll":
+        best = max(rows, key=lambda r: (-round(r["val_nll"], 6), -r["synthetic_share"], r["fraction"]))
+    else:
+        best = max(rows, key=lambda r: (round(r["val_accuracy"] * n_val), -round(r["val_nll"], 6),
+                                        -r["synthetic_share"], r["fraction"]))
     choice = {"synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
               "val_accuracy": best["val_accuracy"], "val_nll": best["val_nll"],
-              "val_images": int(n_val), "seeds": list(cfg.tune_seeds), "steps": cfg.tune_steps,
+              "val_images": int(n_val), "metric": cfg.tune_metric, "seeds": list(cfg.tune_seeds), "steps": cfg.tune_steps,
               "no_synthetic": best["synthetic_share"] == 0.0}
     return choice, rows

@@ -37,6 +37,9 @@ def test_tuning_falls_back_to_no_synthetic_when_it_does_not_help():
     assert curve[0]["synthetic"] == 0 and curve[2]["synthetic"] == 10
     best = max(round(r["val_accuracy"] * 2) for r in curve)
     assert round(choice["val_accuracy"] * 2) == best
+    nll_choice, _ = tune_selection(train_x, train_y, val_x, val_y, syn_x, syn_y, rng.random(20), 2,
+                                   MergeConfig(**{**cfg.__dict__, "tune_metric": "nll"}))
+    assert nll_choice["val_nll"] == min(r["val_nll"] for r in curve) and nll_choice["metric"] == "nll"
     with pytest.raises(ValueError, match="validation split"):
         tune_selection(train_x, train_y, val_x[:0], val_y[:0], syn_x, syn_y, rng.random(20), 2, cfg)
 
