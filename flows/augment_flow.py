@@ -32,7 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.artifacts import (  # noqa: E402
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from augment import stages  # noqa: E402
 from augment.config import PipelineConfig, load_params  # noqa: E402
@@ -215,17 +221,29 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
               dask_workers: int) -> AugmentResult:
     logger = get_run_logger()
     paths = Paths().rooted(workdir)
+    n_stages = 6 if evaluate else 5
+    progress = create_progress_artifact(0.0, key="augment-pipeline-progress", description="stages done")
+
+    def done(k: int) -> None:
+        update_progress_artifact(progress, 100.0 * k / n_stages)
+
     _run_stage(prepare_task, "prepare", cfg, paths)
+    done(1)
     _run_stage(train_task, "train", cfg, paths)
+    done(2)
     if dask_address or dask_workers > 0:
         from flows.scale import generate_sharded, sharded_flow
 
         sharded_flow(generate_sharded, dask_address, dask_workers)(params_path=params_path, workdir=workdir)
     else:
         _run_stage(generate_task, "generate", cfg, paths)
+    done(3)
     report = _run_stage(filter_task, "filter", cfg, paths)
+    done(4)
     merged = _run_stage(merge_task, "merge", cfg, paths)
+    done(5)
     metrics = _run_stage(evaluate_task, "evaluate", cfg, paths) if evaluate else {}
+    done(n_stages)
     publish_artifacts(paths, report, evaluate)
     gen_meta = json.loads((Path(paths.generated) / "generate.json").read_text())
     result = AugmentResult(

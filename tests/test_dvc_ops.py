@@ -31,7 +31,8 @@ def repo(tmp_path_factory) -> Path:
     copy_project(root)
     make_image_folder(root / "data" / "raw")
     make_image_folder(root / "data" / "test", per_class=4, seed=1)
-    write_params(root / "params.yaml", {"prepare": {"test_dir": "data/test"}})
+    write_params(root / "params.yaml", {"prepare": {"test_dir": "data/test"},  # one seed, no extras: faster
+                                        "evaluate": {"seeds": [0], "quality": False, "ablation": False}})
     _sh(["git", "init", "-q"], root)
     _sh(["dvc", "init", "-q"], root)
     _sh(["dvc", "remote", "add", "-d", "store", str(tmp_path_factory.mktemp("remote"))], root)
