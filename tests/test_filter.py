@@ -60,6 +60,7 @@ def test_memorisation_threshold_is_a_percentile_of_real_train_distances():
     assert f.thresholds["pixel"].shape == (2,) and f.thresholds["pixel"][0] == f.thresholds["pixel"][1]
 
 
+@pytest.mark.slow
 def test_planted_wrong_class_sample_is_rejected():
     torch.manual_seed(0)
     train_x, train_y = structured(3, 12, seed=0)
@@ -132,6 +133,7 @@ def _run(*args: str) -> None:
     assert main([*args, "--quiet"]) == 0
 
 
+@pytest.mark.slow
 def test_filter_stage_with_every_filter(workspace: Path):
     from augment.filter import load_decisions
     from conftest import write_params
