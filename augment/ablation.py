@@ -45,7 +45,8 @@ def pick_for_set(decisions: dict[str, np.ndarray], names: list[str], counts: np.
 
 
 def run_ablation(ds: PreparedDataset, gen_dir, decisions: dict[str, np.ndarray], merge_summary: dict[str, Any],
-                 cfg: EvaluateConfig, progress: bool = False) -> dict[str, Any]:
+                 cfg: EvaluateConfig, progress: bool = False,
+                 real: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     from augment.classifier import predict_proba
     from augment.device import resolve_device
     from augment.evaluate import summarise, train_variant
@@ -53,7 +54,7 @@ def run_ablation(ds: PreparedDataset, gen_dir, decisions: dict[str, np.ndarray],
 
     names = [n for n in ("discriminator", "label", "memorisation") if f"accept_{n}" in decisions]
     k = ds.num_classes
-    real_x, real_y = ds.subset("train")
+    real_x, real_y = real if real is not None else ds.subset("train")
     test_x, test_y = ds.subset("test")  # final scoring only
     device = resolve_device(cfg.device)
     merged = np.array([merge_summary["per_class"][n]["synthetic"] for n in ds.class_names])

@@ -211,6 +211,10 @@ class MergeConfig:
     # What picks the grid point: "accuracy" (whole val images; ties -> lower NLL -> less synthetic)
     # or "nll" (val log-loss: continuous, less noisy when the val split is a handful per class).
     tune_metric: Literal["accuracy", "nll"] = "accuracy"
+    # Final refit: after tuning on VAL, also merge the val images as real ones, so the final
+    # training set is everything not in the test split (evaluate then trains every variant on
+    # train + val real images). Val stops being a clean estimate; the test split stays untouched.
+    refit_with_val: bool = False
     format: Literal["png", "npz"] = "png"  # png: ImageFolder; npz: compact shards for large sets
     shard_size: int = 4096
     seed: int = 0

@@ -69,11 +69,14 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 
 def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray, cfg: EvaluateConfig,
-                      progress: bool = True) -> dict[str, Any]:
-    """Train every variant for every seed; score on the test split (its only use)."""
+                      progress: bool = True, real: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Train every variant for every seed; score on the test split (its only use).
+
+    ``real``: the real training images of every variant (default: the train split; the merged
+    set's real images when merge.refit_with_val added the val split)."""
     from tqdm.auto import tqdm
 
-    real_x, real_y = ds.subset("train")
+    real_x, real_y = real if real is not None else ds.subset("train")
     test_x, test_y = ds.subset("test")  # test split: used here, for final scoring only
     if len(test_x) == 0:
         raise ValueError("the prepared dataset has no test images (prepare.test_fraction or prepare.test_dir)")

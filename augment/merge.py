@@ -94,8 +94,11 @@ def _score(decisions, key, r) -> str:
 def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str, np.ndarray],
                   out_dir: str | Path, cfg: MergeConfig, progress: bool = False) -> dict[str, Any]:
     gen_meta = json.loads((Path(gen_dir) / "generate.json").read_text())
-    train_x, train_y = ds.subset("train")  # only TRAIN images are merged
-    train_files = [f for f, s in zip(ds.files, ds.split) if s == 0]
+    # Only TRAIN images are merged (plus VAL with merge.refit_with_val, after tuning); never test.
+    splits = (0, 1) if cfg.refit_with_val else (0,)
+    keep = np.isin(ds.split, splits)
+    train_x, train_y = ds.images[keep], ds.labels[keep]
+    train_files = [f for f, s in zip(ds.files, ds.split) if s in splits]
     real_counts = np.bincount(train_y, minlength=ds.num_classes)
     pick, share, choice, curve = choose_synthetic(ds, gen_dir, decisions, cfg, progress)
     wanted = {int(decisions["index"][r]): int(r) for r in pick}  # global sample index -> decision row
@@ -134,6 +137,7 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
             "real": int(n_real),
             "synthetic": int(n_syn),
             "quota": cfg.quota,
+            "real_splits": ["train", "val"] if cfg.refit_with_val else ["train"],
             "synthetic_share": share,
             "format": cfg.format,
             "tuning": choice,

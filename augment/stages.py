@@ -156,7 +156,9 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
 
         # the share the merge stage chose (tuned on VAL when merge.quota is "tuned")
         cfg = dataclasses.replace(cfg, synthetic_share=merge_summary["synthetic_share"])
-    metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress)
+    # merge.refit_with_val: every variant trains on the merged real images (train + val)
+    real = (images[~synthetic], labels[~synthetic]) if "val" in merge_summary.get("real_splits", []) else None
+    metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress, real=real)
     metrics["synthetic_share"] = cfg.synthetic_share
     table = format_table(metrics)
     if cfg.ablation and Path(paths.filtered, "decisions.npz").is_file():
@@ -164,7 +166,7 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
         from augment.filter import load_decisions
 
         metrics["ablation"] = run_ablation(ds, paths.generated, load_decisions(paths.filtered), merge_summary,
-                                           cfg, progress=progress)
+                                           cfg, progress=progress, real=real)
         table += "\n\n" + format_ablation(metrics["ablation"])
     if cfg.quality:  # FD, PRDC, CAS, diversity of the synthetic images (augment/quality.py)
         from augment.quality import evaluate_quality, format_quality

@@ -84,3 +84,21 @@ def test_png_and_npz_formats_hold_the_same_dataset(workspace: Path):
     loader = torch.utils.data.DataLoader(npz, batch_size=5)
     xb, yb = next(iter(loader))
     assert xb.shape == (5, 1, 8, 8) and yb.shape == (5,)
+
+
+@pytest.mark.slow
+def test_refit_with_val_merges_val_but_never_test(workspace: Path):
+    from augment.data import load_prepared
+
+    write_params(workspace / "params.yaml", {"merge": {"quota": "tuned", "tune_shares": [0.0, 0.5],
+                                                       "tune_fractions": [1.0], "tune_steps": 5,
+                                                       "refit_with_val": True}})
+    for stage in ("prepare", "train", "generate", "filter", "merge", "evaluate"):
+        run(stage)
+    ds = load_prepared("data/prepared")
+    summary = json.loads(Path("data/augmented/summary.json").read_text())
+    assert summary["real_splits"] == ["train", "val"] and summary["real"] == int((ds.split < 2).sum())
+    origins = {r["origin"] for r in read_csv("data/augmented/manifest.csv") if r["source"] == "real"}
+    assert origins == {f for f, s in zip(ds.files, ds.split) if s < 2}  # train + val, no test image
+    metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    assert metrics["train_real_images"] == summary["real"]
