@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             r = run_json(cmd)
             shutil.rmtree(wd, ignore_errors=True)
             results.append(r)
+            if args.json:  # partial results survive an interrupted sweep
+                Path(args.json).write_text(json.dumps({"partial": True, "results": results}, indent=2) + "\n")
             print(f"n={r['n']:>9,}  generate {r['generate_images_per_s']:>9,.0f} img/s  "
                   f"generate+filter {r['generate_filter_images_per_s']:>9,.0f} img/s  "
                   f"({r['generate_filter_images_per_cpu_s']:,.0f} img/CPU-s)  peak RSS {r['peak_rss_mb']:7.1f} MB (all images would be {r['all_images_mb']:8.1f} MB)"
