@@ -41,6 +41,11 @@ class ScheduledRunError(RuntimeError):
     """A scheduled run could not start or a step failed; the message says which and why."""
 
 
+class ScheduledRunRefused(ScheduledRunError):
+    """The run refused to start (another run holds the lock, uncommitted changes, not a repo):
+    retrying will not help."""
+
+
 @dataclass
 class ScheduledRunResult:
     stages_run: list[str] = field(default_factory=list)
@@ -68,7 +73,7 @@ def run_lock(repo: str | Path) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = path.read_text().strip() or "unknown"
-            raise ScheduledRunError(f"another scheduled run holds {path} ({holder}); refusing to run concurrently") from None
+            raise ScheduledRunRefused(f"another scheduled run holds {path} ({holder}); refusing to run concurrently") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
         yield path
@@ -115,16 +120,16 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
     """One scheduled run in ``repo`` (see the module docstring). Raises ScheduledRunError."""
     repo = Path(repo).resolve()
     if not (repo / "dvc.yaml").is_file() or not (repo / ".dvc").is_dir():
-        raise ScheduledRunError(f"{repo} is not a DVC project (no dvc.yaml / .dvc): run `dvc init` there first")
+        raise ScheduledRunRefused(f"{repo} is not a DVC project (no dvc.yaml / .dvc): run `dvc init` there first")
     if not (repo / ".git").exists():
-        raise ScheduledRunError(f"{repo} is not a git repository: scheduled runs commit dvc.lock")
+        raise ScheduledRunRefused(f"{repo} is not a git repository: scheduled runs commit dvc.lock")
     result = ScheduledRunResult()
     log = result.log
     with run_lock(repo):
         if not allow_dirty:
             dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo, log, lambda s: None)
             if dirty.strip():
-                raise ScheduledRunError("tracked files have uncommitted changes; commit them first (dvc.lock must match "
+                raise ScheduledRunRefused("tracked files have uncommitted changes; commit them first (dvc.lock must match "
                                         f"the committed dvc.yaml, params.yaml and code), or pass --allow-dirty:\n{dirty}")
         has_remote = bool(_run(["dvc", "remote", "list"], repo, log, lambda s: None).strip())
         if pull and has_remote:

@@ -29,10 +29,22 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from augment.scheduling import scheduled_run  # noqa: E402
+from augment.scheduling import ScheduledRunRefused, scheduled_run  # noqa: E402
 
 
-@task(name="dvc-scheduled-run", retries=1, retry_delay_seconds=30, persist_result=False)
+def _retry_unless_refused(task, task_run, state) -> bool:
+    """Retry a failed step (e.g. the remote was unreachable), not a refusal (lock held, dirty tree)."""
+    try:
+        state.result()
+    except ScheduledRunRefused:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="dvc-scheduled-run", retries=1, retry_delay_seconds=30, retry_condition_fn=_retry_unless_refused,
+      persist_result=False)
 def dvc_scheduled_run_task(repo: str, pull: bool, push: bool, commit: bool) -> dict:
     logger = get_run_logger()
     res = scheduled_run(repo, pull=pull, push=push, commit=commit, echo=logger.info)

@@ -94,5 +94,19 @@ def test_experiments_metrics_diff_and_plots(repo: Path, tmp_path: Path):
     html = (out / "index.html").read_text()
     assert "sample_grid.png" in html and any(out.rglob("*sample_grid.png"))  # images copied next to the HTML
 
-    _sh(["git", "checkout", "-q", "--", "params.yaml"], repo)  # leave the workspace as committed
-    _sh(["dvc", "checkout", "-q"], repo)
+    _sh(["git", "checkout", "-q", "--", "."], repo)  # leave the workspace as committed (params, dvc.lock, metrics)
+    _sh(["dvc", "checkout", "-q", "--force"], repo)
+
+
+@pytest.mark.slow
+def test_nightly_prefect_flow_runs_the_scheduled_run(repo: Path, prefect_harness, monkeypatch):
+    """The flow the cron deployment runs (flows/scheduled.py): same function, Prefect logging + artifact."""
+    from flows.scheduled import nightly_dvc_run
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    for k, v in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                 "GIT_COMMITTER_EMAIL": "t@t"}.items():
+        monkeypatch.setenv(k, v)
+    out = nightly_dvc_run(repo=str(repo))
+    assert out["status_clean"] and out["pulled"] and out["pushed"]
+    assert "dvc.lock" not in _sh(["git", "status", "--porcelain"], repo).stdout
