@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd networks (bare)")
     p.add_argument("--filters", default=None, help="filter.filters for the timed filter stage (default: config default)")
     p.add_argument("--train-iterations", type=int, default=30)
+    p.add_argument("--scale-on-cpu", action="store_true",
+                   help="without CUDA, run the timing half on the CPU too (tiny sizes; exercises the code path)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
@@ -185,34 +187,36 @@ def main(argv: list[str] | None = None) -> int:
                                   and c16["jaccard_accepted"] >= JACCARD_MIN)
             ok = checks["pass"]
 
-        if cuda and args.n_scale > 0:
+        dev = "cuda" if cuda else "cpu"
+        if args.n_scale > 0 and (cuda or args.scale_on_cpu):
             from benchmarks.bench_generate import run_filter_stage
             from augment.filter import save_filter_output
 
             tp = summary["throughput_images_per_s"]
-            tp["raw_cuda_bf16_channels_last"] = raw_throughput(ck, "cuda", "auto", args.scale_batch, 5.0)
-            tp["raw_cuda_fp32_channels_last"] = raw_throughput(ck, "cuda", "fp32", args.scale_batch, 5.0)
+            secs = 5.0 if cuda else 0.5
+            tp[f"raw_{dev}_bf16_channels_last"] = raw_throughput(ck, dev, "bf16", args.scale_batch, secs)
+            tp[f"raw_{dev}_fp32_channels_last"] = raw_throughput(ck, dev, "fp32", args.scale_batch, secs)
             if args.compile:
                 try:
-                    tp["raw_cuda_bf16_compiled"] = raw_throughput(ck, "cuda", "auto", args.scale_batch, 5.0, True)
+                    tp[f"raw_{dev}_bf16_compiled"] = raw_throughput(ck, dev, "bf16", args.scale_batch, secs, True)
                 except Exception as exc:  # compilation needs a toolchain; report, don't fail
                     summary["compile_error"] = f"{type(exc).__name__}: {exc}"[:500]
             npc = max(1, args.n_scale // args.classes)
             cfg = GenerateConfig(n_per_class=npc, batch_size=args.scale_batch, shard_size=args.scale_shard,
-                                 seed=1, device="cuda", precision="auto")
-            _, t_gen = timed(lambda: generate_samples(ck, scratch / "scale", cfg, progress=False), sync=True)
+                                 seed=1, device=dev, precision="auto")
+            _, t_gen = timed(lambda: generate_samples(ck, scratch / "scale", cfg, progress=False), sync=cuda)
 
             def filt():
                 d, r = run_filter_stage(scratch / "scale", str(ck), args.classes, args.filters,
-                                        (args.size, args.size, 1), device="auto")
+                                        (args.size, args.size, 1), device=dev)
                 save_filter_output(d, r, scratch / "scale_filtered", [f"c{i}" for i in range(args.classes)])
 
-            _, t_filt = timed(filt, sync=True)
+            _, t_filt = timed(filt, sync=cuda)
             n = npc * args.classes
-            summary["stages_s"].update({"generate_cuda_scale": t_gen, "filter_scale": t_filt})
-            tp.update({"generate_cuda": n / t_gen, "filter": n / t_filt, "generate_plus_filter": n / (t_gen + t_filt)})
-            summary["scale"] = {"n": n, "batch_size": args.scale_batch, "shard_size": args.scale_shard,
-                                "peak_cuda_memory_gb": torch.cuda.max_memory_allocated() / 2**30}
+            summary["stages_s"].update({f"generate_{dev}_scale": t_gen, "filter_scale": t_filt})
+            tp.update({f"generate_{dev}": n / t_gen, "filter": n / t_filt, "generate_plus_filter": n / (t_gen + t_filt)})
+            summary["scale"] = {"n": n, "device": dev, "batch_size": args.scale_batch, "shard_size": args.scale_shard,
+                                "peak_cuda_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     summary["total_s"] = time.perf_counter() - t_start

@@ -81,9 +81,11 @@ def test_gpu_check_without_cuda_exits_cleanly_after_its_cpu_half(tmp_path: Path)
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--size", "8", "--classes", "2",
                            "--width", "4", "--n-compare", "40", "--compare-batch", "8", "--train-iterations", "1",
-                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                           "--n-scale", "40", "--scale-batch", "8", "--scale-shard", "16", "--scale-on-cpu",
+                           "--filters=discriminator", "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "CUDA is not available" in proc.stderr
     summary = json.loads(out.read_text())
     assert summary["cuda"] is False and summary["ok"] is True
     assert 0.0 <= summary["correctness_vs_cpu_fp32"]["cpu_bf16"]["jaccard_accepted"] <= 1.0
+    assert summary["scale"]["n"] == 40 and summary["throughput_images_per_s"]["generate_plus_filter"] > 0
