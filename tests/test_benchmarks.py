@@ -89,3 +89,19 @@ def test_gpu_check_without_cuda_exits_cleanly_after_its_cpu_half(tmp_path: Path)
     assert summary["cuda"] is False and summary["ok"] is True
     assert 0.0 <= summary["correctness_vs_cpu_fp32"]["cpu_bf16"]["jaccard_accepted"] <= 1.0
     assert summary["scale"]["n"] == 40 and summary["throughput_images_per_s"]["generate_plus_filter"] > 0
+
+
+def test_classifier_prefetch_keeps_order_and_reraises():
+    from augment.classifier import _prefetch
+
+    assert list(_prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(_prefetch(broken()))
+    it = _prefetch(iter(range(10**6)))
+    assert next(it) == 0
+    it.close()  # the consumer stops early: the producer thread is stopped, nothing hangs
