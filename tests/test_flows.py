@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,10 @@ def test_cron_deployment_on_a_real_server_and_a_triggered_run_completes(workspac
                               "--workdir", str(workspace)],
                              env=env, cwd=workspace, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
+        deadline = time.time() + 120  # serve() registers the deployments, then says so
+        while "being served" not in log.read_text():
+            assert serve.poll() is None and time.time() < deadline, "serve did not start:\n" + log.read_text()
+            time.sleep(0.5)
         run = subprocess.run(["prefect", "deployment", "run", "augment-pipeline/on-demand", "-p", "evaluate=false",
                               "--watch", "--watch-interval", "1", "--watch-timeout", "240"],
                              env=env, cwd=workspace, capture_output=True, text=True, timeout=300)
