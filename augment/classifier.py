@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -157,6 +158,31 @@ def train_classifier(
     p = None if sample_weights is None else sample_weights / sample_weights.sum()
     labels_t = torch.from_numpy(labels.astype(np.int64))
     model.train()
+    with _threads_for(images, device):
+        _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device)
+    return model.eval()
+
+
+# Small images give each op too little work to split: on a 2-core CPU one intra-op thread trained
+# the 8x8 classifier 3x faster than two (51.7 vs 16.7 steps/s), and two OpenMP threads plus the
+# batch-prefetch thread were 13x slower (benchmarks/RESULTS.md). Larger images keep torch's default.
+SMALL_IMAGE_PIXELS = 32 * 32
+
+
+@contextmanager
+def _threads_for(images: np.ndarray, device: torch.device):
+    small = device.type == "cpu" and images.shape[1] * images.shape[2] <= SMALL_IMAGE_PIXELS
+    before = torch.get_num_threads()
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device) -> None:
     batches = _batch_stream(images, spec, rng, p, augment)
     if augment is not None:
         # Per-image albumentations calls dominate a small CNN's step on CPU: prepare the next
@@ -171,7 +197,6 @@ def train_classifier(
         loss.backward()
         opt.step()
         sched.step()
-    return model.eval()
 
 
 @torch.no_grad()

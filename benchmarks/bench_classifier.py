@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x, y = synthetic_images(args.classes, args.per_class, args.size, args.channels)
     spec = C.ClassifierSpec(steps=args.steps, batch_size=args.batch_size, width=args.width)
-    real_prefetch = C._prefetch
+    real_prefetch, real_small = C._prefetch, C.SMALL_IMAGE_PIXELS
     configs = [(t, aug, pre) for t in args.threads for aug in (False, True) for pre in ((False, True) if aug else (False,))]
     times: dict = {c: [] for c in configs}
     t_start = time.perf_counter()
@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in order:
             threads, aug, pre = cfg
             torch.set_num_threads(threads)
+            # measure the thread count asked for (train_classifier itself uses 1 thread on small images)
+            C.SMALL_IMAGE_PIXELS = real_small if threads == 1 else 0
             C._prefetch = real_prefetch if pre else (lambda items, depth=2: items)
             augment = C.classical_augmentation(10.0, 0.1, 0.1, seed=r) if aug else None
             t0, c0 = time.perf_counter(), time.process_time()
             C.train_classifier(x, y, args.classes, spec, seed=r, augment=augment)
             times[cfg].append((time.perf_counter() - t0, time.process_time() - c0))
-    C._prefetch = real_prefetch
+    C._prefetch, C.SMALL_IMAGE_PIXELS = real_prefetch, real_small
     results = []
     for (threads, aug, pre), ts in times.items():
         results.append({"threads": threads, "classical_augmentation": aug, "prefetch": pre,
