@@ -25,7 +25,7 @@ import numpy as np
 from augment.config import MergeConfig
 from augment.data import PreparedDataset
 from augment.generate import iter_shards
-from augment.io import atomic_directory, atomic_save_npz, atomic_write_csv, atomic_write_json, png_bytes
+from augment.io import PngWriter, atomic_directory, atomic_save_npz, atomic_write_csv, atomic_write_json
 from augment.tuning import quota_counts, select_per_class, tune_selection
 
 MANIFEST_FIELDS = ["file", "class", "label", "source", "weight", "score", "confidence",
@@ -162,12 +162,13 @@ class _Writer:
     def open(self, tmp: Path, class_names: list[str]) -> None:
         self.tmp = tmp
         if self.fmt == "png":
+            self.png = PngWriter()  # encodes + writes on a thread pool (io.PngWriter)
             for name in class_names:
                 (tmp / name).mkdir(parents=True, exist_ok=True)
 
     def add(self, row: dict[str, Any], img: np.ndarray, synthetic: bool, weight: float) -> dict[str, Any]:
         if self.fmt == "png":
-            (self.tmp / row["file"]).write_bytes(png_bytes(img))
+            self.png.write(self.tmp / row["file"], img)
             return row
         row = {**row, "file": "", "shard": f"shard_{self.shard:05d}.npz", "offset": len(self.buf["labels"])}
         for k, v in zip(self.buf, (img, row["label"], synthetic, weight)):
@@ -189,6 +190,8 @@ class _Writer:
     def close(self) -> None:
         if self.fmt == "npz":
             self._flush()
+        else:
+            self.png.close()
 
 
 def load_augmented(aug_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
