@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -120,6 +121,7 @@ def bench(args, threads: int) -> dict:
         print(f"threads={threads} repeat {r}: plain {n_img / pair['plain'][0]:.0f} img/s, "
               f"ours {n_img / pair['ours'][0]:.0f} img/s, ratio {pair['ours'][0] / pair['plain'][0]:.3f} "
               f"(CPU-time ratio {pair['ours'][1] / pair['plain'][1]:.3f})", file=sys.stderr, flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     wall = [p["ours"][0] / p["plain"][0] for p in rows]
     cpu = [p["ours"][1] / p["plain"][1] for p in rows]
     return {
