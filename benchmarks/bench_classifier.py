@@ -11,7 +11,6 @@ steps/s (wall) and steps per CPU-second, median over repeats.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, synthetic_images  # noqa: E402
+from benchmarks.common import machine, synthetic_images, emit  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"benchmark": "classifier training", "image_shape": [args.size, args.size, args.channels],
                "machine": machine(), "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "total_s": time.perf_counter() - t_start, "results": results}
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(summary, args.json)
 
 
 if __name__ == "__main__":

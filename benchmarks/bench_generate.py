@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import PY, machine, make_checkpoint, run_json  # noqa: E402
+from benchmarks.common import PY, machine, make_checkpoint, run_json, emit  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -176,11 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the stage needs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine  # noqa: E402
+from benchmarks.common import ROOT, machine, emit  # noqa: E402
 
 STAGES = ("prepare", "train", "generate", "filter", "merge", "evaluate")
 
@@ -65,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "total_wall_s": round(sum(r["wall_s"] for r in rows), 1),
                "total_cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "stages": rows}
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(summary, args.json)
 
 
 if __name__ == "__main__":

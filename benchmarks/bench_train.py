@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import statistics
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, synthetic_images  # noqa: E402
+from benchmarks.common import machine, synthetic_images, emit  # noqa: E402
 
 
 def config(args):
@@ -155,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                "classes": args.classes, "width": args.width, "machine": machine(),
                "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "total_s": time.perf_counter() - t0, "results": results}
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,12 @@ def run_json(cmd: list[str], env: dict | None = None, timeout: float | None = No
 
 
 PY = sys.executable
+
+
+def emit(summary: dict, json_path: str | None) -> int:
+    """Print a benchmark's JSON summary (and write it to ``json_path`` if given); exit code 0."""
+    text = json.dumps(summary, indent=2)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    print(text)
+    return 0
