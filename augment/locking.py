@@ -25,7 +25,11 @@ _guard = threading.Lock()
 
 
 class LockBusyError(RuntimeError):
-    """Another run holds the workspace lock."""
+    """Another process holds the lock file ``path``; ``holder`` is what it wrote there."""
+
+    def __init__(self, message: str, path: Path | None = None, holder: str = "unknown"):
+        super().__init__(message)
+        self.path, self.holder = path, holder
 
 
 def _read_holder(path: Path) -> str:
@@ -36,10 +40,40 @@ def _read_holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
+def flock_exclusive(path: Path, note: str) -> Iterator[Path]:
+    """Hold ``flock(LOCK_EX | LOCK_NB)`` on ``path`` (created if missing) for the block.
+
+    Raises :class:`LockBusyError` at once if another process holds it. ``note`` (who holds it) is
+    written into the file for that message; the lock itself is the flock, which the kernel drops
+    when the holder dies, even by ``kill -9``.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(path)
+            raise LockBusyError(f"{path} is held by {holder}", path, holder) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{note}\n".encode())
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def workspace_lock(workspace: str | Path = ".", what: str = "augment") -> Iterator[Path]:
     """Hold the workspace lock for the ``with`` block, or raise :class:`LockBusyError` at once."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - only to detect platforms without advisory locks
     except ImportError:  # pragma: no cover - Windows: no advisory locks; run one command at a time
         yield Path(workspace) / LOCK_NAME
         return
@@ -58,28 +92,20 @@ def workspace_lock(workspace: str | Path = ".", what: str = "augment") -> Iterat
             with _guard:
                 _held[key] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockBusyError(
-                f"another run holds the lock on this workspace ({path}; holder: {_read_holder(path)}); "
-                "wait for it to finish, or use a separate workspace (a clone or git worktree) per run"
-            ) from None
-        # Who holds it, for the message above (the lock itself is the flock, not this text).
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} ({what})\n".encode())
-        with _guard:
-            _held[key] = 1
-        try:
-            yield path
-        finally:
+        with flock_exclusive(path, f"pid {os.getpid()} ({what})"):
             with _guard:
-                _held.pop(key, None)
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+                _held[key] = 1
+            try:
+                yield path
+            finally:
+                with _guard:
+                    _held.pop(key, None)
+    except LockBusyError as exc:
+        if exc.path != path:  # raised from inside the block, not by our own flock
+            raise
+        raise LockBusyError(
+            f"another run holds the lock on this workspace ({path}; holder: {exc.holder}); "
+            "wait for it to finish, or use a separate workspace (a clone or git worktree) per run",
+            path, exc.holder,
+        ) from None

@@ -23,7 +23,6 @@ The flow wrapper (``flows/scheduled.py``) runs the same function on a Prefect cr
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import subprocess
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
+
+from augment.locking import LockBusyError, flock_exclusive
 
 LOCK_RELPATH = ".dvc/tmp/augment-scheduled.lock"
 
@@ -66,19 +67,13 @@ class ScheduledRunResult:
 def run_lock(repo: str | Path) -> Iterator[Path]:
     """Hold the scheduled-run lock of ``repo`` or raise :class:`ScheduledRunError` at once."""
     path = Path(repo) / LOCK_RELPATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = path.read_text().strip() or "unknown"
-            raise ScheduledRunRefused(f"another scheduled run holds {path} ({holder}); refusing to run concurrently") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        yield path
-    finally:
-        os.close(fd)  # closing releases the flock (the kernel also drops it if we die)
+        with flock_exclusive(path, f"pid {os.getpid()}"):
+            yield path
+    except LockBusyError as exc:
+        if exc.path != path:
+            raise
+        raise ScheduledRunRefused(f"another scheduled run holds {path} ({exc.holder}); refusing to run concurrently") from None
 
 
 def _env() -> dict[str, str]:
