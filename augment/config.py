@@ -16,15 +16,12 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from augment.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A parameter is unknown, of the wrong type, or out of range. The message names it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Stage configs. Shapes (resolution, channels, number of classes) are read from the data, never
-# repeated here.
-# --------------------------------------------------------------------------------------------
+# DiffAugment policy names (augment/training/diffaug.py registers one list of ops for each).
+DIFFAUG_OPS = ("color", "translation", "cutout")
+# Sample filters (augment/filters/apply.py builds one for each name), in their canonical order.
+FILTER_NAMES = ("discriminator", "label", "memorisation")
 
 
 @dataclass(frozen=True)
@@ -116,12 +113,9 @@ class TrainConfig:
         _check_range("train.checkpoint_every", self.checkpoint_every, 1, 10**8)
         _check_range("train.sample_every", self.sample_every, 1, 10**8)
         _check_range("train.log_every", self.log_every, 1, 10**8)
-        from augment.diffaug import parse_policy
-
-        try:
-            parse_policy(self.diffaug)
-        except ValueError as exc:
-            raise ConfigError(f"train.diffaug: {exc}") from None
+        bad = [n for n in (p.strip() for p in self.diffaug.split(",")) if n and n not in DIFFAUG_OPS]
+        if bad:
+            raise ConfigError(f"train.diffaug: unknown DiffAugment op(s) {bad}; known: {sorted(DIFFAUG_OPS)}")
         _check_device("train.device", self.device)
 
 
@@ -145,7 +139,7 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    # Filters applied in order and combined by AND (augment/filter.py); [] accepts everything.
+    # Filters applied in order and combined by AND (augment/filters/apply.py); [] accepts everything.
     filters: list[str] = field(default_factory=lambda: ["discriminator", "label", "memorisation"])
     # Discriminator acceptance on the CALIBRATED confidence P(real image of class c):
     # "threshold": >= threshold; "top_fraction": top fraction of each class; "drs": discriminator
@@ -172,10 +166,9 @@ class FilterConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        known = ("discriminator", "label", "memorisation")
         for i, name in enumerate(self.filters):
-            if name not in known:
-                raise ConfigError(f"filter.filters[{i}] = {name!r}: expected one of {', '.join(known)}")
+            if name not in FILTER_NAMES:
+                raise ConfigError(f"filter.filters[{i}] = {name!r}: expected one of {', '.join(FILTER_NAMES)}")
         if len(set(self.filters)) != len(self.filters):
             raise ConfigError(f"filter.filters = {self.filters!r}: a filter is listed twice")
         _check_range("filter.threshold", self.threshold, 0.0, 1.0)
@@ -247,10 +240,6 @@ class EvaluateConfig:
     batch_size: int = 64
     lr: float = 2e-3
     width: int = 32
-    # Strength of the classical (albumentations) augmentation used by variants (b) and (d).
-    classical_rotate: float = 10.0
-    classical_translate: float = 0.1
-    classical_scale: float = 0.1
     # Fraction of each batch drawn from synthetic images in variants (c)/(d); null = in
     # proportion to their count in the merged set.
     synthetic_share: Optional[float] = None
@@ -275,14 +264,27 @@ class EvaluateConfig:
         _check_range("evaluate.batch_size", self.batch_size, 1, 1 << 16)
         _check_range("evaluate.lr", self.lr, 0.0, 10.0, low_open=True)
         _check_range("evaluate.width", self.width, 1, 4096)
-        _check_range("evaluate.classical_rotate", self.classical_rotate, 0.0, 180.0)
-        _check_range("evaluate.classical_translate", self.classical_translate, 0.0, 0.5)
-        _check_range("evaluate.classical_scale", self.classical_scale, 0.0, 0.9)
         _check_device("evaluate.device", self.device)
         if self.ablation and not self.ablation_seeds:
             raise ConfigError("evaluate.ablation_seeds must list at least one seed when evaluate.ablation is true")
         _check_range("evaluate.ablation_steps", self.ablation_steps, 1, 10**7)
         _check_range("evaluate.ablation_share", self.ablation_share, 0.0, 0.99, low_open=True)
+
+
+@dataclass(frozen=True)
+class ClassicalConfig:
+    """Strength of the classical (albumentations) augmentation: the baseline (b) every result is
+    compared against, and the augmentation of every downstream classifier the pipeline trains
+    (the label filter's, the tuner's, the evaluation's variants (b) and (d))."""
+
+    rotate: float = 10.0  # degrees, +-
+    translate: float = 0.1  # fraction of the size, +-
+    scale: float = 0.1  # +- around 1
+
+    def validate(self) -> None:
+        _check_range("classical.rotate", self.rotate, 0.0, 180.0)
+        _check_range("classical.translate", self.translate, 0.0, 0.5)
+        _check_range("classical.scale", self.scale, 0.0, 0.9)
 
 
 @dataclass(frozen=True)
@@ -293,15 +295,11 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
-
-
-# --------------------------------------------------------------------------------------------
-# Strict dict -> dataclass conversion
-# --------------------------------------------------------------------------------------------
 
 
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
@@ -379,10 +377,6 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
     """Read ``params.yaml`` into a validated :class:`PipelineConfig`."""
     path = Path(path)
@@ -395,3 +389,13 @@ def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
     cfg = from_dict(PipelineConfig, raw or {}, "")
     cfg.validate()
     return cfg
+
+
+def root_config(cfg: PipelineConfig, root: str | Path) -> PipelineConfig:
+    """``cfg`` with its relative dataset folders (``prepare.raw_dir``/``test_dir``) under ``root``,
+    as the stages' output paths are (:meth:`augment.pipeline.paths.Paths.rooted`)."""
+    def under(p: str | None) -> str | None:
+        return p if p is None or Path(p).is_absolute() else str(Path(root) / p)
+
+    prep = dataclasses.replace(cfg.prepare, raw_dir=under(cfg.prepare.raw_dir), test_dir=under(cfg.prepare.test_dir))
+    return dataclasses.replace(cfg, prepare=prep)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, synthetic_images, emit  # noqa: E402
+from benchmarks.common import emit, machine, synthetic_images  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
+    import augment.downstream.classifier as C
     import torch
-
-    import augment.classifier as C
 
     x, y = synthetic_images(args.classes, args.per_class, args.size, args.channels)
     spec = C.ClassifierSpec(steps=args.steps, batch_size=args.batch_size, width=args.width)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import PY, machine, make_checkpoint, run_json, emit  # noqa: E402
+from benchmarks.common import PY, emit, machine, make_checkpoint, run_json  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -40,8 +40,7 @@ def run_filter_stage(gen_dir: Path, checkpoint: str, num_classes: int, filters: 
     import inspect
 
     from augment.config import FilterConfig
-    from augment.filter import filter_samples
-
+    from augment.filters.apply import filter_samples
     from benchmarks.common import synthetic_images
 
     cfg = FilterConfig(device=device) if "device" in {f.name for f in dataclasses.fields(FilterConfig)} else FilterConfig()
@@ -49,7 +48,7 @@ def run_filter_stage(gen_dir: Path, checkpoint: str, num_classes: int, filters: 
         cfg = dataclasses.replace(cfg, filters=[f for f in filters.split(",") if f])
     if "ctx" not in inspect.signature(filter_samples).parameters:
         return filter_samples(gen_dir, cfg)
-    from augment.filter import FilterContext
+    from augment.filters.apply import FilterContext
 
     h, w, c = image_shape
     tx, ty = synthetic_images(num_classes, 20, h, c, seed=1)
@@ -62,8 +61,8 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     from augment.config import GenerateConfig
-    from augment.filter import save_filter_output
-    from augment.generate import generate_samples, load_generator
+    from augment.filters.apply import save_filter_output
+    from augment.generation.generate import generate_samples, load_generator
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, emit  # noqa: E402
+from benchmarks.common import ROOT, emit, machine  # noqa: E402
 
 STAGES = ("prepare", "train", "generate", "filter", "merge", "evaluate")
 

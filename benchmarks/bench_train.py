@@ -1,6 +1,6 @@
 """Training throughput of our loop against a plain PyTorch loop of the same networks.
 
-"ours": ``augment.train.train_generator`` with the GAN trainer (class-balanced batches, loss
+"ours": ``augment.training.loop.train_generator`` with the GAN trainer (class-balanced batches, loss
 logging, sample grids, a resumable checkpoint, EMA) -- configured for the plain algorithm
 (hinge + DiffAugment, ``ms_weight: 0``, fixed augmentation strength ``ada_target: null``) so
 both loops do the same maths.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, synthetic_images, emit  # noqa: E402
+from benchmarks.common import emit, machine, synthetic_images  # noqa: E402
 
 
 def config(args):
@@ -48,7 +48,7 @@ def config(args):
 
 
 def run_ours(x, y, names, cfg, scratch: Path) -> None:
-    from augment.train import train_generator
+    from augment.training.loop import train_generator
 
     resume = scratch / "resume.safetensors"
     resume.unlink(missing_ok=True)
@@ -60,9 +60,9 @@ def run_plain(x, y, names, cfg) -> None:
     import torch
     import torch.nn.functional as F
 
-    from augment.device import to_tensor
-    from augment.diffaug import diff_augment
+    from augment.core.pixels import to_tensor
     from augment.models.gan import build_gan
+    from augment.training.diffaug import diff_augment
 
     torch.manual_seed(cfg.seed)
     m = build_gan(cfg, tuple(x.shape[1:]), len(names))

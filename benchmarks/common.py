@@ -58,9 +58,9 @@ def make_checkpoint(path: str | Path, size: int = 28, channels: int = 1, num_cla
                     width: int = 32, z_dim: int = 64, iterations: int = 20, seed: int = 0) -> Path:
     """A GAN checkpoint of the given shape, trained for a few iterations on structured random
     images (so batch-norm statistics and discriminator scores are not degenerate)."""
-    from augment.checkpoint import save_checkpoint
     from augment.config import TrainConfig
-    from augment.train import train_generator
+    from augment.models.checkpoint import save_checkpoint
+    from augment.training.loop import train_generator
 
     x, y = synthetic_images(num_classes, 16, size, channels, seed)
     cfg = replace(TrainConfig(), iterations=iterations, batch_size=32, z_dim=z_dim, g_channels=width,

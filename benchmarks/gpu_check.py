@@ -55,7 +55,7 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def read_all(gen_dir: Path) -> dict[str, np.ndarray]:
-    from augment.generate import iter_shards
+    from augment.generation.shards import iter_shards
 
     parts = list(iter_shards(gen_dir))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -93,7 +93,7 @@ def raw_throughput(checkpoint: Path, device: str, precision: str, batch: int, se
     """G + D forward only (no shards, no I/O), same fast path as ``generate``."""
     import torch
 
-    from augment.generate import _autocast, load_generator
+    from augment.generation.generate import _autocast, load_generator
 
     gen = load_generator(checkpoint, device, precision)
     sampler, disc = gen.sampler, gen.discriminator
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from augment.config import GenerateConfig
-    from augment.generate import generate_samples
+    from augment.generation.generate import generate_samples
 
     torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 comparison means fp32
     torch.backends.cudnn.allow_tf32 = False
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
         dev = "cuda" if cuda else "cpu"
         if args.n_scale > 0 and (cuda or args.scale_on_cpu):
+            from augment.filters.apply import save_filter_output
             from benchmarks.bench_generate import run_filter_stage
-            from augment.filter import save_filter_output
 
             tp = summary["throughput_images_per_s"]
             secs = 5.0 if cuda else 0.5

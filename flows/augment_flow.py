@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+if not __package__:  # run as a script (python flows/augment_flow.py) from a source checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -40,9 +41,10 @@ from prefect.artifacts import (  # noqa: E402
     update_progress_artifact,
 )
 
-from augment import stages  # noqa: E402
-from augment.config import PipelineConfig, load_params  # noqa: E402
-from augment.stages import Paths  # noqa: E402
+from augment.config import PipelineConfig, load_params, root_config  # noqa: E402
+from augment.errors import AugmentError  # noqa: E402
+from augment.pipeline.paths import Paths  # noqa: E402
+from augment.pipeline.stages import STAGE_NAMES, get_stage  # noqa: E402
 from flows import caching  # noqa: E402
 
 
@@ -79,7 +81,7 @@ class AugmentResult:
 
     def load(self):
         """``(images, labels, is_synthetic, manifest_rows)`` of the merged set."""
-        from augment.merge import load_augmented
+        from augment.data.torch_dataset import load_augmented
 
         return load_augmented(self.augmented_dir)
 
@@ -88,74 +90,38 @@ def _log(msg: str, *args: Any) -> None:
     get_run_logger().info(msg, *args)
 
 
-def _done(stage: str, cfg: PipelineConfig, paths: Paths) -> None:
-    caching.write_stamp(stage, cfg, paths)
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed stage only when retrying can help: never for bad input, bad params, a
+    damaged file or a held lock (:class:`augment.errors.AugmentError`), which fail the same way
+    every time. A retried ``train`` resumes from its last resume state."""
+    try:
+        state.result()
+    except AugmentError:
+        return False
+    except BaseException:
+        return True
+    return True
 
 
 # Results are the stages' small JSON reports (never arrays or models), persisted for the cache.
-_TASK = dict(persist_result=True, result_serializer="json")
-
-
-@task(name="prepare", retries=2, retry_delay_seconds=2, **_TASK)
-def prepare_task(cfg: PipelineConfig, paths: Paths) -> dict:
-    """Validate and split the raw dataset."""
-    report = stages.run_prepare(cfg.prepare, paths)
-    _log("prepared %d classes, image shape %s", report["num_classes"], report["image_shape"])
-    _done("prepare", cfg, paths)
-    return report
-
-
-@task(name="train", retries=2, retry_delay_seconds=2, **_TASK)
-def train_task(cfg: PipelineConfig, paths: Paths) -> dict:
-    """Train the conditional generator on the train split (a retry resumes from runs/resume/)."""
-    out = stages.run_train(cfg.train, paths, progress=False)
-    _log("trained %s for %d iterations (resumed from %d) -> %s", cfg.train.family, out["iterations"],
-         out["resumed_from"], out["checkpoint"])
-    _done("train", cfg, paths)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=True,
+      result_serializer="json")
+def stage_task(stage: str, cfg: PipelineConfig, paths: Paths) -> dict:
+    """Run one declared stage (:data:`augment.pipeline.stages.STAGES`) and log its summary."""
+    st = get_stage(stage)
+    out = st(cfg, paths, progress=False)
+    _log("%s", st.summary(out))
+    for line in st.warnings(out):
+        get_run_logger().warning("%s", line)
+    caching.write_stamp(stage, cfg, paths)
     return out
 
 
-@task(name="generate", retries=2, retry_delay_seconds=2, **_TASK)
-def generate_task(cfg: PipelineConfig, paths: Paths) -> dict:
-    """Generate samples per class, scored by the discriminator."""
-    out = stages.run_generate(cfg.generate, paths, progress=False)
-    _log("generated %d per class in %d shard(s) on %s", out["n_per_class"], out["num_shards"], out["device"])
-    _done("generate", cfg, paths)
-    return out
-
-
-@task(name="filter", retries=2, retry_delay_seconds=2, **_TASK)
-def filter_task(cfg: PipelineConfig, paths: Paths) -> dict:
-    """Accept samples by discriminator confidence."""
-    report = stages.run_filter(cfg.filter, paths)
-    _log("filter (%s): accepted %d of %d", report["mode"], report["accepted"], report["generated"])
-    _done("filter", cfg, paths)
-    return report
-
-
-@task(name="merge", retries=2, retry_delay_seconds=2, **_TASK)
-def merge_task(cfg: PipelineConfig, paths: Paths) -> dict:
-    """Merge real train images and accepted synthetic ones."""
-    out = stages.run_merge(cfg.merge, paths)
-    _log("merged %d real + %d synthetic images into %s", out["real"], out["synthetic"], paths.augmented)
-    _done("merge", cfg, paths)
-    return out
-
-
-@task(name="evaluate", retries=1, retry_delay_seconds=2, **_TASK)
-def evaluate_task(cfg: PipelineConfig, paths: Paths) -> dict:
-    """Measure downstream accuracy for the four variants on the test split (its only use)."""
-    metrics = stages.run_evaluate(cfg.evaluate, paths, progress=False)
-    _log("evaluate: combined vs real %+.4f, combined vs classical %+.4f",
-         metrics["delta"]["combined_vs_real"], metrics["delta"]["combined_vs_classical"])
-    _done("evaluate", cfg, paths)
-    return metrics
-
-
-def _run_stage(task_fn, stage: str, cfg: PipelineConfig, paths: Paths) -> dict:
-    """Call a stage task with its cache policy; force a re-run when its outputs changed on disk."""
+def run_stage(stage: str, cfg: PipelineConfig, paths: Paths) -> dict:
+    """Call a stage's task with its cache policy; force a re-run when its outputs changed on disk."""
     refresh = not caching.outputs_current(stage, cfg, paths)
-    return task_fn.with_options(cache_policy=caching.stage_cache_policy(), refresh_cache=refresh)(cfg, paths)
+    return stage_task.with_options(name=stage, task_run_name=stage, cache_policy=caching.stage_cache_policy(),
+                                   refresh_cache=refresh)(stage, cfg, paths)
 
 
 # ------------------------------------------------------------------------------------ artifacts
@@ -209,9 +175,11 @@ def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evalu
     or ``dask_workers`` (> 0: a LocalCluster of that many processes) shard the generate step
     over Dask workers; the output is byte-identical to the single-process run.
     """
-    from augment.locking import workspace_lock
+    from augment.core.locking import workspace_lock
 
-    cfg = load_params(params_path)
+    # Every relative path -- the stages' outputs and the dataset folders in params.yaml -- is
+    # rooted at ``workdir``, whatever the calling process's working directory.
+    cfg = root_config(load_params(params_path), workdir)
     # One run per workspace at a time (the same lock as the `augment` CLI): a second run is refused.
     with workspace_lock(workdir, what="prefect flow augment-pipeline"):
         return _pipeline(cfg, params_path, workdir, evaluate, dask_address, dask_workers)
@@ -227,23 +195,17 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
     def done(k: int) -> None:
         update_progress_artifact(progress, 100.0 * k / n_stages)
 
-    _run_stage(prepare_task, "prepare", cfg, paths)
-    done(1)
-    _run_stage(train_task, "train", cfg, paths)
-    done(2)
-    if dask_address or dask_workers > 0:
-        from flows.scale import generate_sharded, sharded_flow
+    out: dict[str, dict] = {}
+    for k, stage in enumerate(s for s in STAGE_NAMES if evaluate or s != "evaluate"):
+        if stage == "generate" and (dask_address or dask_workers > 0):
+            from flows.scale import generate_sharded, sharded_flow
 
-        sharded_flow(generate_sharded, dask_address, dask_workers)(params_path=params_path, workdir=workdir)
-    else:
-        _run_stage(generate_task, "generate", cfg, paths)
-    done(3)
-    report = _run_stage(filter_task, "filter", cfg, paths)
-    done(4)
-    merged = _run_stage(merge_task, "merge", cfg, paths)
-    done(5)
-    metrics = _run_stage(evaluate_task, "evaluate", cfg, paths) if evaluate else {}
-    done(n_stages)
+            out[stage] = sharded_flow(generate_sharded, dask_address, dask_workers)(params_path=params_path,
+                                                                                   workdir=workdir)
+        else:
+            out[stage] = run_stage(stage, cfg, paths)
+        done(k + 1)
+    report, merged, metrics = out["filter"], out["merge"], out.get("evaluate", {})
     publish_artifacts(paths, report, evaluate)
     gen_meta = json.loads((Path(paths.generated) / "generate.json").read_text())
     result = AugmentResult(

@@ -1,7 +1,7 @@
 """Scale-out: the generate step sharded over the workers of a Dask cluster (prefect-dask).
 
 Shard ``k`` of the generate output is drawn from a generator seeded by ``(seed, k)``
-(:func:`augment.generate.generate_shard`), so which worker makes which shard, and in which
+(:func:`augment.generation.generate.generate_shard`), so which worker makes which shard, and in which
 order, does not matter: the shard files -- images, labels, discriminator scores -- are
 byte-for-byte those of ``augment generate``, and so are the filter decisions made from them.
 The expensive part of filtering (scoring every sample with the discriminator) happens inside
@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+if not __package__:  # run as a script from a source checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
@@ -36,15 +37,15 @@ from prefect.futures import as_completed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from augment.config import GenerateConfig, load_params  # noqa: E402
-from augment.stages import Paths  # noqa: E402
+from augment.pipeline.paths import Paths  # noqa: E402
 
 
 @functools.lru_cache(maxsize=2)
-def _generator(checkpoint: str, sha256: str, device: str, precision: str | None):
+def _generator(checkpoint: str, sha256: str, device: str, precision: str):
     """One loaded generator per worker process (keyed by the checkpoint's hash)."""
-    from augment.generate import load_generator
+    from augment.generation.generate import load_generator
 
-    return load_generator(checkpoint, device, precision) if precision else load_generator(checkpoint, device)
+    return load_generator(checkpoint, device, precision)
 
 
 @task(name="generate-shard", retries=2, retry_delay_seconds=1, persist_result=False)
@@ -53,11 +54,11 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
     """Generate and score shard ``shard_id`` on a worker; write it to ``out_dir`` (shared FS)."""
     import torch
 
-    from augment.generate import generate_shard
-    from augment.io import atomic_save_npz, sha256_file
+    from augment.core.files import atomic_save_npz, sha256_file
+    from augment.generation.generate import generate_shard
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    gen = _generator(checkpoint, checkpoint_sha256, cfg.device, getattr(cfg, "precision", None))
+    gen = _generator(checkpoint, checkpoint_sha256, cfg.device, cfg.precision)
     arrays = generate_shard(gen, shard_id, len(gen.checkpoint.class_names), cfg)
     path = Path(out_dir) / f"shard_{shard_id:05d}.npz"
     atomic_save_npz(path, **arrays)
@@ -68,10 +69,10 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
 @flow(name="augment-generate-sharded", log_prints=True)
 def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progress: bool = False) -> dict[str, Any]:
     """The generate stage, one task per shard, on whatever task runner the flow runs with."""
-    from augment.checkpoint import Checkpoint
-    from augment.data import load_prepared
-    from augment.generate import num_shards
-    from augment.io import atomic_directory, atomic_write_json, sha256_file
+    from augment.core.files import atomic_directory, atomic_write_json, sha256_file
+    from augment.data.prepare import load_prepared
+    from augment.generation.generate import generation_summary, num_shards
+    from augment.models.checkpoint import Checkpoint
 
     logger = get_run_logger()
     cfg = load_params(params_path).generate
@@ -92,23 +93,15 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
             shards.append(fut.result())
             update_progress_artifact(progress_id, 100.0 * len(shards) / max(n, 1))
         shards.sort(key=lambda s: s["shard"])
-        summary = {  # the same keys as augment.generate.generate_samples writes
-            "checkpoint": str(paths.checkpoint),
-            "checkpoint_sha256": sha,
-            "family": ckpt.family,
-            "class_names": ckpt.class_names,
-            "image_shape": list(ckpt.image_shape),
-            "n_per_class": cfg.n_per_class,
-            "num_shards": n,
-            "seed": cfg.seed,
-            "device": shards[0]["device"] if shards else "cpu",
-        }
-        if hasattr(cfg, "precision"):
-            summary["precision"] = shards[0]["precision"] if shards else "fp32"
+        import torch
+
+        dtype = torch.bfloat16 if shards and shards[0]["precision"] == "bf16" else None
+        summary = generation_summary(ckpt, str(paths.checkpoint), sha, cfg, shards[0]["device"] if shards else "cpu",
+                                     dtype, shards)
         atomic_write_json(tmp / "generate.json", summary)
     logger.info("generated %d samples in %d shard(s) on the task runner's workers -> %s",
                 sum(s["samples"] for s in shards), n, paths.generated)
-    return {**summary, "shards": shards}
+    return summary
 
 
 def dask_runner(address: str | None = None, workers: int = 2):
@@ -137,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-filter", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
-    from augment.locking import workspace_lock
+    from augment.core.locking import workspace_lock
 
     cfg = load_params(a.params)  # bad params fail here, before any cluster starts
     with workspace_lock(a.workdir, what="flows/scale.py"):
@@ -145,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         out = sharded(params_path=a.params, workdir=a.workdir, progress=not a.quiet)
         print(json.dumps({k: v for k, v in out.items() if k != "shards"}))
         if not a.no_filter:
-            from augment import stages
+            from augment.pipeline import stages
 
             report = stages.run_filter(cfg.filter, Paths().rooted(a.workdir))
             print(f"filter ({report['mode']}): accepted {report['accepted']} of {report['generated']}")

@@ -8,7 +8,7 @@ serves two deployments from this process (``flow.serve`` semantics: no work pool
 
 * ``augment-nightly/nightly`` -- :func:`nightly_dvc_run` on the cron schedule (UTC by default,
   ``--timezone`` to change): ``dvc pull -> dvc repro -> dvc push -> git commit dvc.lock`` in
-  ``--repo`` (:mod:`augment.scheduling`); one run at a time (``limit=1`` plus a file lock);
+  ``--repo`` (:mod:`augment.ops.scheduling`); one run at a time (``limit=1`` plus a file lock);
 * ``augment-pipeline/on-demand`` -- :func:`flows.augment_flow.augment_pipeline` without a
   schedule, for a run started by hand or by another system:
 
@@ -23,13 +23,14 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+if not __package__:  # run as a script from a source checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from augment.scheduling import ScheduledRunRefused, scheduled_run  # noqa: E402
+from augment.ops.scheduling import ScheduledRunRefused, scheduled_run  # noqa: E402
 
 
 def _retry_unless_refused(task, task_run, state) -> bool:

@@ -11,15 +11,20 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+if not __package__:  # run as a script from a source checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from augment.classifier import ClassifierSpec, predict_proba, train_classifier  # noqa: E402
-from augment.data import load_prepared  # noqa: E402
-from augment.merge import load_augmented  # noqa: E402
-from augment.stages import Paths  # noqa: E402
+from augment.data.prepare import load_prepared  # noqa: E402
+from augment.data.torch_dataset import load_augmented  # noqa: E402
+from augment.downstream.classifier import (  # noqa: E402
+    ClassifierSpec,
+    predict_proba,
+    train_classifier,
+)
+from augment.pipeline.paths import Paths  # noqa: E402
 from flows.augment_flow import AugmentResult, augment_pipeline  # noqa: E402
 
 

@@ -15,7 +15,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-from augment.io import png_bytes  # noqa: E402
+from augment.core.images import png_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augment.config import ConfigError, GenerateConfig, from_dict
-from augment.io import DataError, atomic_save_npz, load_npz_keys
+from augment.config import GenerateConfig, from_dict
+from augment.core.files import atomic_save_npz, load_npz_keys
+from augment.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,9 @@ def test_generate_precision_param_is_checked():
 
 
 def test_cpu_generation_is_reproducible_and_bf16_stays_close(tmp_path: Path):
+    from augment.generation.generate import generate_samples
+    from augment.generation.shards import iter_shards
     from benchmarks.common import make_checkpoint
-    from augment.generate import generate_samples, iter_shards
 
     ck = make_checkpoint(tmp_path / "g.safetensors", size=8, width=4, z_dim=8, num_classes=3, iterations=2)
     cfg = GenerateConfig(n_per_class=20, batch_size=16, shard_size=32, seed=5, device="cpu")
@@ -92,7 +94,7 @@ def test_gpu_check_without_cuda_exits_cleanly_after_its_cpu_half(tmp_path: Path)
 
 
 def test_classifier_prefetch_keeps_order_and_reraises():
-    from augment.classifier import _prefetch
+    from augment.downstream.classifier import _prefetch
 
     assert list(_prefetch(iter(range(50)), depth=2)) == list(range(50))
 

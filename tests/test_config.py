@@ -1,6 +1,7 @@
 import pytest
 
-from augment.config import ConfigError, PipelineConfig, from_dict, load_params
+from augment.config import PipelineConfig, from_dict, load_params
+from augment.errors import ConfigError
 
 
 def test_repository_params_load_and_validate():

@@ -33,7 +33,7 @@ RAW = Path("data/raw")
 
 
 def png(arr: np.ndarray) -> bytes:
-    from augment.io import png_bytes
+    from augment.core.images import png_bytes
 
     return png_bytes(arr)
 

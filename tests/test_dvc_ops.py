@@ -56,7 +56,7 @@ def test_scheduled_run_reproduces_pushes_commits_and_leaves_dvc_status_clean(rep
     assert "Running stage" not in second.stdout and "nothing to commit" in second.stdout
 
     # A second scheduled run while one holds the lock is refused at once (exit 2, holder named).
-    from augment.scheduling import run_lock
+    from augment.ops.scheduling import run_lock
 
     with run_lock(repo):
         busy = _sh(["augment", "scheduled-run"], repo, ok=False)

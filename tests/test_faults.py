@@ -146,7 +146,7 @@ def clone(src: Path, dst: Path) -> Path:
 
 @pytest.mark.slow
 def test_kill9_during_generate_never_exposes_partial_output(trained: Path, tmp_path: Path, monkeypatch):
-    from augment.generate import iter_shards
+    from augment.generation.shards import iter_shards
 
     ws = clone(trained, tmp_path / "ws")
     before = tree_digest(ws / "data/generated")
@@ -173,8 +173,8 @@ class Crash(Exception):
 def test_crash_during_merge_keeps_the_previous_merged_folder(trained: Path, tmp_path: Path, monkeypatch):
     from PIL import Image
 
-    from augment import stages
     from augment.config import load_params
+    from augment.pipeline import stages
 
     ws = clone(trained, tmp_path / "ws")
     monkeypatch.chdir(ws)
@@ -231,7 +231,7 @@ def test_second_run_on_a_locked_workspace_is_refused_and_kill9_frees_the_lock(wo
     # A holder process that only takes the lock (cheap to start); `augment` commands take the same one.
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import time; from augment.locking import workspace_lock\n"
+         "import time; from augment.core.locking import workspace_lock\n"
          "with workspace_lock('.', what='holder'):\n    print('held', flush=True); time.sleep(600)"],
         cwd=workspace, env=sub_env(), stdout=subprocess.PIPE, text=True)
     try:
@@ -252,7 +252,7 @@ def test_second_run_on_a_locked_workspace_is_refused_and_kill9_frees_the_lock(wo
 
 
 def test_lock_is_reentrant_within_one_process(workspace: Path):
-    from augment.locking import workspace_lock
+    from augment.core.locking import workspace_lock
 
     with workspace_lock("."):
         with workspace_lock("."):
@@ -264,7 +264,7 @@ def test_lock_is_reentrant_within_one_process(workspace: Path):
 
 
 def test_atomic_directory_swap_never_leaves_the_path_missing(tmp_path: Path, monkeypatch):
-    from augment.io import _exchange, atomic_directory
+    from augment.core.files import _exchange, atomic_directory
 
     probe_a, probe_b = tmp_path / "probe_a", tmp_path / "probe_b"
     probe_a.mkdir(), probe_b.mkdir()

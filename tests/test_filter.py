@@ -10,15 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from augment.calibration import calibrate_logits, drs_accept_prob, expected_calibration_error, sigmoid
 from augment.cli import main
-from augment.config import ConfigError, FilterConfig, from_dict
-from augment.filter import (
+from augment.config import FilterConfig, from_dict
+from augment.errors import ConfigError
+from augment.filters.apply import (
     LabelFilter,
     MemorisationFilter,
     accept_by_confidence,
     decide,
     train_label_classifier,
+)
+from augment.filters.calibration import (
+    calibrate_logits,
+    drs_accept_prob,
+    expected_calibration_error,
+    sigmoid,
 )
 
 
@@ -135,8 +141,9 @@ def _run(*args: str) -> None:
 
 @pytest.mark.slow
 def test_filter_stage_with_every_filter(workspace: Path):
-    from augment.filter import load_decisions
     from conftest import write_params
+
+    from augment.filters.apply import load_decisions
 
     write_params(workspace / "params.yaml", {"filter": {"filters": ["discriminator", "label", "memorisation"],
                                                         "mode": "threshold", "threshold": 0.0}})

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_params
 
 from augment.cli import main
 from augment.config import MergeConfig
-from augment.dataset import AugmentedDataset
-from augment.io import read_csv
-from augment.merge import draw_weights
-from augment.tuning import quota_counts, select_per_class
-from conftest import write_params
+from augment.core.files import read_csv
+from augment.data.torch_dataset import AugmentedDataset
+from augment.selection.merge import draw_weights
+from augment.selection.quota import quota_counts, select_per_class
 
 
 def run(*args: str) -> None:
@@ -77,7 +77,7 @@ def test_png_and_npz_formats_hold_the_same_dataset(workspace: Path):
     b_img, b_lab, b_syn, b_w = npz.arrays()
     assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab) and np.array_equal(a_syn, b_syn)
     assert np.allclose(a_w, b_w)
-    from augment.merge import load_augmented
+    from augment.data.torch_dataset import load_augmented
 
     images, labels, synthetic, _ = load_augmented("data/augmented")
     assert np.array_equal(images, a_img)
@@ -88,7 +88,7 @@ def test_png_and_npz_formats_hold_the_same_dataset(workspace: Path):
 
 @pytest.mark.slow
 def test_refit_with_val_merges_val_but_never_test(workspace: Path):
-    from augment.data import load_prepared
+    from augment.data.prepare import load_prepared
 
     write_params(workspace / "params.yaml", {"merge": {"quota": "tuned", "tune_shares": [0.0, 0.5],
                                                        "tune_fractions": [1.0], "tune_steps": 5,

@@ -10,13 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from augment.checkpoint import Checkpoint, save_checkpoint
 from augment.cli import main
-from augment.config import ConfigError, TrainConfig, from_dict
-from augment.generate import iter_shards, load_generator
-from augment.models import FAMILIES
-from augment.models.gan import Precision, ada_update, mode_seeking_loss, paired_labels
-from augment.train import train_generator
+from augment.config import TrainConfig, from_dict
+from augment.errors import ConfigError
+from augment.generation.generate import load_generator
+from augment.generation.shards import iter_shards
+from augment.models.checkpoint import Checkpoint, save_checkpoint
+from augment.training.common import (
+    Precision,
+    ada_update,
+    mode_seeking_loss,
+    paired_labels,
+)
+from augment.training.families import FAMILIES
+from augment.training.loop import train_generator
 from tests.conftest import make_image_folder, write_params
 
 TINY = TrainConfig(iterations=10, batch_size=8, z_dim=8, g_channels=8, d_channels=8, checkpoint_every=4,
@@ -138,7 +145,9 @@ def test_generator_rebuilds_from_checkpoint_alone(tmp_path: Path):
     labels = torch.tensor([0, 1])
     a = gen.sampler.sample(labels, torch.Generator().manual_seed(5))
     b = r.trainer.sampler().eval().sample(labels, torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
+    # Different code paths (the loaded sampler runs channels-last; thread counts differ between
+    # machines): equal to float32 rounding, not bit for bit.
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from augment.cli import main
-from augment.data import load_prepared
-from augment.generate import iter_shards
-from augment.io import read_csv, sha256_file
+from augment.core.files import read_csv, sha256_file
+from augment.data.prepare import load_prepared
+from augment.generation.shards import iter_shards
 
 
 def run(*args: str) -> None:

@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augment.classifier import ClassifierSpec
-from augment.quality import format_quality, frechet_distance, mean_pairwise_distance, prdc, quality_report
+from augment.downstream.classifier import ClassifierSpec
+from augment.evaluation.quality import (
+    format_quality,
+    frechet_distance,
+    mean_pairwise_distance,
+    prdc,
+    quality_report,
+)
 
 
 def gauss(n: int, d: int = 8, seed: int = 0, shift: float = 0.0) -> np.ndarray:

@@ -18,9 +18,9 @@ from tests.conftest import ROOT
 @pytest.fixture
 def trained(workspace: Path):
     """prepare + train on the tiny workspace, in-process."""
-    from augment import stages
     from augment.config import load_params
-    from augment.stages import Paths
+    from augment.pipeline import stages
+    from augment.pipeline.paths import Paths
 
     cfg = load_params(workspace / "params.yaml")
     paths = Paths().rooted(workspace)
@@ -31,9 +31,9 @@ def trained(workspace: Path):
 
 @pytest.mark.slow
 def test_dask_sharded_generate_and_filter_equal_single_process(workspace: Path, trained, prefect_server: dict):
-    from augment import stages
-    from augment.filter import load_decisions
-    from augment.io import load_npz
+    from augment.core.files import load_npz
+    from augment.filters.apply import load_decisions
+    from augment.pipeline import stages
 
     cfg, paths = trained
     # Single process, through the public stage functions.
@@ -75,14 +75,14 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ddp_training_with_torchrun_gloo_two_processes_writes_a_loadable_checkpoint(workspace: Path, trained):
-    from augment import stages
-    from augment.checkpoint import Checkpoint
+    from augment.models.checkpoint import Checkpoint
+    from augment.pipeline import stages
 
     cfg, paths = trained
     ddp_models = workspace / "ddp/models"
     res = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), "-m", "augment.distributed", "--params", str(workspace / "params.yaml"),
+         "--master_port", str(_free_port()), "-m", "augment.training.distributed", "--params", str(workspace / "params.yaml"),
          "--prepared", paths.prepared, "--model-dir", str(ddp_models), "--metrics-dir", str(workspace / "ddp/metrics"),
          "--backend", "gloo", "--quiet"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

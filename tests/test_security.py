@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import shutil
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from augment.cli import STAGES, main
+from augment.cli import STAGE_NAMES as STAGES
+from augment.cli import main
 from tests.conftest import ROOT, make_image_folder, write_params
 
 SOURCE_DIRS = ("augment", "flows")
@@ -204,8 +204,9 @@ def test_test_split_never_reaches_generator_filter_or_tuner(clean_run: Path, tmp
     Covers every stage the CLI knows except evaluate (the test split's one consumer), so a
     tuning or calibration stage added later is covered too.
     """
-    from augment.data import SPLIT_CODE, load_prepared
-    from augment.io import png_bytes, read_csv
+    from augment.core.files import read_csv
+    from augment.core.images import png_bytes
+    from augment.data.prepare import SPLIT_CODE, load_prepared
 
     ws = _workspace(tmp_path / "poisoned")
     rng = np.random.default_rng(123)
@@ -238,7 +239,7 @@ def test_test_split_never_reaches_generator_filter_or_tuner(clean_run: Path, tmp
 
 def test_test_dir_images_never_reach_training(workspace: Path, monkeypatch):
     """With a separate test folder, train sees exactly the raw folder's train split."""
-    from augment.data import load_prepared
+    from augment.data.prepare import load_prepared
 
     make_image_folder(workspace / "data/test", per_class=2, seed=9)
     write_params(workspace / "params.yaml", {"prepare": {"test_dir": "data/test"}})

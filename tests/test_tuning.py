@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_params
 
 from augment.cli import main
 from augment.config import MergeConfig
-from augment.data import PreparedDataset
-from augment.io import atomic_save_npz, load_npz, read_csv
-from augment.tuning import tune_selection
-from conftest import write_params
+from augment.core.files import atomic_save_npz, load_npz, read_csv
+from augment.data.prepare import PreparedDataset
+from augment.selection.tuning import tune_selection
 
 
 def run(*args: str) -> None:

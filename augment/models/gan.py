@@ -12,10 +12,8 @@ Shapes come from the data: any H, W from 8 to 128 px, 1 or 3 channels, any class
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -23,7 +21,6 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from augment.config import TrainConfig
-from augment.diffaug import diff_augment
 
 
 def plan_resolution(h: int, w: int) -> tuple[int, int, int]:
@@ -163,158 +160,3 @@ def build_gan(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: 
     for p in G_ema.parameters():
         p.requires_grad_(False)
     return GANModels(G, D, G_ema)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pieces shared by every family that trains a discriminator (GAN, and the VAE's filter critic).
-# ---------------------------------------------------------------------------------------------
-
-
-def ada_update(p: float, r_t: float, cfg: TrainConfig) -> float:
-    """ADA heuristic: raise p while D is overconfident on reals (r_t > target), else lower it."""
-    if cfg.ada_target is None:
-        return p
-    step = cfg.ada_rate if r_t >= cfg.ada_target else -cfg.ada_rate
-    return round(min(1.0, max(0.0, p + step)), 6)  # rounded: identical after a resume
-
-
-def initial_aug_p(cfg: TrainConfig) -> float:
-    return 1.0 if cfg.ada_target is None else 0.0
-
-
-class Precision:
-    """Autocast + (fp16) loss scaling on CUDA only; a no-op on CPU, so the CPU path is unchanged."""
-
-    def __init__(self, cfg: TrainConfig, device: torch.device):
-        self.dtype: torch.dtype | None = None
-        if device.type == "cuda" and cfg.amp != "off":
-            bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported())
-            self.dtype = torch.bfloat16 if bf16 else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
-        self.channels_last = device.type == "cuda" and cfg.channels_last
-
-    def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.dtype)
-
-    def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        opt.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(opt)
-            self.scaler.update()
-
-    def prepare(self, *modules: nn.Module) -> None:
-        if self.channels_last:
-            for m in modules:
-                m.to(memory_format=torch.channels_last)
-
-    def input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def discriminator_step(
-    D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
-    aug: Callable[[torch.Tensor], torch.Tensor], prec: Precision,
-) -> dict[str, Any]:
-    """One hinge-loss step of D on augmented real vs augmented (detached) fake images."""
-    with prec.autocast():
-        d_real = D(aug(real), labels).float()
-        d_fake = D(aug(fake.detach()), labels).float()
-        loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-    prec.backward_step(loss_d, opt_d)
-    return {
-        "loss_d": float(loss_d.detach()),
-        "d_real": float(d_real.detach().mean()),
-        "d_fake": float(d_fake.detach().mean()),
-        "r_t": float(torch.sign(d_real.detach()).mean()),
-    }
-
-
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """MSGAN (Mao et al. 2019): first half vs second half of the batch share labels;
-    ``1 / (mean|G(z1)-G(z2)| / mean|z1-z2|)`` is large when distinct z give the same image."""
-    half = fake.size(0) // 2
-    d_img = (fake[:half] - fake[half : 2 * half]).abs().mean(dim=[1, 2, 3])
-    d_z = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
-    return 1.0 / ((d_img / d_z).mean() + 1e-5)
-
-
-def paired_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Labels whose second half repeats the first half (pairs for the mode-seeking term)."""
-    half = labels.size(0) // 2
-    return torch.cat([labels[:half], labels[:half], labels[2 * half :]])
-
-
-class GANTrainer:
-    """One optimisation step of the conditional GAN; the loop lives in :mod:`augment.train`."""
-
-    family = "gan"
-
-    def __init__(self, cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, device: torch.device):
-        self.cfg, self.device = cfg, device
-        m = build_gan(cfg, image_shape, num_classes)
-        self.G, self.D, self.G_ema = m.G.to(device), m.D.to(device), m.G_ema.to(device)
-        self.prec = Precision(cfg, device)
-        self.prec.prepare(self.G, self.D, self.G_ema)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-        self.aug_p = initial_aug_p(cfg)
-        self.steps = 0  # optimisation steps taken (EMA ramp-up); saved in the resume state
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
-
-    def extra_state(self) -> dict[str, float]:
-        return {"aug_p": self.aug_p, "steps": self.steps}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.aug_p = float(state.get("aug_p", self.aug_p))
-        self.steps = int(state.get("steps", self.steps))
-
-    def step(self, real: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> dict[str, float]:
-        cfg, prec = self.cfg, self.prec
-        p = self.aug_p
-        aug = lambda x: prec.input(diff_augment(x, cfg.diffaug, g, p))  # noqa: E731
-        b = real.size(0)
-        # --- D step: hinge loss on augmented real and augmented fake
-        z = torch.randn(b, cfg.z_dim, generator=g, device=g.device).to(self.device)
-        with torch.no_grad(), prec.autocast():
-            fake = self.G(z, labels)
-        out = discriminator_step(self.D, self.opt_d, real, fake, labels, aug, prec)
-        # --- G step: the same augmentation on fakes; pairs of one class for the mode-seeking term
-        y = paired_labels(labels) if cfg.ms_weight > 0 else labels
-        z = torch.randn(b, cfg.z_dim, generator=g, device=g.device).to(self.device)
-        with prec.autocast():
-            fake = self.G(z, y)
-            loss_adv = -self.D(aug(fake), y).float().mean()
-            loss_ms = mode_seeking_loss(fake.float(), z) if cfg.ms_weight > 0 else torch.zeros(())
-            loss_g = loss_adv + cfg.ms_weight * loss_ms
-        prec.backward_step(loss_g, self.opt_g)
-        self._update_ema()
-        self.aug_p = ada_update(p, out["r_t"], cfg)
-        return {**out, "loss_g": float(loss_adv.detach()), "loss_ms": float(loss_ms.detach()), "aug_p": p}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        # Ramp-up (as in StyleGAN): early on the EMA follows G closely instead of dragging the
-        # random initial weights along for thousands of iterations.
-        self.steps += 1
-        decay = min(self.cfg.ema_decay, (1 + self.steps) / (10 + self.steps))
-        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            pe.lerp_(p, 1 - decay)
-        for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            be.copy_(b)
-
-    def sampler(self) -> nn.Module:
-        return self.G_ema
-
-    def discriminator(self) -> nn.Module:
-        return self.D

@@ -1,0 +1,195 @@
+"""File I/O shared by every stage: safe image decoding, atomic writes, hashing, safe arrays.
+
+Outputs are never half-written: files go to a temporary sibling and are renamed into place;
+directories are built next to their destination and swapped in with one rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from augment.errors import DataError
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # Name the file (ENOSPC from write/fsync carries none); the destination is untouched.
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fieldnames: Sequence[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without ever unpickling (object arrays are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        raise DataError(f"{path}: refused to load ({exc})") from None
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
+
+
+def load_npz_keys(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Load only ``keys`` of an ``.npz`` (the other arrays are never read: a shard's images stay
+    on disk when only its scores are wanted). Never unpickles; a missing key is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {missing}; it holds {sorted(z.files)}")
+            return {k: z[k] for k in keys}
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"{path}: refused to load ({exc})") from None
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
+
+
+def _remove(p: Path) -> None:
+    """Delete a directory tree, or just the link when ``p`` is a symlink (never what it points to)."""
+    if p.is_symlink():
+        with contextlib.suppress(OSError):
+            p.unlink()
+    else:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths with Linux ``renameat2(RENAME_EXCHANGE)``.
+
+    Returns False where that is unavailable (the caller falls back to two renames)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Build a directory next to ``path`` and swap it into place only on success.
+
+    A consumer sees either the previous complete directory or the new complete one, never a
+    half-written one. On failure the temporary directory is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if (path.exists() or path.is_symlink()) and _exchange(tmp, path):
+        # One atomic rename: ``path`` is never missing, not even for an instant; the previous
+        # directory now sits at ``tmp``.
+        _remove(tmp)  # the previous directory (or the symlink that stood at ``path``)
+    else:
+        old = None
+        if path.exists() or path.is_symlink():
+            # Fallback without renameat2 (non-Linux, old kernels, some file systems): two renames,
+            # so a reader can find ``path`` missing between them (never half-written).
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            if old.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            _remove(old)
+    # Stale temporaries from earlier killed runs are swept away once we succeed.
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        _remove(stale)

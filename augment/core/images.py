@@ -1,0 +1,153 @@
+"""Image decoding, PNG encoding and resizing, and sample grids (PIL + numpy)."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from augment.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Decode image bytes into ``uint8 (H, W, C)`` with C = 1 (grey) or 3 (RGB).
+
+    Every mode PIL reads is normalised: ``I;16``/``I``/``F`` are rescaled to 8 bits, palette and
+    alpha images are converted (alpha composited on black). Raises :class:`DataError` naming
+    ``name`` for anything unreadable, truncated or suspiciously large (decompression bomb).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                w, h = probe.size
+                if w * h > max_pixels:
+                    raise DataError(
+                        f"{name}: {w}x{h} pixels exceeds prepare.max_image_pixels={max_pixels} "
+                        "(possible decompression bomb); raise the limit if the image is genuine"
+                    )
+                probe.verify()
+            img = Image.open(io.BytesIO(data))
+            img.load()
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+    if img.width < 1 or img.height < 1:
+        raise DataError(f"{name}: image has zero size")
+    return pil_to_array(img)
+
+
+def pil_to_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return ((arr - lo) * scale).round().clip(0, 255).astype(np.uint8)[..., None]
+    if mode in ("1", "L"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)[..., None]
+    if mode == "LA" or mode == "RGBA" or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        rgb = Image.alpha_composite(background, rgba).convert("RGB")
+        arr = np.asarray(rgb, dtype=np.uint8)
+    else:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if mode in ("LA", "P") and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(
+        arr[..., 1], arr[..., 2]
+    ):
+        return arr[..., :1].copy()
+    return arr
+
+
+def array_to_pil(arr: np.ndarray) -> Image.Image:
+    """``uint8 (H, W, C)`` -> PIL image (mode L for C=1, RGB for C=3)."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return Image.fromarray(arr[..., 0], mode="L")
+    return Image.fromarray(arr, mode="RGB")
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    array_to_pil(arr).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+class PngWriter:
+    """Encode and write PNG files on a small thread pool, in the background.
+
+    PNG encoding (zlib) and file writes release the GIL, so a few threads turn a merge of many
+    small images from I/O-bound to several times faster (benchmarks/RESULTS.md). At most
+    ``max_pending`` images are queued (memory stays bounded). ``close()`` waits for every write
+    and re-raises the first error. For files inside a folder built with :func:`atomic_directory`.
+    """
+
+    def __init__(self, workers: int | None = None, max_pending: int = 512):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1)),
+                                        thread_name_prefix="png")
+        self._pending: list = []
+        self._max = max_pending
+
+    @staticmethod
+    def _write(path: Path, arr: np.ndarray) -> None:
+        Path(path).write_bytes(png_bytes(arr))
+
+    def write(self, path: str | Path, arr: np.ndarray) -> None:
+        self._pending.append(self._pool.submit(self._write, Path(path), arr))
+        if len(self._pending) >= self._max:
+            self._drain(keep=self._max // 2)
+
+    def _drain(self, keep: int = 0) -> None:
+        done, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep :]
+        for fut in done:
+            fut.result()
+
+    def close(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "PngWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def resize_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(H, W, C)`` to ``size = (H, W)`` with area-averaging (Lanczos when upsampling)."""
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    img = array_to_pil(arr)
+    down = img.width >= w and img.height >= h
+    out = img.resize((w, h), Image.Resampling.BOX if down else Image.Resampling.LANCZOS)
+    res = np.asarray(out, dtype=np.uint8)
+    return res[..., None] if res.ndim == 2 else res
+
+
+def image_grid(images: np.ndarray, nrow: int, pad: int = 1, scale: int = 1) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` uint8 images into one ``(H', W', C)`` grid, ``nrow`` per row."""
+    n, h, w, c = images.shape
+    ncol = nrow
+    rows = max(1, -(-n // ncol))
+    grid = np.zeros((rows * (h + pad) + pad, ncol * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + k * (w + pad)
+        grid[y : y + h, x : x + w] = images[i]
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid

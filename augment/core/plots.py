@@ -1,0 +1,66 @@
+"""PNG pictures a person opens: sample grids, score histograms, loss curves.
+
+matplotlib with the non-interactive Agg backend; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from augment.core.files import atomic_write_bytes  # noqa: E402
+from augment.core.images import png_bytes  # noqa: E402
+
+matplotlib.use("Agg")
+
+
+def save_png(arr: np.ndarray, path: str | Path) -> None:
+    atomic_write_bytes(path, png_bytes(arr))
+
+
+def _save_fig(fig, path: str | Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def score_histogram(conf: np.ndarray, labels: np.ndarray, accepted: np.ndarray,
+                    class_names: Sequence[str], path: str | Path) -> None:
+    """Per-class histograms of discriminator confidence, accepted vs rejected."""
+    k = len(class_names)
+    cols = min(k, 5)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), squeeze=False)
+    bins = np.linspace(0, 1, 26)
+    for c, name in enumerate(class_names):
+        ax = axes[c // cols][c % cols]
+        m = labels == c
+        ax.hist(conf[m & accepted], bins=bins, color="tab:green", alpha=0.7, label="accepted")
+        ax.hist(conf[m & ~accepted], bins=bins, color="tab:red", alpha=0.6, label="rejected")
+        ax.set_title(str(name), fontsize=8)
+        ax.tick_params(labelsize=6)
+    for j in range(k, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("discriminator confidence per class", fontsize=9)
+    _save_fig(fig, path)
+
+
+def loss_curves(log: Sequence[dict], path: str | Path) -> None:
+    if not log:
+        return
+    keys = [k for k in log[0] if k != "iteration"]
+    it = [r["iteration"] for r in log]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for k in keys:
+        ax.plot(it, [r.get(k, np.nan) for r in log], label=k, linewidth=1)
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save_fig(fig, path)

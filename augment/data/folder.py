@@ -1,0 +1,80 @@
+"""Scanning ``<root>/<class_name>/<image>`` folders (the user's dataset layout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from augment.core.images import IMAGE_SUFFIXES
+from augment.errors import DataError
+
+
+@dataclass
+class ScanResult:
+    files: list[Path]
+    labels: list[int]
+    class_names: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _confined(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def scan_image_folder(root: str | Path, class_names: list[str] | None = None) -> ScanResult:
+    """List ``root/<class>/<image>`` files. Class order is sorted folder names (or given).
+
+    Hidden files and folders are ignored. Symlinks that resolve outside ``root`` are refused.
+    Files with a non-image suffix are reported as skipped, never silently used.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"dataset folder {root} does not exist (set prepare.raw_dir)")
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} is not a directory")
+    found = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    stray = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    hidden = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("."))
+    if class_names is None:
+        class_names = found
+        if not class_names:
+            hint = f" (found loose files such as {stray[0]!r})" if stray else ""
+            raise DataError(
+                f"dataset folder {root} has no class sub-folders{hint}; expected "
+                f"{root}/<class_name>/<image files>"
+            )
+    else:
+        extra = sorted(set(found) - set(class_names))
+        if extra:
+            raise DataError(f"{root}: class folder(s) {extra} are not in the training classes {class_names}")
+    files: list[Path] = []
+    labels: list[int] = []
+    # Hidden folders (".cache", "..old") are not classes; say so rather than drop them silently.
+    skipped: list[dict[str, str]] = [
+        {"file": str(root / h), "reason": "hidden folder (name starts with '.'), not used as a class"}
+        for h in hidden
+    ]
+    for label, name in enumerate(class_names):
+        cdir = root / name
+        if not cdir.is_dir():
+            continue
+        if not _confined(cdir, root):
+            raise DataError(f"{cdir}: class folder is a link pointing outside {root}; refusing to follow it")
+        for p in sorted(cdir.rglob("*")):
+            rel_parts = p.relative_to(cdir).parts
+            if any(part.startswith(".") for part in rel_parts) or p.is_dir():
+                continue
+            if p.is_symlink() and not _confined(p, root):
+                raise DataError(f"{p}: link points outside the dataset folder {root}; refusing to follow it")
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append({"file": str(p), "reason": f"not an image suffix ({p.suffix or 'none'})"})
+                continue
+            files.append(p)
+            labels.append(label)
+    return ScanResult(files=files, labels=labels, class_names=list(class_names), skipped=skipped)

@@ -1,0 +1,308 @@
+"""Datasets: the bundled default dataset, image-folder scanning, and the ``prepare`` stage.
+
+A user's dataset is ``<raw_dir>/<class_name>/*.png|jpg|...``. ``prepare`` reads it (never
+modifying it), validates every file, resizes to one shape read off the data, splits it
+stratified into train/val/test with a fixed seed, and flags exact and near duplicates across
+splits (a leak between train and test would inflate every number we report).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augment.config import PrepareConfig
+from augment.core.files import (
+    atomic_directory,
+    atomic_save_npz,
+    atomic_write_csv,
+    atomic_write_json,
+    load_npz,
+    read_csv,
+    sha256_bytes,
+)
+from augment.core.images import decode_image, resize_array
+from augment.data.folder import scan_image_folder
+from augment.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
+
+
+@dataclass
+class PreparedDataset:
+    """The prepared dataset in memory. ``images`` is ``uint8 (N, H, W, C)``."""
+
+    images: np.ndarray
+    labels: np.ndarray  # int64 (N,)
+    split: np.ndarray  # int8 (N,), codes of SPLITS
+    class_names: list[str]
+    files: list[str]
+    hashes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.split == SPLIT_CODE[split]
+        return self.images[mask], self.labels[mask]
+
+
+def _load_files(files: list[Path], cfg: PrepareConfig, skipped: list[dict[str, str]]):
+    arrays, keep, hashes = [], [], []
+    for i, p in enumerate(files):
+        try:
+            data = p.read_bytes()
+            arrays.append(decode_image(data, str(p), cfg.max_image_pixels))
+        except (DataError, OSError) as exc:
+            if cfg.on_bad_file == "skip":
+                skipped.append({"file": str(p), "reason": str(exc)})
+                continue
+            raise DataError(f"{exc} (set prepare.on_bad_file: skip to skip and report such files)") from None
+        keep.append(i)
+        hashes.append(sha256_bytes(data))
+    return arrays, keep, hashes
+
+
+def _target_shape(arrays: list[np.ndarray]) -> tuple[int, int, int]:
+    """The most common (H, W); 3 channels if any image has colour, else 1."""
+    sizes = Counter(a.shape[:2] for a in arrays)
+    (h, w), _ = max(sizes.items(), key=lambda kv: (kv[1], kv[0]))
+    c = 3 if any(a.shape[2] == 3 for a in arrays) else 1
+    return h, w, c
+
+
+def _to_shape(a: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    a = resize_array(a, shape[:2])
+    if a.shape[2] != shape[2]:
+        a = np.repeat(a, 3, axis=2) if shape[2] == 3 else a
+    return a
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
+    """Per class: shuffle with ``seed``, take test, then val, rest train. Train never empty."""
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(labels), dtype=np.int8)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx)
+        n_test = int(round(n * test_fraction)) if n >= 3 else 0
+        n_val = int(round(n * val_fraction)) if n >= 3 else 0
+        if test_fraction > 0 and n >= 3:
+            n_test = max(1, n_test)
+        if val_fraction > 0 and n >= 3:
+            n_val = max(1, n_val)
+        while n - n_test - n_val < 1:  # keep at least one training image per class
+            if n_val >= n_test and n_val > 0:
+                n_val -= 1
+            else:
+                n_test -= 1
+        split[idx[:n_test]] = SPLIT_CODE["test"]
+        split[idx[n_test : n_test + n_val]] = SPLIT_CODE["val"]
+    return split
+
+
+def find_duplicates(
+    images: np.ndarray, hashes: list[str], split: np.ndarray, tolerance: float
+) -> list[dict[str, Any]]:
+    """Exact (same file bytes or pixels) and near (mean |diff| <= tolerance) duplicates across splits."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    out: list[dict[str, Any]] = []
+    n = len(images)
+    for i in range(n):
+        d = np.abs(flat[i + 1 :] - flat[i]).mean(axis=1) if i + 1 < n else np.empty(0)
+        for off in np.flatnonzero(d <= tolerance):
+            j = i + 1 + int(off)
+            exact = hashes[i] == hashes[j] or d[off] == 0
+            out.append(
+                {
+                    "a": i,
+                    "b": j,
+                    "kind": "exact" if exact else "near",
+                    "mean_abs_diff": float(d[off]),
+                    "cross_split": bool(split[i] != split[j]),
+                }
+            )
+    return out
+
+
+def _cross_split_drops(dups: list[dict[str, Any]], split: np.ndarray) -> np.ndarray:
+    """Indices to drop so no exact duplicate spans two splits.
+
+    Images linked by exact duplicates form groups; in a group that spans splits the test copies
+    are kept (the test set stays fixed), else the train copies, and every other copy is dropped.
+    """
+    parent = list(range(len(split)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for d in dups:
+        if d["kind"] == "exact":
+            parent[find(d["a"])] = find(d["b"])
+    groups: dict[int, list[int]] = {}
+    for d in dups:
+        if d["kind"] == "exact":
+            for i in (d["a"], d["b"]):
+                groups.setdefault(find(i), [])
+                if i not in groups[find(i)]:
+                    groups[find(i)].append(i)
+    drop: list[int] = []
+    for members in groups.values():
+        splits = {int(split[i]) for i in members}
+        if len(splits) < 2:
+            continue
+        keep_split = SPLIT_CODE["test"] if SPLIT_CODE["test"] in splits else SPLIT_CODE["train"]
+        drop += [i for i in members if split[i] != keep_split]
+    return np.asarray(sorted(drop), dtype=np.int64)
+
+
+def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]]:
+    """Load, validate, resize and split. Returns the dataset and a JSON-able report."""
+    scan = scan_image_folder(cfg.raw_dir)
+    skipped = list(scan.skipped)
+    arrays, keep, hashes = _load_files(scan.files, cfg, skipped)
+    files = [str(scan.files[i]) for i in keep]
+    labels = np.asarray([scan.labels[i] for i in keep], dtype=np.int64)
+    test_arrays: list[np.ndarray] = []
+    test_files: list[str] = []
+    test_hashes: list[str] = []
+    test_labels = np.zeros(0, dtype=np.int64)
+    if cfg.test_dir:
+        tscan = scan_image_folder(cfg.test_dir, scan.class_names)
+        skipped += tscan.skipped
+        test_arrays, tkeep, test_hashes = _load_files(tscan.files, cfg, skipped)
+        test_files = [str(tscan.files[i]) for i in tkeep]
+        test_labels = np.asarray([tscan.labels[i] for i in tkeep], dtype=np.int64)
+        if not test_files:
+            raise DataError(f"test folder {cfg.test_dir} contains no readable images")
+    if not arrays:
+        raise DataError(f"dataset folder {cfg.raw_dir} contains no readable images")
+    counts = np.bincount(labels, minlength=len(scan.class_names))
+    empty = [scan.class_names[c] for c in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(
+            f"{cfg.raw_dir}: class folder(s) {empty} contain no readable images; "
+            "add images or remove the folder"
+        )
+    if len(scan.class_names) < 2:
+        raise DataError(f"{cfg.raw_dir}: found one class ({scan.class_names[0]!r}); need at least 2 class folders")
+    min_needed = 2 if cfg.test_dir else 3
+    small = [scan.class_names[c] for c in np.flatnonzero(counts < min_needed)]
+    if small:
+        raise DataError(
+            f"{cfg.raw_dir}: class(es) {small} have fewer than {min_needed} images; each class needs "
+            f"at least {min_needed} to give every split an image"
+        )
+    shape = _target_shape(arrays + test_arrays)
+    images = np.stack([_to_shape(a, shape) for a in arrays + test_arrays])
+    if cfg.test_dir:
+        split = stratified_split(labels, cfg.val_fraction, 0.0, cfg.seed)
+        split = np.concatenate([split, np.full(len(test_files), SPLIT_CODE["test"], dtype=np.int8)])
+        labels = np.concatenate([labels, test_labels])
+    else:
+        split = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    all_files = files + test_files
+    all_hashes = hashes + test_hashes
+    dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
+    dropped: list[dict[str, str]] = []
+    exact_cross = [d for d in dups if d["cross_split"] and d["kind"] == "exact"]
+    if exact_cross and cfg.on_cross_split_duplicate == "error":
+        shown = "; ".join(f"{all_files[d['a']]} ({SPLITS[split[d['a']]]}) = {all_files[d['b']]} "
+                          f"({SPLITS[split[d['b']]]})" for d in exact_cross[:5])
+        raise DataError(
+            f"{len(exact_cross)} identical image pair(s) across splits would leak into evaluation: {shown}; "
+            "remove the copies or set prepare.on_cross_split_duplicate: drop"
+        )
+    if exact_cross and cfg.on_cross_split_duplicate == "drop":
+        drop = _cross_split_drops(dups, split)
+        keep = np.setdiff1d(np.arange(len(images)), drop)
+        dropped = [{"file": all_files[i], "split": SPLITS[split[i]],
+                    "reason": "identical to an image in another split (prepare.on_cross_split_duplicate: drop)"}
+                   for i in drop]
+        images, labels, split = images[keep], labels[keep], split[keep]
+        all_files = [all_files[i] for i in keep]
+        all_hashes = [all_hashes[i] for i in keep]
+        no_train = [scan.class_names[c] for c in range(len(scan.class_names))
+                    if not ((labels == c) & (split == SPLIT_CODE["train"])).any()]
+        if no_train:
+            raise DataError(f"{cfg.raw_dir}: class(es) {no_train} have no training image left after dropping "
+                            "copies of test/val images; add images or fix the duplicates")
+        dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
+    ds = PreparedDataset(images, labels, split, scan.class_names, all_files, all_hashes)
+    cross = [d for d in dups if d["cross_split"]]
+    report = {
+        "image_shape": list(shape),
+        "num_classes": ds.num_classes,
+        "class_names": ds.class_names,
+        "counts": {
+            s: {name: int(((split == SPLIT_CODE[s]) & (labels == c)).sum()) for c, name in enumerate(ds.class_names)}
+            for s in SPLITS
+        },
+        "resized": int(sum(a.shape[:2] != shape[:2] for a in arrays + test_arrays)),
+        "skipped": skipped,
+        "duplicates": {
+            "exact_cross_split": sum(d["kind"] == "exact" for d in cross),
+            "near_cross_split": sum(d["kind"] == "near" for d in cross),
+            "within_split": len(dups) - len(cross),
+            "policy": cfg.on_cross_split_duplicate,
+            "dropped": dropped,
+            "pairs": [
+                {**d, "a": all_files[d["a"]], "b": all_files[d["b"]],
+                 "split_a": SPLITS[split[d["a"]]], "split_b": SPLITS[split[d["b"]]]}
+                for d in dups[:200]
+            ],
+        },
+    }
+    return ds, report
+
+
+def save_prepared(ds: PreparedDataset, report: dict[str, Any], out_dir: str | Path) -> None:
+    """Write ``dataset.npz``, ``manifest.csv`` and ``report.json`` atomically as one directory."""
+    with atomic_directory(out_dir) as tmp:
+        atomic_save_npz(
+            tmp / "dataset.npz", images=ds.images, labels=ds.labels, split=ds.split,
+            class_names=np.asarray(ds.class_names, dtype=np.str_),
+        )
+        rows = [
+            {"file": f, "class": ds.class_names[int(y)], "label": int(y), "split": SPLITS[int(s)], "sha256": h}
+            for f, y, s, h in zip(ds.files, ds.labels, ds.split, ds.hashes)
+        ]
+        atomic_write_csv(tmp / "manifest.csv", rows, ["file", "class", "label", "split", "sha256"])
+        atomic_write_json(tmp / "report.json", report)
+
+
+def load_prepared(prepared_dir: str | Path) -> PreparedDataset:
+    prepared_dir = Path(prepared_dir)
+    npz = prepared_dir / "dataset.npz"
+    if not npz.is_file():
+        raise DataError(f"{npz} not found: run the prepare stage first (augment prepare)")
+    z = load_npz(npz)
+    manifest = read_csv(prepared_dir / "manifest.csv")
+    class_names = [str(c) for c in z["class_names"]]
+    for name in class_names:
+        # Class names become folder names in merge: refuse any that could leave the output folder.
+        if not name or name in (".", "..") or "/" in name or "\x00" in name:
+            raise DataError(f"{npz}: class name {name!r} is not a safe folder name (tampered file?); "
+                            "re-run the prepare stage")
+    return PreparedDataset(
+        images=z["images"], labels=z["labels"].astype(np.int64), split=z["split"],
+        class_names=class_names,
+        files=[r["file"] for r in manifest], hashes=[r["sha256"] for r in manifest],
+    )

@@ -1,0 +1,247 @@
+"""The downstream classifier used to measure whether synthetic data helps, and classical augmentation.
+
+A small CNN whose depth adapts to the image size. Training runs a fixed number of optimisation
+steps (the same for every variant, so adding data never means "more training"); batches are
+drawn with a seeded numpy generator and augmented with a seeded albumentations pipeline.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from augment.config import ClassicalConfig
+from augment.core.pixels import to_tensor
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, size: int, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, s, w = in_channels, size, width
+        while True:
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+            if s >= 4:
+                layers.append(nn.MaxPool2d(2))
+                s //= 2
+                w = min(w * 2, width * 8)
+            if s < 4 or len(layers) >= 16:
+                break
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(c, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)  # (B, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(x)))
+
+
+def classical_augmentation(cfg: ClassicalConfig, seed: int):
+    """The classical baseline every synthetic result is compared against (albumentations 2.x)."""
+    import albumentations as A
+
+    return A.Compose(
+        [
+            A.Affine(rotate=(-cfg.rotate, cfg.rotate), translate_percent=(-cfg.translate, cfg.translate),
+                     scale=(1 - cfg.scale, 1 + cfg.scale), shear=(-5, 5), border_mode=0, fill=0, p=0.9),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+        ],
+        seed=seed,
+        strict=True,
+    )
+
+
+def _augment_batch(aug, batch: np.ndarray) -> np.ndarray:
+    out = np.empty_like(batch)
+    for i, img in enumerate(batch):
+        res = aug(image=img)["image"]
+        out[i] = res.reshape(img.shape)
+    return out
+
+
+def _batch_stream(images: np.ndarray, spec: "ClassifierSpec", rng: np.random.Generator, p: np.ndarray | None,
+                  augment) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``spec.steps`` batches: indices drawn with ``rng`` (weights ``p``), then augmented."""
+    n = len(images)
+    size, replace = min(spec.batch_size, n), p is not None or n < spec.batch_size
+    for _ in range(spec.steps):
+        idx = rng.choice(n, size=size, replace=replace, p=p)
+        batch = images[idx]
+        if augment is not None:
+            batch = _augment_batch(augment, batch)
+        yield idx, batch
+
+
+_END = object()
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in one background thread, up to ``depth`` ahead; order is preserved and
+    an exception in the producer is re-raised here. Stops the producer if the consumer stops."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put(_Failure(exc))
+            return
+        put(_END)
+
+    thread = threading.Thread(target=work, name="classifier-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+@dataclass
+class ClassifierSpec:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int = 32
+    weight_decay: float = 5e-4
+
+
+def train_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    spec: ClassifierSpec,
+    seed: int,
+    augment=None,
+    device: torch.device = torch.device("cpu"),
+    sample_weights: np.ndarray | None = None,
+) -> SmallCNN:
+    """Train on uint8 ``(N, H, W, C)`` images. ``sample_weights`` sets how often each is drawn."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = SmallCNN(images.shape[3], num_classes, min(images.shape[1:3]), spec.width).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.steps)
+    p = None if sample_weights is None else sample_weights / sample_weights.sum()
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    model.train()
+    with _threads_for(images, device):
+        _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device)
+    return model.eval()
+
+
+# Small images give each op too little work to split: on a 2-core CPU one intra-op thread trained
+# the 8x8 classifier 3x faster than two (51.7 vs 16.7 steps/s), and two OpenMP threads plus the
+# batch-prefetch thread were 13x slower (benchmarks/RESULTS.md). Larger images keep torch's default.
+SMALL_IMAGE_PIXELS = 32 * 32
+
+
+@contextmanager
+def _threads_for(images: np.ndarray, device: torch.device):
+    small = device.type == "cpu" and images.shape[1] * images.shape[2] <= SMALL_IMAGE_PIXELS
+    before = torch.get_num_threads()
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device) -> None:
+    batches = _batch_stream(images, spec, rng, p, augment)
+    if augment is not None:
+        # Per-image albumentations calls dominate a small CNN's step on CPU: prepare the next
+        # batches in one background thread while this one trains. One producer draws from
+        # ``rng`` and the augmentation's own generator in the same order as a plain loop, so
+        # the batches (and the trained model) are identical.
+        batches = _prefetch(batches, depth=2)
+    for idx, batch in batches:
+        x = to_tensor(batch, device)
+        loss = F.cross_entropy(model(x), labels_t[idx].to(device), label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device = torch.device("cpu"), batch: int = 1024) -> np.ndarray:
+    model.eval()
+    out = []
+    for s in range(0, len(images), batch):
+        out.append(F.softmax(model(to_tensor(images[s : s + batch], device)), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+@torch.no_grad()
+def embed(model: SmallCNN, images: np.ndarray, device: torch.device = torch.device("cpu"), batch: int = 1024) -> np.ndarray:
+    model.eval()
+    out = [model.embed(to_tensor(images[s : s + batch], device)).cpu().numpy() for s in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    return [float((pred[labels == c] == c).mean()) if (labels == c).any() else None for c in range(num_classes)]
+
+
+
+def mixing_weights(is_synthetic: np.ndarray, share: float | None) -> np.ndarray | None:
+    """Per-image draw weights so that synthetic images make up ``share`` of each batch."""
+    if share is None or not is_synthetic.any() or is_synthetic.all():
+        return None
+    n_syn, n_real = int(is_synthetic.sum()), int((~is_synthetic).sum())
+    return np.where(is_synthetic, share / n_syn, (1 - share) / n_real)
+
+
+def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, spec: ClassifierSpec, seed: int,
+                     device: torch.device, classical: ClassicalConfig | None = None,
+                     syn_x: np.ndarray | None = None, syn_y: np.ndarray | None = None,
+                     share: float | None = None) -> SmallCNN:
+    """The one downstream model every part of the pipeline trains: real images, optionally with
+    classical augmentation (``classical``), optionally with synthetic images drawn at ``share`` of
+    each batch (``None``: in proportion to their count; 0: no synthetic at all).
+
+    Used by the label filter, the tuner, the evaluation's four variants and the filter ablation."""
+    x, y, w = real_x, real_y, None
+    if syn_x is not None and syn_y is not None and len(syn_x) and (share is None or share > 0):
+        x = np.concatenate([real_x, syn_x])
+        y = np.concatenate([real_y, syn_y])
+        w = mixing_weights(np.r_[np.zeros(len(real_x), bool), np.ones(len(syn_x), bool)], share)
+    aug = classical_augmentation(classical, seed) if classical is not None else None
+    return train_classifier(x, y, num_classes, spec, seed, augment=aug, device=device, sample_weights=w)

@@ -1,0 +1,127 @@
+"""The ``evaluate`` stage: does the synthetic data make a downstream classifier better?
+
+One small CNN is trained four ways, over several seeds, for the same number of steps:
+
+  (a) real          -- real train images only
+  (b) classical     -- real + classical (albumentations) augmentation
+  (c) synthetic     -- real + accepted synthetic images (the merged set)
+  (d) combined      -- real + classical + synthetic
+
+and scored on the TEST split -- the only place the test split is ever used. Reported: test
+accuracy mean +- std per variant, per class, and the deltas against (a) and (b).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from augment.config import ClassicalConfig, EvaluateConfig
+from augment.core.device import resolve_device
+from augment.data.prepare import PreparedDataset
+from augment.downstream.classifier import (
+    ClassifierSpec,
+    per_class_accuracy,
+    predict_proba,
+    train_downstream,
+)
+
+VARIANTS = {
+    "real": ("(a)", "real only", False, False),
+    "classical": ("(b)", "real + classical aug", True, False),
+    "synthetic": ("(c)", "real + synthetic", False, True),
+    "combined": ("(d)", "real + classical + synthetic", True, True),
+}
+
+
+def _spec(cfg: EvaluateConfig) -> ClassifierSpec:
+    return ClassifierSpec(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width)
+
+
+def train_variant(
+    variant: str, real_x: np.ndarray, real_y: np.ndarray, syn_x: np.ndarray, syn_y: np.ndarray,
+    num_classes: int, cfg: EvaluateConfig, seed: int, classical: ClassicalConfig = ClassicalConfig(),
+):
+    """Variant (a)-(d) of :data:`VARIANTS` through the one downstream-training function."""
+    _, _, use_classical, synthetic = VARIANTS[variant]
+    return train_downstream(real_x, real_y, num_classes, _spec(cfg), seed, resolve_device(cfg.device),
+                            classical if use_classical else None,
+                            syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share)
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+
+def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray, cfg: EvaluateConfig,
+                      progress: bool = True, real: tuple[np.ndarray, np.ndarray] | None = None,
+                      classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    """Train every variant for every seed; score on the test split (its only use).
+
+    ``real``: the real training images of every variant (default: the train split; the merged
+    set's real images when merge.refit_with_val added the val split)."""
+    from tqdm.auto import tqdm
+
+    real_x, real_y = real if real is not None else ds.subset("train")
+    test_x, test_y = ds.subset("test")  # test split: used here, for final scoring only
+    if len(test_x) == 0:
+        raise ValueError("the prepared dataset has no test images (prepare.test_fraction or prepare.test_dir)")
+    device = resolve_device(cfg.device)
+    k = ds.num_classes
+    results: dict[str, Any] = {}
+    bar = tqdm(total=len(VARIANTS) * len(cfg.seeds), desc="evaluate", unit="model", disable=not progress)
+    for name in VARIANTS:
+        accs, per_class = [], []
+        for seed in cfg.seeds:
+            model = train_variant(name, real_x, real_y, syn_x, syn_y, k, cfg, seed, classical)
+            pred = predict_proba(model, test_x, device).argmax(1)
+            accs.append(float((pred == test_y).mean()))
+            per_class.append(per_class_accuracy(pred, test_y, k))
+            bar.update(1)
+        pc = np.asarray(per_class, dtype=np.float64)
+        results[name] = {
+            **summarise(accs),
+            "per_seed": accs,
+            "per_class": {ds.class_names[c]: float(np.nanmean(pc[:, c])) for c in range(k)},
+        }
+    bar.close()
+    deltas = {
+        "synthetic_vs_real": results["synthetic"]["mean"] - results["real"]["mean"],
+        "combined_vs_real": results["combined"]["mean"] - results["real"]["mean"],
+        "combined_vs_classical": results["combined"]["mean"] - results["classical"]["mean"],
+    }
+    per_class_delta = {
+        n: results["combined"]["per_class"][n] - results["classical"]["per_class"][n] for n in ds.class_names
+    }
+    return {
+        "test_images": int(len(test_x)),
+        "train_real_images": int(len(real_x)),
+        "synthetic_images": int(len(syn_x)),
+        "seeds": list(cfg.seeds),
+        "variants": results,
+        "delta": deltas,
+        "per_class_delta_combined_vs_classical": per_class_delta,
+    }
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The evaluation table a user reads: accuracy mean +- std and deltas against (a) and (b)."""
+    v = metrics["variants"]
+    lines = [
+        f"Downstream test accuracy ({metrics['test_images']} test images, {len(metrics['seeds'])} seeds; "
+        f"{metrics['train_real_images']} real train + {metrics['synthetic_images']} synthetic images)",
+        f"{'variant':<34} {'accuracy':>16} {'Δ vs (a)':>10} {'Δ vs (b)':>10}",
+    ]
+    for name, (tag, label, _, _) in VARIANTS.items():
+        r = v[name]
+        da = r["mean"] - v["real"]["mean"]
+        db = r["mean"] - v["classical"]["mean"]
+        lines.append(f"{tag + ' ' + label:<34} {r['mean']:.4f} ± {r['std']:.4f} {da:>+10.4f} {db:>+10.4f}")
+    names = list(v["real"]["per_class"])
+    lines.append("")
+    lines.append("per class " + " ".join(f"{n[:8]:>8}" for n in names))
+    for name, (tag, _, _, _) in VARIANTS.items():
+        lines.append(f"{tag:<9} " + " ".join(f"{v[name]['per_class'][n]:>8.3f}" for n in names))
+    return "\n".join(lines)

@@ -1,0 +1,396 @@
+"""The ``filter`` stage: decide which generated samples are good enough to merge.
+
+Every filter has one small interface (:class:`SampleFilter`):
+
+* ``name``
+* ``score(images, labels) -> {column: array}`` -- called once per generate shard (streaming: the
+  images of one shard are in memory at a time); the column named ``name`` is the filter's score;
+  extra columns (distances, raw logits) are recorded too.
+* ``accept(scores, labels) -> bool mask`` -- called once on the whole score column (scores are
+  small; quotas such as "top fraction per class" need them all).
+
+Filters are named in ``filter.filters`` and composed by AND:
+
+* ``discriminator`` -- D's logit, **calibrated** on real VAL images vs fresh fakes (Platt scaling,
+  :mod:`augment.filters.calibration`), read as P(real image of class c); accepted by ``threshold``,
+  ``top_fraction`` per class, or DRS acceptance probability (``drs``, seeded).
+* ``label`` -- a classifier trained on the real TRAIN split must give the conditioning class at
+  least ``label_min_confidence`` (rejects wrong-class samples).
+* ``memorisation`` -- the nearest TRAIN image (pixel space and/or classifier-feature space) must be
+  farther than the ``memorisation_percentile`` of real train->train nearest-neighbour distances
+  (rejects copies); DCR vs the val->train baseline is reported.
+
+Only the train split (classifier, nearest neighbours) and the val split (calibration, DCR baseline)
+are used here. The TEST split is never passed to any filter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from augment.config import ClassicalConfig, FilterConfig
+from augment.core.files import (
+    atomic_directory,
+    atomic_save_npz,
+    atomic_write_json,
+    load_npz,
+)
+from augment.core.images import image_grid
+from augment.errors import DataError
+from augment.filters.calibration import (
+    Calibration,
+    calibrate_discriminator,
+    discriminator_logits,
+    drs_accept_prob,
+)
+from augment.generation.shards import iter_shards
+
+
+class SampleFilter(Protocol):
+    name: str
+
+    def score(self, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def accept(self, scores: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def top_fraction_per_class(score: np.ndarray, labels: np.ndarray, fraction: float) -> np.ndarray:
+    accepted = np.zeros(len(score), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, int(round(len(idx) * fraction)))
+        # stable sort on -score: ties broken by sample order, so decisions are deterministic
+        accepted[idx[np.argsort(-score[idx], kind="stable")][:k]] = True
+    return accepted
+
+
+def accept_by_confidence(conf: np.ndarray, labels: np.ndarray, cfg: FilterConfig) -> np.ndarray:
+    """Boolean mask of accepted samples by (calibrated) discriminator confidence, per class."""
+    if cfg.mode == "none":
+        return np.ones(len(conf), dtype=bool)
+    if cfg.mode == "threshold":
+        return conf >= cfg.threshold
+    if cfg.mode == "drs":
+        logit = np.log(np.clip(conf, 1e-12, 1.0)) - np.log(np.clip(1.0 - conf, 1e-12, 1.0))
+        p = drs_accept_prob(logit, labels, cfg.drs_percentile)
+        u = np.random.default_rng(np.random.SeedSequence([cfg.seed, 31337])).random(len(conf))
+        return u < p
+    return top_fraction_per_class(conf, labels, cfg.top_fraction)
+
+
+@dataclass
+class DiscriminatorFilter:
+    disc: torch.nn.Module
+    device: torch.device
+    calibration: Calibration
+    cfg: FilterConfig
+    name: str = "discriminator"
+
+    def score(self, images, labels):
+        raw = discriminator_logits(self.disc, images, labels, self.device)
+        return {"discriminator": self.calibration.prob(raw), "discriminator_logit": raw.astype(np.float32)}
+
+    def accept(self, scores, labels):
+        return accept_by_confidence(scores["discriminator"], labels, self.cfg)
+
+    def describe(self):
+        return {"mode": self.cfg.mode, "threshold": self.cfg.threshold, "top_fraction": self.cfg.top_fraction,
+                "drs_percentile": self.cfg.drs_percentile, "calibration": self.calibration.to_dict()}
+
+
+@dataclass
+class LabelFilter:
+    """Rejects samples a classifier trained on real TRAIN images does not assign to their class."""
+
+    model: torch.nn.Module
+    device: torch.device
+    min_confidence: float
+    name: str = "label"
+
+    def score(self, images, labels):
+        from augment.downstream.classifier import predict_proba
+
+        p = predict_proba(self.model, images, self.device)
+        return {"label": p[np.arange(len(labels)), labels], "label_predicted": p.argmax(1).astype(np.int64)}
+
+    def accept(self, scores, labels):
+        return (scores["label"] >= self.min_confidence) & (scores["label_predicted"] == labels)
+
+    def describe(self):
+        return {"min_confidence": self.min_confidence}
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def nearest_distance(queries: np.ndarray, refs: np.ndarray, exclude_self: bool = False,
+                     block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance from each query row to its nearest ref row (and that row's index)."""
+    rn = (refs**2).sum(1)
+    dist = np.empty(len(queries), np.float64)
+    arg = np.empty(len(queries), np.int64)
+    for s in range(0, len(queries), block):
+        q = queries[s : s + block]
+        d2 = (q**2).sum(1)[:, None] + rn[None, :] - 2.0 * q @ refs.T
+        if exclude_self:
+            d2[np.arange(len(q)), np.arange(s, s + len(q))] = np.inf
+        a = d2.argmin(1)
+        arg[s : s + block] = a
+        # recompute the winner's distance directly: the expanded form above loses exact zeros
+        dist[s : s + block] = np.sqrt(((q.astype(np.float64) - refs[a].astype(np.float64)) ** 2).sum(1))
+    return dist, arg
+
+
+@dataclass
+class MemorisationFilter:
+    """Rejects samples closer to a training image than real training images are to each other."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    num_classes: int
+    percentile: float
+    scope: str  # per_class | global
+    space: str  # pixel | feature | both
+    embed_fn: Any = None  # images -> (N, F) features (the label classifier's embedding)
+    name: str = "memorisation"
+    thresholds: dict[str, np.ndarray] = field(default_factory=dict)
+    _refs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        spaces = ["pixel", "feature"] if self.space == "both" else [self.space]
+        for sp in spaces:
+            ref = _flat(self.train_x) if sp == "pixel" else self.embed_fn(self.train_x).astype(np.float32)
+            self._refs[sp] = ref
+            # real train -> train nearest-neighbour distances (leave one out): the "not a copy" scale
+            d, _ = nearest_distance(ref, ref, exclude_self=True) if len(ref) > 1 else (np.zeros(len(ref)), None)
+            if self.scope == "global":
+                thr = np.full(self.num_classes, np.percentile(d, self.percentile) if len(d) else 0.0)
+            else:
+                glob = np.percentile(d, self.percentile) if len(d) else 0.0
+                thr = np.array([np.percentile(d[self.train_y == c], self.percentile) if (self.train_y == c).any()
+                                else glob for c in range(self.num_classes)])
+            self.thresholds[sp] = thr
+
+    def distances(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for sp, ref in self._refs.items():
+            q = _flat(images) if sp == "pixel" else self.embed_fn(images).astype(np.float32)
+            out[sp] = nearest_distance(q, ref)[0]
+        return out
+
+    def score(self, images, labels):
+        d = self.distances(images)
+        # distance relative to the class's copy threshold; < 1 means "closer than real images are"
+        rel = np.min([d[sp] / np.maximum(self.thresholds[sp][labels], 1e-12) for sp in d], axis=0)
+        exact = np.min([d[sp] for sp in d], axis=0) <= 1e-6
+        rel = np.where(exact, 0.0, rel)
+        return {"memorisation": rel, **{f"memorisation_{sp}_dist": v.astype(np.float32) for sp, v in d.items()}}
+
+    def accept(self, scores, labels):
+        return scores["memorisation"] >= 1.0
+
+    def describe(self):
+        return {"percentile": self.percentile, "scope": self.scope, "space": self.space,
+                "thresholds": {sp: [float(t) for t in thr] for sp, thr in self.thresholds.items()}}
+
+
+@dataclass
+class FilterContext:
+    """What the filters may see: TRAIN and VAL images, never test; and the checkpoint."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    num_classes: int
+    checkpoint: str | None = None
+    classical: ClassicalConfig = ClassicalConfig()  # the label classifier's augmentation (params: classical)
+
+
+def train_label_classifier(train_x, train_y, num_classes: int, cfg: FilterConfig, device: torch.device,
+                           classical: ClassicalConfig = ClassicalConfig()):
+    from augment.downstream.classifier import ClassifierSpec, train_downstream
+
+    spec = ClassifierSpec(steps=cfg.classifier_steps, batch_size=64)
+    return train_downstream(train_x, train_y, num_classes, spec, cfg.seed, device, classical)
+
+
+def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dict[str, Any]]:
+    """Instantiate the filters named in ``cfg.filters`` (calibrating D, training the classifier)."""
+    from augment.core.device import resolve_device
+    from augment.downstream.classifier import embed
+
+    device = resolve_device(cfg.device)
+    info: dict[str, Any] = {}
+    filters: list[Any] = []
+    model = None
+    need_model = "label" in cfg.filters or ("memorisation" in cfg.filters and cfg.memorisation_space != "pixel")
+    if need_model:
+        model = train_label_classifier(ctx.train_x, ctx.train_y, ctx.num_classes, cfg, device, ctx.classical)
+        from augment.downstream.classifier import predict_proba
+
+        if len(ctx.val_x):
+            info["label_classifier_val_accuracy"] = float((predict_proba(model, ctx.val_x, device).argmax(1) == ctx.val_y).mean())
+    for name in cfg.filters:
+        if name == "discriminator":
+            if ctx.checkpoint is None:
+                raise DataError("the discriminator filter needs the generator checkpoint")
+            from augment.generation.generate import load_generator
+
+            gen = load_generator(ctx.checkpoint, cfg.device, precision="fp32")
+            cal = calibrate_discriminator(gen, ctx.val_x, ctx.val_y, cfg.calibration_fakes_per_class,
+                                          cfg.calibration, cfg.seed)
+            filters.append(DiscriminatorFilter(gen.discriminator, gen.device, cal, cfg))
+        elif name == "label":
+            filters.append(LabelFilter(model, device, cfg.label_min_confidence))
+        elif name == "memorisation":
+            fn = (lambda x: embed(model, x, device)) if model is not None else None
+            filters.append(MemorisationFilter(ctx.train_x, ctx.train_y, ctx.num_classes, cfg.memorisation_percentile,
+                                              cfg.memorisation_scope, cfg.memorisation_space, fn))
+    return filters, info
+
+
+def score_stream(filters: list[Any], shards) -> dict[str, np.ndarray]:
+    """Score every shard with every filter (one shard's images in memory at a time)."""
+    cols: dict[str, list[np.ndarray]] = {"index": [], "labels": []}
+    for shard in shards:
+        cols["index"].append(shard["index"])
+        cols["labels"].append(shard["labels"].astype(np.int64))
+        for f in filters:
+            for k, v in f.score(shard["images"], shard["labels"].astype(np.int64)).items():
+                cols.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def decide(filters: list[Any], scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-filter accept masks, their AND, and the rank score merge uses (most trusted first)."""
+    labels = scores["labels"]
+    out = dict(scores)
+    accepted = np.ones(len(labels), dtype=bool)
+    for f in filters:
+        m = np.asarray(f.accept(scores, labels), dtype=bool)
+        out[f"accept_{f.name}"] = m
+        accepted &= m
+    out["accepted"] = accepted
+    # Rank: calibrated D confidence if present, else label confidence, else none (sample order).
+    if "discriminator" in scores:
+        rank = scores["discriminator"]
+    elif "label" in scores:
+        rank = scores["label"]
+    else:
+        rank = np.zeros(len(labels))
+    out["confidence"] = rank.astype(np.float32)
+    out["logit"] = scores.get("discriminator_logit", np.zeros(len(labels), np.float32)).astype(np.float32)
+    return out
+
+
+def dcr_report(mem: MemorisationFilter, scores: dict[str, np.ndarray], val_x: np.ndarray) -> dict[str, Any]:
+    """Distance to closest TRAIN record: synthetic vs the holdout (val) baseline, per space."""
+    out = {}
+    base = mem.distances(val_x) if len(val_x) else {}
+    for sp in mem._refs:
+        syn = scores[f"memorisation_{sp}_dist"].astype(np.float64)
+        row = {"synthetic_median": float(np.median(syn)), "synthetic_p05": float(np.percentile(syn, 5))}
+        if sp in base:
+            b = base[sp]
+            row.update({"holdout_median": float(np.median(b)), "holdout_p05": float(np.percentile(b, 5)),
+                        "median_ratio": float(np.median(syn) / max(np.median(b), 1e-12)),
+                        "synthetic_closer_than_holdout_p05": float((syn < np.percentile(b, 5)).mean())})
+        out[sp] = row
+    return out
+
+
+def filter_samples(gen_dir: str | Path, cfg: FilterConfig, ctx: FilterContext
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Score every generated sample with every named filter and decide acceptance."""
+    meta = json.loads((Path(gen_dir) / "generate.json").read_text())
+    class_names = meta["class_names"]
+    filters, info = build_filters(ctx, cfg)
+    scores = score_stream(filters, iter_shards(gen_dir, keys=("images", "labels", "index")))
+    decisions = decide(filters, scores)
+    label, accepted = decisions["labels"], decisions["accepted"]
+    per_class = {}
+    for c, name in enumerate(class_names):
+        m = label == c
+        row = {"generated": int(m.sum()), "accepted": int((m & accepted).sum()),
+               "rejected": int((m & ~accepted).sum())}
+        for f in filters:
+            row[f"accepted_by_{f.name}"] = int((m & decisions[f"accept_{f.name}"]).sum())
+        row["mean_confidence"] = float(decisions["confidence"][m].mean()) if m.any() else None
+        per_class[name] = row
+    n = len(label)
+    report: dict[str, Any] = {
+        "filters": list(cfg.filters),
+        "mode": cfg.mode,
+        "threshold": cfg.threshold,
+        "top_fraction": cfg.top_fraction,
+        "generated": int(n),
+        "accepted": int(accepted.sum()),
+        "acceptance_rate": float(accepted.mean()) if n else 0.0,
+        "per_filter": {f.name: {"accepted": int(decisions[f"accept_{f.name}"].sum()),
+                                "rejection_rate": float(1 - decisions[f"accept_{f.name}"].mean()) if n else 0.0,
+                                **f.describe()} for f in filters},
+        "per_class": per_class,
+        **info,
+    }
+    for f in filters:
+        if isinstance(f, MemorisationFilter):
+            report["per_filter"]["memorisation"]["dcr"] = dcr_report(f, decisions, ctx.val_x)
+    return decisions, report
+
+
+def collect_grid_samples(gen_dir: str | Path, decisions: dict[str, np.ndarray], per_class: int,
+                         num_classes: int) -> dict[str, np.ndarray]:
+    """Up to ``per_class`` accepted and rejected images per class (best / worst by rank), streamed."""
+    pick: dict[str, set[int]] = {"accepted": set(), "rejected": set()}
+    lab, acc, rank = decisions["labels"], decisions["accepted"], decisions["confidence"]
+    for c in range(num_classes):
+        for kind, m, sign in (("accepted", acc, -1.0), ("rejected", ~acc, 1.0)):
+            idx = np.flatnonzero((lab == c) & m)
+            idx = idx[np.argsort(sign * rank[idx], kind="stable")][:per_class]
+            pick[kind].update(int(decisions["index"][i]) for i in idx)
+    found: dict[str, dict[int, tuple[int, np.ndarray]]] = {"accepted": {}, "rejected": {}}
+    for shard in iter_shards(gen_dir, keys=("images", "labels", "index")):
+        for j, g in enumerate(shard["index"]):
+            for kind in found:
+                if int(g) in pick[kind]:
+                    found[kind][int(g)] = (int(shard["labels"][j]), shard["images"][j])
+    grids = {}
+    for kind, items in found.items():
+        if not items:
+            continue
+        shape = next(iter(items.values()))[1].shape
+        rows = []
+        for c in range(num_classes):
+            imgs = [im for _, (y, im) in sorted(items.items()) if y == c][:per_class]
+            imgs += [np.zeros(shape, np.uint8)] * (per_class - len(imgs))
+            rows.extend(imgs)
+        scale = max(1, 64 // max(shape[0], 1))
+        grids[kind] = image_grid(np.stack(rows), per_class, pad=1, scale=min(scale, 8))
+    return grids
+
+
+def save_filter_output(decisions: dict[str, np.ndarray], report: dict[str, Any], out_dir: str | Path,
+                       class_names: list[str], grids: dict[str, np.ndarray] | None = None) -> None:
+    from augment.core.plots import save_png, score_histogram
+
+    with atomic_directory(out_dir) as tmp:
+        atomic_save_npz(tmp / "decisions.npz", **decisions)
+        atomic_write_json(tmp / "report.json", report)
+        score_histogram(decisions["confidence"], decisions["labels"], decisions["accepted"], class_names,
+                        tmp / "score_histogram.png")
+        for kind, grid in (grids or {}).items():
+            save_png(grid, tmp / f"{kind}_grid.png")
+
+
+def load_decisions(filter_dir: str | Path) -> dict[str, np.ndarray]:
+    return load_npz(Path(filter_dir) / "decisions.npz")

@@ -1,0 +1,168 @@
+"""Safe checkpoints: safetensors weights + string metadata carrying the model's own config.
+
+Nothing is ever unpickled. A checkpoint holds everything needed to rebuild its networks
+(family, train config, image shape, class names), so ``generate`` needs only the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from augment.config import TrainConfig, from_dict
+from augment.core.files import atomic_write_bytes
+from augment.errors import CheckpointError, ConfigError
+
+FORMAT = "augment-checkpoint/1"
+
+
+META_KEY = "augment"
+
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    sd = opt.state_dict()
+    for pid, state in sd["state"].items():
+        for key, val in state.items():
+            t = val if torch.is_tensor(val) else torch.tensor(val)
+            tensors[f"{prefix}/state/{pid}/{key}"] = t.detach().cpu().contiguous()
+    meta[f"{prefix}/param_groups"] = sd["param_groups"]
+
+
+def _unflatten_optimizer(prefix: str, tensors: dict, meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        if name.startswith(prefix + "/state/"):
+            pid, key = name[len(prefix) + 7 :].split("/", 1)
+            state.setdefault(int(pid), {})[key] = t
+    return {"state": state, "param_groups": meta[f"{prefix}/param_groups"]}
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    modules: dict[str, torch.nn.Module],
+    cfg: TrainConfig,
+    image_shape: tuple[int, int, int],
+    class_names: list[str],
+    extra: dict[str, Any] | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    rng_states: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write a checkpoint atomically. ``optimizers``/``rng_states`` make it resumable."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, mod in modules.items():
+        for key, t in mod.state_dict().items():
+            tensors[f"{name}.{key}"] = t.detach().cpu().contiguous().clone()
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "family": cfg.family,
+        "train_config": asdict(cfg),
+        "image_shape": list(image_shape),
+        "class_names": list(class_names),
+        "extra": extra or {},
+    }
+    for name, opt in (optimizers or {}).items():
+        _flatten_optimizer(name, opt, tensors, meta)
+    for name, state in (rng_states or {}).items():
+        tensors[f"rng/{name}"] = state.cpu().contiguous()
+    # safetensors has no checksum: a flipped byte in the weights would load silently.
+    meta["tensors_sha256"] = tensors_digest(tensors)
+    # One metadata key holding sorted JSON: safetensors does not keep key order, and the same
+    # seed must give a byte-identical file (stable DVC hashes).
+    atomic_write_bytes(path, st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
+
+
+class Checkpoint:
+    """A loaded checkpoint: metadata + flat tensors. Build networks with :meth:`load_into`."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        self.path = path
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} not found: run the train stage first (augment train)")
+        data = path.read_bytes()
+        try:
+            self.tensors = st_load(data)
+            from safetensors import (
+                safe_open,  # metadata only; no code execution possible
+            )
+
+            with safe_open(str(path), framework="pt") as fh:
+                raw_meta = fh.metadata() or {}
+            self.meta: dict[str, Any] = json.loads(raw_meta.get(META_KEY, "{}"))
+        except (SafetensorError, Exception) as exc:  # noqa: BLE001 - any parse failure
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt, truncated or not a safetensors file ({exc}); "
+                "re-run the train stage"
+            ) from None
+        if self.meta.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {path}: unknown format {self.meta.get('format')!r}, expected {FORMAT}")
+        expected = self.meta.get("tensors_sha256")
+        if expected is not None and tensors_digest(self.tensors) != expected:
+            raise CheckpointError(
+                f"checkpoint {path} failed its integrity check (weights changed after it was written: "
+                "tampered or corrupted); re-run the train stage"
+            )
+        try:
+            self.cfg: TrainConfig = from_dict(TrainConfig, self.meta["train_config"], "train")
+            self.image_shape: tuple[int, int, int] = tuple(int(v) for v in self.meta["image_shape"])  # type: ignore
+            self.class_names: list[str] = [str(c) for c in self.meta["class_names"]]
+            self.extra: dict[str, Any] = dict(self.meta.get("extra", {}))
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise CheckpointError(f"checkpoint {path}: metadata is damaged ({exc})") from None
+
+    @property
+    def family(self) -> str:
+        return self.meta["family"]
+
+    def state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        prefix = name + "."
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def load_into(self, modules: dict[str, torch.nn.Module]) -> None:
+        for name, mod in modules.items():
+            sd = self.state_dict(name)
+            try:
+                mod.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"checkpoint {self.path}: weights for {name} do not fit the network "
+                    f"(tampered file or a different architecture): {str(exc).splitlines()[0]}"
+                ) from None
+
+    def optimizer_state(self, name: str) -> dict:
+        return _unflatten_optimizer(name, self.tensors, self.meta)
+
+    def rng_state(self, name: str) -> torch.Tensor | None:
+        return self.tensors.get(f"rng/{name}")
+
+    def check_compatible(self, image_shape: tuple[int, ...], class_names: list[str]) -> None:
+        """Refuse a checkpoint trained on a dataset with other classes or another image shape."""
+        if tuple(image_shape) != tuple(self.image_shape):
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on images of shape {list(self.image_shape)}, "
+                f"but the prepared data has shape {list(image_shape)}; re-run the train stage"
+            )
+        if list(class_names) != list(self.class_names):
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained on classes {self.class_names}, but the prepared "
+                f"data has classes {class_names}; re-run the train stage"
+            )

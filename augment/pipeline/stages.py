@@ -1,0 +1,271 @@
+"""The pipeline's stages, each declared once.
+
+A stage is one :class:`Stage`: its name, the ``params.yaml`` group it reads, what it reads and
+writes (:class:`~augment.pipeline.paths.Paths` fields or ``param:<group>.<key>``), the adapter
+that runs it and a one-line summary of its result. The CLI subcommands (:mod:`augment.cli`),
+the Prefect tasks and their cache keys (:mod:`flows.augment_flow`, :mod:`flows.caching`) and the
+check of ``dvc.yaml`` (``tests/pipeline``) are all derived from :data:`STAGES`; nothing restates a
+stage elsewhere.
+
+Each adapter reads its inputs from disk, calls the pure library functions, and writes its
+outputs atomically. Paths are arguments (written once, in ``dvc.yaml`` / the flow's
+parameters), never hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from augment.config import (
+    ClassicalConfig,
+    EvaluateConfig,
+    FilterConfig,
+    GenerateConfig,
+    MergeConfig,
+    PrepareConfig,
+    TrainConfig,
+)
+from augment.core.files import (
+    atomic_directory,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+)
+from augment.pipeline.paths import Paths
+from augment.pipeline.paths import require as _require
+
+
+def run_prepare(cfg: PrepareConfig, paths: Paths = Paths(), progress: bool = True) -> dict[str, Any]:
+    from augment.data.prepare import prepare_dataset, save_prepared
+
+    ds, report = prepare_dataset(cfg)
+    save_prepared(ds, report, paths.prepared)
+    return report
+
+
+def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
+              wrap_trainer: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    from augment.core.plots import loss_curves, save_png
+    from augment.data.prepare import load_prepared
+    from augment.models.checkpoint import save_checkpoint
+    from augment.training.loop import train_generator
+
+    ds = load_prepared(paths.prepared)
+    x, y = ds.subset("train")  # the generator sees the TRAIN split only -- never val, never test
+    Path(paths.resume).parent.mkdir(parents=True, exist_ok=True)
+    result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
+                             wrap_trainer=wrap_trainer)
+    with atomic_directory(paths.model_dir) as tmp:
+        save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
+                        ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x))})
+        last = max(result.grids)
+        save_png(result.grids[last], tmp / "sample_grid.png")
+        (tmp / "samples").mkdir()
+        for it, grid in sorted(result.grids.items()):
+            save_png(grid, tmp / "samples" / f"iter_{it:07d}.png")
+        loss_curves(result.log, tmp / "loss_curves.png")
+    keys = sorted({k for r in result.log for k in r})
+    keys = ["iteration"] + [k for k in keys if k != "iteration"]
+    atomic_write_csv(Path(paths.metrics_dir) / "train_log.csv", result.log, keys)
+    Path(paths.resume).unlink(missing_ok=True)  # finished: the resume state is no longer needed
+    return {"checkpoint": paths.checkpoint, "iterations": cfg.iterations, "resumed_from": result.resumed_from,
+            "final": result.log[-1] if result.log else {}}
+
+
+def run_generate(cfg: GenerateConfig, paths: Paths = Paths(), progress: bool = True) -> dict[str, Any]:
+    from augment.data.prepare import load_prepared
+    from augment.generation.generate import generate_samples
+    from augment.models.checkpoint import Checkpoint
+
+    if Path(paths.prepared, "dataset.npz").is_file():
+        ds = load_prepared(paths.prepared)
+        Checkpoint(paths.checkpoint).check_compatible(ds.image_shape, ds.class_names)
+    return generate_samples(paths.checkpoint, paths.generated, cfg, progress=progress)
+
+
+def run_filter(cfg: FilterConfig, paths: Paths = Paths(), progress: bool = True,
+               classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    from augment.filters.apply import (
+        collect_grid_samples,
+        filter_samples,
+        save_filter_output,
+    )
+
+    _require(Path(paths.generated) / "generate.json", "generate")
+    ctx = filter_context(cfg, paths, classical)
+    decisions, report = filter_samples(paths.generated, cfg, ctx)
+    class_names = json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"]
+    grids = collect_grid_samples(paths.generated, decisions, cfg.grid_per_class, len(class_names))
+    save_filter_output(decisions, report, paths.filtered, class_names, grids)
+    return report
+
+
+def filter_context(cfg: FilterConfig, paths: Paths, classical: ClassicalConfig = ClassicalConfig()):
+    """TRAIN and VAL images for the filters (never the test split), and the checkpoint."""
+    from augment.data.prepare import load_prepared
+    from augment.filters.apply import FilterContext
+
+    needs_data = bool(cfg.filters)
+    if needs_data:
+        _require(Path(paths.prepared) / "dataset.npz", "prepare")
+        ds = load_prepared(paths.prepared)
+        tx, ty = ds.subset("train")
+        vx, vy = ds.subset("val")
+        k = ds.num_classes
+    else:
+        import numpy as np
+
+        tx = vx = np.zeros((0, 1, 1, 1), np.uint8)
+        ty = vy = np.zeros(0, np.int64)
+        k = len(json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"])
+    ckpt = paths.checkpoint if "discriminator" in cfg.filters else None
+    if ckpt is not None:
+        _require(Path(ckpt), "train")
+    return FilterContext(tx, ty, vx, vy, k, ckpt, classical)
+
+
+def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
+              classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    from augment.data.prepare import load_prepared
+    from augment.filters.apply import load_decisions
+    from augment.selection.merge import merge_dataset
+
+    ds = load_prepared(paths.prepared)
+    _require(Path(paths.generated) / "generate.json", "generate")
+    _require(Path(paths.filtered) / "decisions.npz", "filter")
+    summary = merge_dataset(ds, paths.generated, load_decisions(paths.filtered), paths.augmented, cfg,
+                            classical=classical)
+    curve = summary.pop("tuning_curve")
+    # The tuning curve (VAL accuracy per grid point) is a DVC plot; empty when quota is not tuned.
+    keys = ["point", "synthetic_share", "fraction", "synthetic", "val_accuracy", "val_nll"]
+    atomic_write_csv(Path(paths.metrics_dir) / "tuning.csv", curve, keys)
+    return summary
+
+
+def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = True,
+                 classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    from augment.data.prepare import load_prepared
+    from augment.data.torch_dataset import load_augmented
+    from augment.evaluation.evaluate import evaluate_variants, format_table
+
+    ds = load_prepared(paths.prepared)
+    images, labels, synthetic, _ = load_augmented(paths.augmented)
+    merge_summary_path = Path(paths.augmented) / "summary.json"
+    merge_summary = json.loads(merge_summary_path.read_text()) if merge_summary_path.is_file() else {}
+    if cfg.synthetic_share is None and merge_summary.get("synthetic_share") is not None:
+        import dataclasses
+
+        # the share the merge stage chose (tuned on VAL when merge.quota is "tuned")
+        cfg = dataclasses.replace(cfg, synthetic_share=merge_summary["synthetic_share"])
+    # merge.refit_with_val: every variant trains on the merged real images (train + val)
+    real = (images[~synthetic], labels[~synthetic]) if "val" in merge_summary.get("real_splits", []) else None
+    metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress, real=real,
+                                classical=classical)
+    metrics["synthetic_share"] = cfg.synthetic_share
+    table = format_table(metrics)
+    if cfg.ablation and Path(paths.filtered, "decisions.npz").is_file():
+        from augment.evaluation.ablation import format_ablation, run_ablation
+        from augment.filters.apply import load_decisions
+
+        metrics["ablation"] = run_ablation(ds, paths.generated, load_decisions(paths.filtered), merge_summary,
+                                           cfg, progress=progress, real=real, classical=classical)
+        table += "\n\n" + format_ablation(metrics["ablation"])
+    if cfg.quality:  # FD, PRDC, CAS, diversity of the synthetic images (augment/quality.py)
+        from augment.evaluation.quality import evaluate_quality, format_quality
+
+        metrics["quality"] = evaluate_quality(ds, images[synthetic], labels[synthetic], paths.generated, cfg)
+        table += "\n\n" + format_quality(metrics["quality"])
+    atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", metrics)
+    atomic_write_text(Path(paths.metrics_dir) / "evaluate.md", "```\n" + table + "\n```\n")
+    metrics["table"] = table
+    return metrics
+
+
+# ------------------------------------------------------------------------------ declarations
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage, declared once (see the module docstring)."""
+
+    name: str
+    group: str  # the params.yaml group passed as the run function's first argument
+    run: Callable[..., dict[str, Any]]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    summary: Callable[[dict[str, Any]], str]
+    warnings: Callable[[dict[str, Any]], list[str]] = field(default=lambda out: [])
+    doc: str = ""
+    shared_groups: tuple[str, ...] = ()  # other groups it reads, passed as keyword arguments
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.group,) + self.shared_groups
+
+    def __call__(self, cfg: Any, paths: Paths, progress: bool = True) -> dict[str, Any]:
+        """Run the stage with its groups of the whole config ``cfg`` (a PipelineConfig)."""
+        extra = {g: getattr(cfg, g) for g in self.shared_groups}
+        return self.run(getattr(cfg, self.group), paths, progress=progress, **extra)
+
+
+def _prepare_summary(r: dict[str, Any]) -> str:
+    dup = r["duplicates"]
+    return (f"prepared {r['num_classes']} classes, shape {r['image_shape']}; skipped {len(r['skipped'])} file(s); "
+            f"cross-split duplicates: {dup['exact_cross_split']} exact, {dup['near_cross_split']} near")
+
+
+def _prepare_warnings(r: dict[str, Any]) -> list[str]:
+    dup, out = r["duplicates"], []
+    if dup.get("dropped"):
+        out.append(f"dropped {len(dup['dropped'])} image(s) identical to an image in another split "
+                   "(prepare.on_cross_split_duplicate: drop); listed in report.json")
+    if dup["exact_cross_split"] or dup["near_cross_split"]:
+        out.append("WARNING: duplicates across splits leak between train and val/test; see report.json")
+    return out
+
+
+def _merge_summary(r: dict[str, Any]) -> str:
+    line = f"merged {r['real']} real + {r['synthetic']} synthetic images"
+    t = r.get("tuning")
+    if t:
+        line += (f"; tuned on val ({t['val_images']} images): synthetic share {t['synthetic_share']}, "
+                 f"fraction {t['fraction']}, val accuracy {t['val_accuracy']:.4f}")
+    return line
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("prepare", "prepare", run_prepare,
+          inputs=("param:prepare.raw_dir", "param:prepare.test_dir"), outputs=("prepared",),
+          summary=_prepare_summary, warnings=_prepare_warnings,
+          doc="validate, resize and split the labelled images"),
+    Stage("train", "train", run_train, inputs=("prepared",),
+          outputs=("model_dir", "metrics_dir:train_log.csv"),
+          summary=lambda r: (f"trained for {r['iterations']} iterations"
+                             + (f" (resumed from iteration {r['resumed_from']})" if r.get("resumed_from") else "")
+                             + f" -> {r['checkpoint']}"),
+          doc="train the class-conditional generator on the train split"),
+    Stage("generate", "generate", run_generate, inputs=("prepared", "checkpoint"), outputs=("generated",),
+          summary=lambda r: f"generated {r['n_per_class']} per class in {r['num_shards']} shard(s) on {r['device']}",
+          doc="sample every class from the generator, in seeded shards"),
+    Stage("filter", "filter", run_filter, inputs=("prepared", "checkpoint", "generated"), outputs=("filtered",),
+          summary=lambda r: f"filter ({r['mode']}): accepted {r['accepted']} of {r['generated']}",
+          doc="score and accept generated samples", shared_groups=("classical",)),
+    Stage("merge", "merge", run_merge, inputs=("prepared", "generated", "filtered"),
+          outputs=("augmented", "metrics_dir:tuning.csv"), summary=_merge_summary,
+          doc="merge real and accepted synthetic images into one dataset", shared_groups=("classical",)),
+    Stage("evaluate", "evaluate", run_evaluate, inputs=("prepared", "generated", "filtered", "augmented"),
+          outputs=("metrics_dir:evaluate.json", "metrics_dir:evaluate.md"), summary=lambda r: r["table"],
+          doc="train the downstream classifier four ways; score on the test split", shared_groups=("classical",)),
+)
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")

@@ -1,0 +1,138 @@
+"""The ``train`` stage: fit a class-conditional generator on the TRAIN split only.
+
+The loop is family-agnostic (GAN or VAE trainers share one interface, see
+:mod:`augment.models`). It samples class-balanced batches from one seeded ``torch.Generator``,
+logs losses, writes sample grids, and checkpoints a resumable state so a killed run picks up
+where it stopped and reaches the same weights as an uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from augment.config import TrainConfig
+from augment.core.device import resolve_device
+from augment.core.images import image_grid
+from augment.core.pixels import to_tensor, to_uint8
+from augment.errors import CheckpointError
+from augment.models.checkpoint import Checkpoint, save_checkpoint
+from augment.training.families import get_trainer_class
+
+
+@dataclass
+class TrainResult:
+    trainer: Any
+    log: list[dict[str, float]] = field(default_factory=list)
+    grids: dict[int, np.ndarray] = field(default_factory=dict)  # iteration -> grid image
+    resumed_from: int = 0
+
+
+def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> str:
+    """Identity of a training run: data + config (a resume state only fits the same run)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def class_balanced_indices(labels_t: torch.Tensor, num_classes: int, batch: int, g: torch.Generator):
+    """Draw a batch: classes uniformly, then an image of that class (rare classes get trained)."""
+    cls = torch.randint(0, num_classes, (batch,), generator=g)
+    idx = torch.empty(batch, dtype=torch.long)
+    for c in range(num_classes):
+        pool = torch.nonzero(labels_t == c).squeeze(1)
+        sel = cls == c
+        k = int(sel.sum())
+        if k:
+            idx[sel] = pool[torch.randint(0, len(pool), (k,), generator=g)]
+    return idx
+
+
+def sample_grid(sampler: torch.nn.Module, num_classes: int, per_class: int, seed: int, device: torch.device) -> np.ndarray:
+    """One row per class, fixed noise: grids from different iterations are comparable."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
+    was_training = sampler.training
+    sampler.eval()
+    with torch.no_grad():
+        imgs = to_uint8(sampler.sample(labels, g))
+    sampler.train(was_training)
+    scale = max(1, 64 // imgs.shape[1])
+    return image_grid(imgs, nrow=per_class, scale=scale)
+
+
+def train_generator(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    class_names: list[str],
+    cfg: TrainConfig,
+    resume_path: str | Path | None = None,
+    progress: bool = True,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+    wrap_trainer: Callable[[Any], Any] | None = None,
+) -> TrainResult:
+    """Train on ``train_images`` (uint8 N,H,W,C) -- the TRAIN split only, never val or test.
+
+    If ``resume_path`` is given, a resumable state is saved there every
+    ``cfg.checkpoint_every`` iterations and, when one for the same data and config exists,
+    training continues from it.
+    """
+    torch.manual_seed(cfg.seed)  # module initialisation
+    device = resolve_device(cfg.device)
+    num_classes = len(class_names)
+    image_shape = tuple(int(s) for s in train_images.shape[1:])
+    trainer = get_trainer_class(cfg.family)(cfg, image_shape, num_classes, device)
+    if wrap_trainer is not None:  # e.g. DDP (augment.training.distributed)
+        trainer = wrap_trainer(trainer)
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
+    key = run_key(train_images, train_labels, cfg)
+    result = TrainResult(trainer=trainer)
+    start = 0
+    if resume_path is not None and Path(resume_path).is_file():
+        try:
+            ck = Checkpoint(resume_path)
+            if ck.extra.get("run_key") == key:
+                ck.load_into(trainer.modules())
+                for name, opt in trainer.optimizers().items():
+                    opt.load_state_dict(ck.optimizer_state(name))
+                g.set_state(ck.rng_state("train"))
+                start = int(ck.extra["iteration"])
+                result.log = list(ck.extra.get("log", []))
+                trainer.load_extra_state(ck.extra.get("trainer_state", {"aug_p": ck.extra.get("aug_p", 1.0)}))
+                result.resumed_from = start
+        except CheckpointError:
+            start = 0  # a damaged resume state is ignored; training starts over
+    images_t = to_tensor(train_images, device)
+    labels_t = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
+    labels_dev = labels_t.to(device)
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc=f"train {cfg.family}", unit="it")
+    for it in range(start + 1, cfg.iterations + 1):
+        idx = class_balanced_indices(labels_t, num_classes, cfg.batch_size, g)
+        losses = trainer.step(images_t[idx.to(device)], labels_dev[idx.to(device)], g)
+        if it % cfg.log_every == 0 or it == cfg.iterations:
+            row = {"iteration": it, **{k: round(v, 6) for k, v in losses.items()}}
+            result.log.append(row)
+            if on_log:
+                on_log(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k.startswith("loss") or k == "aug_p"})
+        if it % cfg.sample_every == 0 or it == cfg.iterations:
+            result.grids[it] = sample_grid(trainer.sampler(), num_classes, 8, cfg.seed, device)
+        if resume_path is not None and (it % cfg.checkpoint_every == 0) and it < cfg.iterations:
+            save_checkpoint(
+                resume_path, trainer.modules(), cfg, image_shape, class_names,
+                extra={"run_key": key, "iteration": it, "log": result.log,
+                       "trainer_state": trainer.extra_state()},  # ADA strength p, step counters
+                optimizers=trainer.optimizers(), rng_states={"train": g.get_state()},
+            )
+        bar.update(1)
+    bar.close()
+    return result
