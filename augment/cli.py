@@ -22,7 +22,7 @@ from augment.pipeline.paths import Paths
 
 # The stage names, kept here without importing the stage adapters (which import torch); a test
 # checks this tuple equals augment.pipeline.stages.STAGE_NAMES.
-STAGE_NAMES = ("prepare", "train", "generate", "filter", "merge", "evaluate")
+STAGE_NAMES = ("prepare", "train", "generate", "filter", "crossfit", "merge", "evaluate")
 # Exit codes: 0 ok; 2 bad input/params/checkpoint or an OS error (message names the file or key);
 # 75 (EX_TEMPFAIL) another run holds the workspace lock -- retry later; 130 interrupted (Ctrl-C).
 # A traceback is a bug.

@@ -57,11 +57,16 @@ class PrepareConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     family: Literal["gan", "vae"] = "gan"
-    iterations: int = 2000
+    # Network architecture: "small" (DCGAN-size, for scarce data), "resnet" (residual blocks), or
+    # "auto" (small below 1,000 training images, else resnet; augment/training/sizing.py).
+    arch: Literal["auto", "small", "resnet"] = "auto"
+    # null (auto) = sized to the data by augment.training.sizing (widths from the image count,
+    # iterations ~ 10 per training image, 800..6000); a number overrides.
+    iterations: Optional[int] = None
     batch_size: int = 64
     z_dim: int = 64
-    g_channels: int = 64
-    d_channels: int = 64
+    g_channels: Optional[int] = None
+    d_channels: Optional[int] = None
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.0
@@ -92,7 +97,8 @@ class TrainConfig:
     channels_last: bool = True
 
     def validate(self) -> None:
-        _check_range("train.iterations", self.iterations, 1, 10**8)
+        if self.iterations is not None:
+            _check_range("train.iterations", self.iterations, 1, 10**8)
         if self.ada_target is not None:
             _check_range("train.ada_target", self.ada_target, -1.0, 1.0)
         _check_range("train.ada_rate", self.ada_rate, 0.0, 1.0)
@@ -103,8 +109,9 @@ class TrainConfig:
 
         _check_range("train.batch_size", self.batch_size, 2, 1 << 16)
         _check_range("train.z_dim", self.z_dim, 1, 4096)
-        _check_range("train.g_channels", self.g_channels, 4, 4096)
-        _check_range("train.d_channels", self.d_channels, 4, 4096)
+        for key in ("g_channels", "d_channels"):
+            if getattr(self, key) is not None:
+                _check_range(f"train.{key}", getattr(self, key), 4, 4096)
         _check_range("train.lr_g", self.lr_g, 0.0, 1.0, low_open=True)
         _check_range("train.lr_d", self.lr_d, 0.0, 1.0, low_open=True)
         _check_range("train.beta1", self.beta1, 0.0, 0.9999)
@@ -183,13 +190,44 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class CrossfitConfig:
+    """K-fold cross-fitted choice of the synthetic share (augment/selection/crossfit.py): every
+    labelled image is used, by a fold generator and, once, as out-of-fold validation."""
+
+    folds: int = 3
+    shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])  # 0.0 = real only (always tried)
+    fractions: list[float] = field(default_factory=lambda: [1.0])  # top fraction of the accepted samples
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # classifier seeds per fold and candidate
+    steps: int = 400  # classifier steps
+    confidence: float = 0.95  # one-sided bound on the out-of-fold log-loss gain
+    min_gain: float = 0.0  # the bound must exceed this for synthetic data to be merged
+    seed: int = 0  # fold assignment
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _check_range("crossfit.folds", self.folds, 2, 20)
+        if not self.shares or not self.fractions or not self.seeds:
+            raise ConfigError("crossfit.shares, crossfit.fractions and crossfit.seeds must not be empty")
+        for i, v in enumerate(self.shares):
+            _check_range(f"crossfit.shares[{i}]", v, 0.0, 0.99)
+        for i, v in enumerate(self.fractions):
+            _check_range(f"crossfit.fractions[{i}]", v, 0.0, 1.0, low_open=True)
+        _check_range("crossfit.steps", self.steps, 1, 10**7)
+        _check_range("crossfit.confidence", self.confidence, 0.5, 0.9999)
+        _check_range("crossfit.min_gain", self.min_gain, -10.0, 10.0)
+        _check_device("crossfit.device", self.device)
+
+
+@dataclass(frozen=True)
 class MergeConfig:
     # Synthetic images per class in the merged set (accepted samples, most trusted first):
     # "all": every accepted; "per_real": synthetic_per_real x the class's real count (null = all);
     # "count": synthetic_count; "balanced": top every class up to balance_factor x the largest
-    # class's real count (rebalances an imbalanced set); "tuned": fraction and synthetic share
+    # class's real count (rebalances an imbalanced set); "crossfit": the share and fraction the
+    # crossfit stage chose by K-fold cross-fitting over every labelled image (the default; none
+    # when no synthetic configuration beat real data); "tuned": fraction and synthetic share
     # chosen by downstream accuracy on the VAL split over the tune_* grid (never the test split).
-    quota: Literal["all", "per_real", "count", "balanced", "tuned"] = "tuned"
+    quota: Literal["all", "per_real", "count", "balanced", "tuned", "crossfit"] = "crossfit"
     synthetic_per_real: Optional[float] = None
     synthetic_count: int = 100
     balance_factor: float = 1.0
@@ -295,6 +333,7 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    crossfit: CrossfitConfig = field(default_factory=CrossfitConfig)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
 
     def validate(self) -> None:

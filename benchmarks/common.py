@@ -94,3 +94,24 @@ def emit(summary: dict, json_path: str | None) -> int:
         Path(json_path).write_text(text + "\n")
     print(text)
     return 0
+
+
+def write_section(md_path: str | Path, key: str, title: str, summary: dict, body: str) -> None:
+    """Write (or replace) one benchmark's section of a markdown results file: its title, the date,
+    the machine and the command that produced it, then ``body``. Other sections are kept."""
+    import datetime
+    import re
+
+    path = Path(md_path)
+    text = path.read_text() if path.is_file() else "# Performance results\n\nEvery section is written by the benchmark named in it.\n"
+    m = summary.get("machine", {})
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = m.get("loadavg_1m")
+    section = (f"<!-- {key} -->\n## {title}\n\n{when}; {m.get('nproc')} CPU(s) {m.get('cpu', '')}, torch "
+               f"{m.get('torch')}, OMP_NUM_THREADS={m.get('OMP_NUM_THREADS')}"
+               + (f", 1-min load at start {load:.1f}" if load is not None else "")
+               + f".\nCommand: `{summary.get('command')}`\n\n{body}\n<!-- /{key} -->\n")
+    pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -15,6 +15,7 @@ from augment.config import FilterConfig, from_dict
 from augment.errors import ConfigError
 from augment.filters.apply import (
     LabelFilter,
+    SharedClassifier,
     MemorisationFilter,
     accept_by_confidence,
     decide,
@@ -72,7 +73,7 @@ def test_planted_wrong_class_sample_is_rejected():
     train_x, train_y = structured(3, 12, seed=0)
     cfg = FilterConfig(classifier_steps=120, label_min_confidence=0.5, device="cpu")
     model = train_label_classifier(train_x, train_y, 3, cfg, torch.device("cpu"))
-    f = LabelFilter(model, torch.device("cpu"), cfg.label_min_confidence)
+    f = LabelFilter(SharedClassifier(model, torch.device("cpu")), cfg.label_min_confidence)
     held_x, held_y = structured(3, 4, seed=5)
     wrong_y = (held_y + 1) % 3  # every sample conditioned on the wrong class
     right = f.accept(f.score(held_x, held_y), held_y)

@@ -210,6 +210,21 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device = t
 
 
 @torch.no_grad()
+def predict_with_embedding(model: SmallCNN, images: np.ndarray, device: torch.device = torch.device("cpu"),
+                           batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and the penultimate-layer embedding from ONE forward pass per image."""
+    model.eval()
+    probs, feats = [], []
+    for s in range(0, len(images), batch):
+        f = model.embed(to_tensor(images[s : s + batch], device))
+        probs.append(F.softmax(model.head(model.dropout(f)), dim=1).cpu().numpy())
+        feats.append(f.cpu().numpy())
+    if not probs:
+        return np.zeros((0, model.head.out_features)), np.zeros((0, model.head.in_features))
+    return np.concatenate(probs), np.concatenate(feats)
+
+
+@torch.no_grad()
 def embed(model: SmallCNN, images: np.ndarray, device: torch.device = torch.device("cpu"), batch: int = 1024) -> np.ndarray:
     model.eval()
     out = [model.embed(to_tensor(images[s : s + batch], device)).cpu().numpy() for s in range(0, len(images), batch)]

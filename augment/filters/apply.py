@@ -94,9 +94,12 @@ class DiscriminatorFilter:
     cfg: FilterConfig
     name: str = "discriminator"
 
-    def score(self, images, labels):
-        raw = discriminator_logits(self.disc, images, labels, self.device)
-        return {"discriminator": self.calibration.prob(raw), "discriminator_logit": raw.astype(np.float32)}
+    def score(self, images, labels, logits: np.ndarray | None = None):
+        """``logits``: D's logits that the generate stage stored with the shard (the one
+        definition of the score, computed once); recomputed only when absent."""
+        raw = logits if logits is not None else discriminator_logits(self.disc, images, labels, self.device)
+        raw = np.asarray(raw, np.float32)
+        return {"discriminator": self.calibration.prob(raw), "discriminator_logit": raw}
 
     def accept(self, scores, labels):
         return accept_by_confidence(scores["discriminator"], labels, self.cfg)
@@ -106,19 +109,41 @@ class DiscriminatorFilter:
                 "drs_percentile": self.cfg.drs_percentile, "calibration": self.calibration.to_dict()}
 
 
+class SharedClassifier:
+    """The label classifier's probabilities AND embedding from one forward pass per image; the
+    label and memorisation filters both read it (the last shard's outputs are kept)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model, self.device = model, device
+        self._key: tuple[int, int] | None = None
+        self._out: tuple[np.ndarray, np.ndarray] | None = None
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(images), len(images))
+        if self._key != key or self._out is None:
+            from augment.downstream.classifier import predict_with_embedding
+
+            self._out = predict_with_embedding(self.model, images, self.device)
+            self._key = key
+        return self._out
+
+    def proba(self, images: np.ndarray) -> np.ndarray:
+        return self.outputs(images)[0]
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return self.outputs(images)[1]
+
+
 @dataclass
 class LabelFilter:
     """Rejects samples a classifier trained on real TRAIN images does not assign to their class."""
 
-    model: torch.nn.Module
-    device: torch.device
+    classifier: SharedClassifier
     min_confidence: float
     name: str = "label"
 
     def score(self, images, labels):
-        from augment.downstream.classifier import predict_proba
-
-        p = predict_proba(self.model, images, self.device)
+        p = self.classifier.proba(images)
         return {"label": p[np.arange(len(labels)), labels], "label_predicted": p.argmax(1).astype(np.int64)}
 
     def accept(self, scores, labels):
@@ -227,7 +252,6 @@ def train_label_classifier(train_x, train_y, num_classes: int, cfg: FilterConfig
 def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dict[str, Any]]:
     """Instantiate the filters named in ``cfg.filters`` (calibrating D, training the classifier)."""
     from augment.core.device import resolve_device
-    from augment.downstream.classifier import embed
 
     device = resolve_device(cfg.device)
     info: dict[str, Any] = {}
@@ -235,11 +259,10 @@ def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dic
     model = None
     need_model = "label" in cfg.filters or ("memorisation" in cfg.filters and cfg.memorisation_space != "pixel")
     if need_model:
-        model = train_label_classifier(ctx.train_x, ctx.train_y, ctx.num_classes, cfg, device, ctx.classical)
-        from augment.downstream.classifier import predict_proba
-
+        model = SharedClassifier(
+            train_label_classifier(ctx.train_x, ctx.train_y, ctx.num_classes, cfg, device, ctx.classical), device)
         if len(ctx.val_x):
-            info["label_classifier_val_accuracy"] = float((predict_proba(model, ctx.val_x, device).argmax(1) == ctx.val_y).mean())
+            info["label_classifier_val_accuracy"] = float((model.proba(ctx.val_x).argmax(1) == ctx.val_y).mean())
     for name in cfg.filters:
         if name == "discriminator":
             if ctx.checkpoint is None:
@@ -251,9 +274,9 @@ def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dic
                                           cfg.calibration, cfg.seed)
             filters.append(DiscriminatorFilter(gen.discriminator, gen.device, cal, cfg))
         elif name == "label":
-            filters.append(LabelFilter(model, device, cfg.label_min_confidence))
+            filters.append(LabelFilter(model, cfg.label_min_confidence))
         elif name == "memorisation":
-            fn = (lambda x: embed(model, x, device)) if model is not None else None
+            fn = model.embed if model is not None else None
             filters.append(MemorisationFilter(ctx.train_x, ctx.train_y, ctx.num_classes, cfg.memorisation_percentile,
                                               cfg.memorisation_scope, cfg.memorisation_space, fn))
     return filters, info
@@ -266,7 +289,8 @@ def score_stream(filters: list[Any], shards) -> dict[str, np.ndarray]:
         cols["index"].append(shard["index"])
         cols["labels"].append(shard["labels"].astype(np.int64))
         for f in filters:
-            for k, v in f.score(shard["images"], shard["labels"].astype(np.int64)).items():
+            extra = {"logits": shard["scores"]} if isinstance(f, DiscriminatorFilter) and "scores" in shard else {}
+            for k, v in f.score(shard["images"], shard["labels"].astype(np.int64), **extra).items():
                 cols.setdefault(k, []).append(np.asarray(v))
     return {k: np.concatenate(v) for k, v in cols.items()}
 
@@ -315,7 +339,7 @@ def filter_samples(gen_dir: str | Path, cfg: FilterConfig, ctx: FilterContext
     meta = json.loads((Path(gen_dir) / "generate.json").read_text())
     class_names = meta["class_names"]
     filters, info = build_filters(ctx, cfg)
-    scores = score_stream(filters, iter_shards(gen_dir, keys=("images", "labels", "index")))
+    scores = score_stream(filters, iter_shards(gen_dir, keys=("images", "labels", "index", "scores")))
     decisions = decide(filters, scores)
     label, accepted = decisions["labels"], decisions["accepted"]
     per_class = {}

@@ -7,12 +7,23 @@ logit reads as "real image of class c". Hinge loss; DiffAugment on real and fake
 with an adaptive strength ``p`` (ADA heuristic); mode-seeking regularisation (MSGAN) against
 intra-class collapse; EMA of the generator weights (with a ramp-up) for sampling.
 
+Two architectures, chosen by ``train.arch`` (``auto``: by the number of training images,
+:mod:`augment.training.sizing`):
+
+* ``small`` -- DCGAN-size, for scarce data (the default below 1,000 images): G = linear to a
+  small grid, then one 4x4 transposed convolution per doubling with class-conditional BN;
+  D = one 4x4 stride-2 convolution per halving, a minibatch-stddev feature and the projection
+  head. Several times cheaper per step than ``resnet`` and enough capacity for a few hundred
+  images.
+* ``resnet`` -- residual blocks (two 3x3 convolutions each, D downsampling first), for larger sets.
+
 Shapes come from the data: any H, W from 8 to 128 px, 1 or 3 channels, any class count.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +107,9 @@ class Generator(nn.Module):
 
 
 class DiscBlock(nn.Module):
+    """Residual block that downsamples FIRST, so its (wider) convolutions run at the lower
+    resolution: 4x fewer multiply-adds than convolving at full resolution and pooling after."""
+
     def __init__(self, cin: int, cout: int, down: bool):
         super().__init__()
         self.conv1 = spectral_norm(nn.Conv2d(cin, cout, 3, padding=1))
@@ -104,11 +118,10 @@ class DiscBlock(nn.Module):
         self.down = down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv2(F.leaky_relu(self.conv1(F.leaky_relu(x, 0.2)), 0.2))
-        s = self.skip(x)
         if self.down:
-            h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
-        return h + s
+            x = F.avg_pool2d(x, 2)
+        h = self.conv2(F.leaky_relu(self.conv1(F.leaky_relu(x, 0.2)), 0.2))
+        return h + self.skip(x)
 
 
 class Discriminator(nn.Module):
@@ -146,16 +159,101 @@ class Discriminator(nn.Module):
         return self.linear(phi).squeeze(1) + (self.embed(y) * phi).sum(dim=1)  # (B,)
 
 
+def plan_small(h: int, w: int) -> tuple[int, int, int]:
+    """``(base_h, base_w, n_up)`` for the small networks: ``n_up`` doublings from a base grid of
+    about 4-7 px reach at least ``(h, w)``; the generator resizes its output when it overshoots
+    (25x25: 7 -> 14 -> 28, then area-resized to 25)."""
+    n_up = max(1, math.ceil(math.log2(max(min(h, w), 8) / 7)))
+    return math.ceil(h / 2**n_up), math.ceil(w / 2**n_up), n_up
+
+
+class SmallGenerator(nn.Module):
+    """DCGAN-size conditional generator: linear -> (base grid) -> 4x4 transposed convs."""
+
+    def __init__(self, z_dim: int, channels: int, image_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        h, w, c = image_shape
+        self.z_dim, self.num_classes, self.image_shape = z_dim, num_classes, image_shape
+        self.bh, self.bw, n_up = plan_small(h, w)
+        chs = [channels * 2 ** (n_up - 1 - i) for i in range(n_up)]  # e.g. [64, 32] for n_up=2, width 32
+        self.embed = nn.Embedding(num_classes, z_dim)
+        self.fc = nn.Linear(2 * z_dim, chs[0] * self.bh * self.bw)
+        self.bns = nn.ModuleList(ClassBatchNorm(ch, num_classes) for ch in chs)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(chs[i], chs[i + 1] if i + 1 < n_up else c, 4, 2, 1)
+                                 for i in range(n_up))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(z.size(0), -1, self.bh, self.bw)
+        for bn, up in zip(self.bns, self.ups):
+            h = up(F.relu(bn(h, y)))
+        out_h, out_w, _ = self.image_shape
+        if h.shape[2:] != (out_h, out_w):
+            h = F.interpolate(h, size=(out_h, out_w), mode="area")
+        return torch.tanh(h)  # (B, C, H, W) in [-1, 1]
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        z = torch.randn(labels.size(0), self.z_dim, generator=generator, device=generator.device)
+        return self(z.to(labels.device), labels)
+
+
+class SmallDiscriminator(nn.Module):
+    """DCGAN-size projection discriminator: 4x4 stride-2 convs (spectral norm), a minibatch
+    standard-deviation feature, sum pooling, ``logit = psi(phi) + <embed(y), phi>``."""
+
+    def __init__(self, channels: int, image_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        h, w, c = image_shape
+        _, _, n_down = plan_small(h, w)
+        chs = [c] + [channels * 2**i for i in range(n_down)]
+        self.convs = nn.ModuleList(spectral_norm(nn.Conv2d(chs[i], chs[i + 1], 4, 2, 1)) for i in range(n_down))
+        top = chs[-1] + 1  # + minibatch std
+        self.linear = spectral_norm(nn.Linear(top, 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, top))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+        return torch.cat([h.sum(dim=[2, 3]), minibatch_std(h)[:, None]], dim=1)  # (B, top)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        phi = self.features(x)
+        return self.linear(phi).squeeze(1) + (self.embed(y) * phi).sum(dim=1)  # (B,)
+
+
+def minibatch_std(h: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean feature standard deviation within groups of up to 4 (B,): lets D see a
+    collapsed batch."""
+    b = h.size(0)
+    group = min(4, b)
+    while b % group:
+        group -= 1
+    std = h.reshape(group, -1, *h.shape[1:]).std(dim=0, unbiased=False).mean(dim=list(range(1, h.dim())))
+    return std.repeat(group)
+
+
+def make_generator(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The generator of ``cfg.arch`` (resolved: ``small`` or ``resnet``)."""
+    cls = SmallGenerator if cfg.arch == "small" else Generator
+    return cls(cfg.z_dim, cfg.g_channels, image_shape, num_classes)
+
+
+def make_discriminator(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    cls = SmallDiscriminator if cfg.arch == "small" else Discriminator
+    return cls(cfg.d_channels, image_shape, num_classes)
+
+
 @dataclass
 class GANModels:
-    G: Generator
-    D: Discriminator
-    G_ema: Generator
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
 
 
 def build_gan(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> GANModels:
-    G = Generator(cfg.z_dim, cfg.g_channels, image_shape, num_classes)
-    D = Discriminator(cfg.d_channels, image_shape, num_classes)
+    G = make_generator(cfg, image_shape, num_classes)
+    D = make_discriminator(cfg, image_shape, num_classes)
     G_ema = copy.deepcopy(G).eval()
     for p in G_ema.parameters():
         p.requires_grad_(False)

@@ -18,6 +18,7 @@ class Paths:
     generated: str = "data/generated"
     filtered: str = "data/filtered"
     augmented: str = "data/augmented"
+    crossfit: str = "data/crossfit"
     metrics_dir: str = "metrics"
     resume: str = "runs/resume/train_state.safetensors"
 

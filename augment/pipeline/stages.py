@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from augment.config import (
     ClassicalConfig,
+    CrossfitConfig,
     EvaluateConfig,
     FilterConfig,
     GenerateConfig,
@@ -58,6 +59,7 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     Path(paths.resume).parent.mkdir(parents=True, exist_ok=True)
     result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
                              wrap_trainer=wrap_trainer)
+    cfg = result.cfg  # auto sizes resolved for this data: the checkpoint records what was trained
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
                         ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x))})
@@ -127,6 +129,29 @@ def filter_context(cfg: FilterConfig, paths: Paths, classical: ClassicalConfig =
     return FilterContext(tx, ty, vx, vy, k, ckpt, classical)
 
 
+def run_crossfit(cfg: CrossfitConfig, paths: Paths = Paths(), progress: bool = True,
+                 train: TrainConfig = TrainConfig(), generate: GenerateConfig = GenerateConfig(),
+                 filter: FilterConfig = FilterConfig(), merge: MergeConfig = MergeConfig(),
+                 classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    """K-fold cross-fitted choice of the synthetic share over every labelled train image."""
+    from augment.data.prepare import load_prepared
+    from augment.selection.crossfit import crossfit_select
+
+    if merge.quota != "crossfit":
+        out = {"used": False, "reason": f"merge.quota = {merge.quota}: cross-fitting not used", "table": []}
+    else:
+        ds = load_prepared(paths.prepared)
+        x, y = ds.subset("train")  # every labelled image outside the test split (and val, if any) -- never test
+        log = (lambda m: print(m, flush=True)) if progress else None
+        out = {"used": True, **crossfit_select(x, y, ds.class_names, cfg, train, generate, filter, classical, log)}
+    with atomic_directory(paths.crossfit) as tmp:
+        atomic_write_json(tmp / "selection.json", out)
+        keys = ["synthetic_share", "fraction", "oof_accuracy", "oof_nll", "nll_gain", "nll_gain_lower",
+                "accuracy_gain", "accuracy_gain_ci_low", "accuracy_gain_ci_high"]
+        atomic_write_csv(tmp / "table.csv", out["table"], keys)
+    return out
+
+
 def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
               classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
     from augment.data.prepare import load_prepared
@@ -136,8 +161,12 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
     ds = load_prepared(paths.prepared)
     _require(Path(paths.generated) / "generate.json", "generate")
     _require(Path(paths.filtered) / "decisions.npz", "filter")
+    selection = None
+    if cfg.quota == "crossfit":
+        _require(Path(paths.crossfit) / "selection.json", "crossfit")
+        selection = json.loads((Path(paths.crossfit) / "selection.json").read_text())
     summary = merge_dataset(ds, paths.generated, load_decisions(paths.filtered), paths.augmented, cfg,
-                            classical=classical)
+                            classical=classical, selection=selection)
     curve = summary.pop("tuning_curve")
     # The tuning curve (VAL accuracy per grid point) is a DVC plot; empty when quota is not tuned.
     keys = ["point", "synthetic_share", "fraction", "synthetic", "val_accuracy", "val_nll"]
@@ -227,10 +256,18 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _crossfit_summary(r: dict[str, Any]) -> str:
+    if not r.get("used"):
+        return r["reason"]
+    return f"crossfit ({r['folds']} folds, {r['images']} labelled images): {r['reason']}"
+
+
 def _merge_summary(r: dict[str, Any]) -> str:
     line = f"merged {r['real']} real + {r['synthetic']} synthetic images"
     t = r.get("tuning")
-    if t:
+    if t and "reason" in t:
+        line += f"; cross-fitted choice: share {t['synthetic_share']}, fraction {t['fraction']}"
+    elif t:
         line += (f"; tuned on val ({t['val_images']} images): synthetic share {t['synthetic_share']}, "
                  f"fraction {t['fraction']}, val accuracy {t['val_accuracy']:.4f}")
     return line
@@ -253,7 +290,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("filter", "filter", run_filter, inputs=("prepared", "checkpoint", "generated"), outputs=("filtered",),
           summary=lambda r: f"filter ({r['mode']}): accepted {r['accepted']} of {r['generated']}",
           doc="score and accept generated samples", shared_groups=("classical",)),
-    Stage("merge", "merge", run_merge, inputs=("prepared", "generated", "filtered"),
+    Stage("crossfit", "crossfit", run_crossfit, inputs=("prepared",), outputs=("crossfit",),
+          summary=_crossfit_summary, doc="choose the synthetic share by K-fold cross-fitting on every labelled image",
+          shared_groups=("train", "generate", "filter", "merge", "classical")),
+    Stage("merge", "merge", run_merge, inputs=("prepared", "generated", "filtered", "crossfit"),
           outputs=("augmented", "metrics_dir:tuning.csv"), summary=_merge_summary,
           doc="merge real and accepted synthetic images into one dataset", shared_groups=("classical",)),
     Stage("evaluate", "evaluate", run_evaluate, inputs=("prepared", "generated", "filtered", "augmented"),

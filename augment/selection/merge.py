@@ -31,6 +31,7 @@ from augment.core.files import (
 )
 from augment.core.images import PngWriter
 from augment.data.prepare import PreparedDataset
+from augment.errors import DataError
 from augment.generation.shards import iter_shards
 from augment.selection.quota import quota_counts, select_per_class
 from augment.selection.tuning import tune_selection
@@ -73,11 +74,23 @@ def draw_weights(is_synthetic: np.ndarray, share: float | None) -> np.ndarray:
 
 
 def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str, np.ndarray],
-                     cfg: MergeConfig, progress: bool = False, classical: ClassicalConfig = ClassicalConfig()
+                     cfg: MergeConfig, progress: bool = False, classical: ClassicalConfig = ClassicalConfig(),
+                     selection: dict[str, Any] | None = None,
                      ) -> tuple[np.ndarray, float | None, dict[str, Any] | None, list[dict[str, Any]]]:
-    """Decision rows to merge, the synthetic share, and (when tuned) the choice and its curve."""
+    """Decision rows to merge, the synthetic share, and (tuned / cross-fitted) the choice and its curve."""
     train_x, train_y = ds.subset("train")
     real_counts = np.bincount(train_y, minlength=ds.num_classes)
+    if cfg.quota == "crossfit":
+        if selection is None:
+            raise DataError("merge.quota = crossfit needs the crossfit stage's selection.json: run "
+                            "`augment crossfit` first")
+        choice = {k: v for k, v in selection.items() if k != "table"}
+        if choice["synthetic_share"] == 0.0:  # the curve is the crossfit stage's own output
+            return np.zeros(0, np.int64), 0.0, choice, []
+        counts = np.bincount(decisions["labels"][decisions["accepted"]], minlength=ds.num_classes)
+        pick = select_per_class(decisions["labels"], decisions["accepted"], decisions["confidence"], counts,
+                                choice["fraction"])
+        return pick, choice["synthetic_share"], choice, []
     if cfg.quota != "tuned":
         return select_synthetic(decisions, real_counts, cfg), cfg.synthetic_share, None, []
     val_x, val_y = ds.subset("val")  # tuning is scored on VAL; the test split is never read here
@@ -100,7 +113,8 @@ def _score(decisions, key, r) -> str:
 
 def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str, np.ndarray],
                   out_dir: str | Path, cfg: MergeConfig, progress: bool = False,
-                  classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+                  classical: ClassicalConfig = ClassicalConfig(), selection: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     gen_meta = json.loads((Path(gen_dir) / "generate.json").read_text())
     # Only TRAIN images are merged (plus VAL with merge.refit_with_val, after tuning); never test.
     splits = (0, 1) if cfg.refit_with_val else (0,)
@@ -108,7 +122,7 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
     train_x, train_y = ds.images[keep], ds.labels[keep]
     train_files = [f for f, s in zip(ds.files, ds.split) if s in splits]
     real_counts = np.bincount(train_y, minlength=ds.num_classes)
-    pick, share, choice, curve = choose_synthetic(ds, gen_dir, decisions, cfg, progress, classical)
+    pick, share, choice, curve = choose_synthetic(ds, gen_dir, decisions, cfg, progress, classical, selection)
     wanted = {int(decisions["index"][r]): int(r) for r in pick}  # global sample index -> decision row
     n_real, n_syn = len(train_x), len(pick)
     weights = draw_weights(np.r_[np.zeros(n_real, bool), np.ones(n_syn, bool)], share)

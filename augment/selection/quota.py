@@ -10,7 +10,7 @@ from augment.config import MergeConfig
 def quota_counts(accepted_counts: np.ndarray, real_counts: np.ndarray, cfg: MergeConfig) -> np.ndarray:
     """Synthetic samples wanted per class for a fixed quota (before capping at what was accepted)."""
     k = len(real_counts)
-    if cfg.quota in ("all", "tuned") or (cfg.quota == "per_real" and cfg.synthetic_per_real is None):
+    if cfg.quota in ("all", "tuned", "crossfit") or (cfg.quota == "per_real" and cfg.synthetic_per_real is None):
         want = accepted_counts.astype(np.int64)
     elif cfg.quota == "per_real":
         want = np.round(cfg.synthetic_per_real * real_counts).astype(np.int64)

@@ -25,6 +25,7 @@ from augment.core.pixels import to_tensor, to_uint8
 from augment.errors import CheckpointError
 from augment.models.checkpoint import Checkpoint, save_checkpoint
 from augment.training.families import get_trainer_class
+from augment.training.sizing import size_for_data
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainResult:
     log: list[dict[str, float]] = field(default_factory=list)
     grids: dict[int, np.ndarray] = field(default_factory=dict)  # iteration -> grid image
     resumed_from: int = 0
+    cfg: TrainConfig | None = None  # the config actually trained (auto sizes resolved): goes in the checkpoint
 
 
 def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> str:
@@ -86,6 +88,7 @@ def train_generator(
     ``cfg.checkpoint_every`` iterations and, when one for the same data and config exists,
     training continues from it.
     """
+    cfg = size_for_data(cfg, len(train_images))  # auto widths/iterations -> concrete (recorded in result.cfg)
     torch.manual_seed(cfg.seed)  # module initialisation
     device = resolve_device(cfg.device)
     num_classes = len(class_names)
@@ -95,7 +98,7 @@ def train_generator(
         trainer = wrap_trainer(trainer)
     g = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     key = run_key(train_images, train_labels, cfg)
-    result = TrainResult(trainer=trainer)
+    result = TrainResult(trainer=trainer, cfg=cfg)
     start = 0
     if resume_path is not None and Path(resume_path).is_file():
         try:

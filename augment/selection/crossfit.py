@@ -1,0 +1,182 @@
+"""Cross-fitted choice of how much synthetic data to merge -- with every labelled image used.
+
+A held-out val split takes images away from the generator (with 10 labelled images per class a
+25 % val split leaves the generator 8 and the tuner 2 per class, and one image decides the
+choice). Instead, the labelled non-test images are cut into ``K`` stratified folds; for each
+fold ``k``:
+
+1. a generator is trained on the other ``K - 1`` folds only (the same ``train`` config as the
+   final one), its samples are generated and filtered with the same ``generate`` and ``filter``
+   configs as the final pipeline (filters fitted on those folds only);
+2. for every candidate (synthetic batch share x kept fraction, share 0 = real only) and every
+   classifier seed, the downstream model (real + classical augmentation + synthetic at that
+   share, :func:`augment.downstream.classifier.train_downstream`) is trained on the other folds
+   and scored on fold ``k``, which neither it nor the generator saw.
+
+Every labelled image thus gets one out-of-fold prediction per candidate and seed. A candidate
+with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
+margin whose one-sided confidence bound (paired over images) is above ``min_gain``, and is not
+worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
+and the report says so. The final generator is then trained on every labelled image (the
+``train`` stage) and the merge stage applies the chosen share and fraction.
+
+The TEST split never reaches this module: the stage adapter passes the labelled train images only.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from augment.config import (
+    ClassicalConfig,
+    CrossfitConfig,
+    FilterConfig,
+    GenerateConfig,
+    TrainConfig,
+)
+from augment.errors import DataError
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) per image: each class spread as evenly as possible over the folds."""
+    counts = np.bincount(labels)
+    short = [int(c) for c in np.flatnonzero((counts > 0) & (counts < k))]
+    if short:
+        raise DataError(f"crossfit.folds = {k} needs at least {k} labelled images in every class; class "
+                        f"index(es) {short} have {[int(counts[c]) for c in short]}: lower crossfit.folds "
+                        "(minimum 2) or add images")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 5077]))
+    folds = np.empty(len(labels), np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        folds[idx] = (np.arange(len(idx)) + offset) % k  # rotate so small classes do not all pile in fold 0
+        offset += len(idx)
+    return folds
+
+
+def candidates(cfg: CrossfitConfig) -> list[tuple[float, float]]:
+    """(share, fraction) grid; share 0 (real only) always first and only once."""
+    points = [(0.0, 1.0)]
+    for share in sorted({s for s in cfg.shares if s > 0}):
+        for frac in sorted(set(cfg.fractions), reverse=True):
+            points.append((float(share), float(frac)))
+    return points
+
+
+def _t_quantile(conf: float, dof: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(conf, max(dof, 1)))
+
+
+def paired_gain(diff: np.ndarray, confidence: float) -> dict[str, float]:
+    """Mean of per-image paired differences and its one-sided lower / two-sided bounds."""
+    n = len(diff)
+    mean = float(diff.mean()) if n else 0.0
+    se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
+    lower = mean - _t_quantile(confidence, n - 1) * se
+    half = _t_quantile(0.5 + confidence / 2, n - 1) * se
+    return {"mean": mean, "lower": lower, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def fold_candidates(x: np.ndarray, y: np.ndarray, class_names: list[str], train_cfg: TrainConfig,
+                    gen_cfg: GenerateConfig, filter_cfg: FilterConfig, classical: ClassicalConfig,
+                    workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train a generator on ``x`` (the other folds), generate and filter exactly as the pipeline
+    does; return the accepted samples (images, labels) and their rank (most trusted first)."""
+    from augment.filters.apply import FilterContext, filter_samples
+    from augment.generation.generate import generate_samples
+    from augment.models.checkpoint import save_checkpoint
+    from augment.selection.merge import load_rows_images
+    from augment.training.loop import train_generator
+
+    result = train_generator(x, y, class_names, train_cfg, progress=False)
+    ckpt = workdir / "generator.safetensors"
+    save_checkpoint(ckpt, result.trainer.modules(), result.cfg, tuple(x.shape[1:]), class_names,
+                    extra={"iteration": result.cfg.iterations, "train_images": int(len(x))})
+    gen_dir = workdir / "generated"
+    generate_samples(ckpt, gen_dir, gen_cfg, progress=False)
+    empty = x[:0]
+    ctx = FilterContext(x, y, empty, y[:0], len(class_names),
+                        str(ckpt) if "discriminator" in filter_cfg.filters else None, classical)
+    decisions, _ = filter_samples(gen_dir, filter_cfg, ctx)
+    rows = np.flatnonzero(decisions["accepted"])
+    return load_rows_images(gen_dir, decisions, rows), decisions["labels"][rows], decisions["confidence"][rows]
+
+
+def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: CrossfitConfig,
+                    train_cfg: TrainConfig, gen_cfg: GenerateConfig, filter_cfg: FilterConfig,
+                    classical: ClassicalConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Choose the synthetic share and kept fraction by K-fold cross-fitting (module docstring).
+
+    ``x, y``: every labelled image that is not in the test split -- never test images."""
+    from augment.core.device import resolve_device
+    from augment.downstream.classifier import (
+        ClassifierSpec,
+        predict_proba,
+        train_downstream,
+    )
+    from augment.selection.quota import select_per_class
+
+    k = len(class_names)
+    folds = stratified_folds(y, cfg.folds, cfg.seed)
+    points = candidates(cfg)
+    device = resolve_device(cfg.device)
+    spec = ClassifierSpec(steps=cfg.steps)
+    # out-of-fold probability of the true class, per candidate, seed and image
+    p_true = np.zeros((len(points), len(cfg.seeds), len(y)))
+    correct = np.zeros_like(p_true)
+    accepted_per_fold = []
+    for f in range(cfg.folds):
+        fit, held = folds != f, folds == f
+        # Each fold's generator gets its own seed, derived from the final one's.
+        fold_train = replace(train_cfg, seed=int(np.random.SeedSequence([train_cfg.seed, f]).generate_state(1)[0] % 2**31))
+        with tempfile.TemporaryDirectory(prefix=f"augment-crossfit-{f}-") as tmp:
+            syn_x, syn_y, rank = fold_candidates(x[fit], y[fit], class_names, fold_train, gen_cfg, filter_cfg,
+                                                 classical, Path(tmp))
+        accepted_per_fold.append([int(c) for c in np.bincount(syn_y, minlength=k)])
+        counts = np.bincount(syn_y, minlength=k)
+        for i, (share, frac) in enumerate(points):
+            pick = select_per_class(syn_y, np.ones(len(syn_y), bool), rank, counts, frac) if share > 0 else []
+            for j, seed in enumerate(cfg.seeds):
+                model = train_downstream(x[fit], y[fit], k, spec, seed, device, classical,
+                                         syn_x[pick], syn_y[pick], share)
+                prob = predict_proba(model, x[held], device)
+                p_true[i, j, held] = prob[np.arange(held.sum()), y[held]]
+                correct[i, j, held] = prob.argmax(1) == y[held]
+            if progress:
+                progress(f"crossfit fold {f + 1}/{cfg.folds} share {share} fraction {frac}: "
+                         f"out-of-fold accuracy {correct[i, :, held].mean():.4f}")
+    nll = -np.log(np.clip(p_true, 1e-12, 1.0)).mean(axis=1)  # (candidates, images), averaged over seeds
+    acc = correct.mean(axis=1)
+    table = []
+    for i, (share, frac) in enumerate(points):
+        gain_nll = paired_gain(nll[0] - nll[i], cfg.confidence)  # > 0: lower log-loss than real only
+        gain_acc = paired_gain(acc[i] - acc[0], cfg.confidence)
+        table.append({"synthetic_share": share, "fraction": frac, "oof_accuracy": float(acc[i].mean()),
+                      "oof_nll": float(nll[i].mean()), "nll_gain": gain_nll["mean"], "nll_gain_lower": gain_nll["lower"],
+                      "accuracy_gain": gain_acc["mean"], "accuracy_gain_ci_low": gain_acc["ci_low"],
+                      "accuracy_gain_ci_high": gain_acc["ci_high"]})
+    eligible = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and r["accuracy_gain"] >= 0.0]
+    if eligible:
+        best = max(eligible, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))
+        reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "
+                  f"{best['nll_gain']:.4f} (one-sided {cfg.confidence:.0%} bound {best['nll_gain_lower']:.4f} > "
+                  f"{cfg.min_gain}) without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
+    else:
+        best = table[0]
+        reason = ("no synthetic configuration beat real data + classical augmentation under cross-fitting "
+                  f"(out-of-fold log-loss gain bound <= {cfg.min_gain} or accuracy lower): merging none")
+    return {
+        "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
+        "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
+        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "images": int(len(y)),
+        "accepted_per_fold": accepted_per_fold, "table": table,
+    }

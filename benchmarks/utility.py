@@ -1,0 +1,323 @@
+"""Utility benchmark: does the synthetic data beat real data + classical augmentation?
+
+Runs the real pipeline (the declared stages, in-process, default ``params.yaml`` unless a
+setting says otherwise) on a suite of scarce settings and writes ``docs/results.md`` and
+``benchmarks/results/utility.json``:
+
+* per setting and mode, the four variants (a) real, (b) + classical, (c) + synthetic,
+  (d) + classical + synthetic, and the **paired** difference (d) - (b) over every
+  (generator seed x classifier seed) pair, with its 95 % t-interval;
+* the pipeline's own final choice (share, fraction, merged synthetic per class, why);
+* "forced": (d) - (b) when the accepted samples are merged at share 0.25 regardless of the
+  choice -- what the generator alone would do to the classifier;
+* CAS (classifier trained on synthetic only, on real test, relative to real) and the per-class
+  diversity ratio, from the evaluate stage's quality report; the wall time of each stage.
+
+Modes: ``crossfit`` (the default: every labelled image trains; share chosen by K-fold
+cross-fitting) and ``val25`` (a 25 % val split held out from the generator and used to tune the
+share, the previous default), to measure what the held-out split costs.
+
+Settings (test set = every image not drawn as labelled; labelled draw fixed by ``--data-seed``):
+scikit-learn's digits (8x8) at 5, 10, 20 per class; digits upsampled to 28x28 and 32x32 at 10
+per class; scikit-image's ``lfw_subset`` (25x25 faces vs non-faces) at 10 and 25 per class.
+
+    python benchmarks/utility.py                        # everything (hours on 2 cores)
+    python benchmarks/utility.py --settings digits8_10 lfw_10 --gen-seeds 0 1 --clf-seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import ROOT, machine  # noqa: E402
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "digits8_5": {"data": "digits", "size": 8, "per_class": 5},
+    "digits8_10": {"data": "digits", "size": 8, "per_class": 10},
+    "digits8_20": {"data": "digits", "size": 8, "per_class": 20},
+    "digits28_10": {"data": "digits", "size": 28, "per_class": 10},
+    "digits32_10": {"data": "digits", "size": 32, "per_class": 10},
+    "lfw_10": {"data": "lfw", "size": 25, "per_class": 10},
+    "lfw_25": {"data": "lfw", "size": 25, "per_class": 25},
+}
+MODES = {
+    "crossfit": {"prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit"}},
+    "val25": {"prepare": {"val_fraction": 0.25}, "merge": {"quota": "tuned"}},
+}
+FORCED_SHARE = 0.25
+
+
+def load_data(name: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 (N, size, size, 1) images, labels, class names -- bundled data, no network."""
+    from PIL import Image
+
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+        y, names = d.target.astype(np.int64), [str(i) for i in range(10)]
+    elif name == "lfw":
+        import skimage.data
+
+        x = (skimage.data.lfw_subset() * 255).round().clip(0, 255).astype(np.uint8)
+        y = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)  # first 100 are faces
+        names = ["nonface", "face"]
+    else:
+        raise ValueError(name)
+    if x.shape[1] != size:
+        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
+    return x[..., None], y, names
+
+
+def write_split(root: Path, x: np.ndarray, y: np.ndarray, names: list[str], per_class: int, seed: int) -> None:
+    """``root/raw/<class>/*.png`` (per_class labelled per class) and ``root/test`` (the rest)."""
+    from augment.core.images import png_bytes
+
+    rng = np.random.default_rng(seed)
+    labelled = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+                               for c in range(len(names))])
+    is_lab = np.zeros(len(y), bool)
+    is_lab[labelled] = True
+    for sub, mask in (("raw", is_lab), ("test", ~is_lab)):
+        for i in np.flatnonzero(mask):
+            d = root / sub / names[y[i]]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"img_{i:05d}.png").write_bytes(png_bytes(x[i]))
+
+
+def configure(base, overrides: dict[str, dict[str, Any]]):
+    """``base`` PipelineConfig with ``{group: {key: value}}`` replaced, validated."""
+    from augment.config import PipelineConfig, from_dict
+
+    raw = dataclasses.asdict(base)
+    for group, values in overrides.items():
+        raw[group].update(values)
+    cfg = from_dict(PipelineConfig, raw)
+    cfg.validate()
+    return cfg
+
+
+def t_interval(diffs: list[float], conf: float = 0.95) -> dict[str, float]:
+    from scipy import stats
+
+    a = np.asarray(diffs, np.float64)
+    mean = float(a.mean())
+    if len(a) < 2 or float(a.std(ddof=1)) == 0.0:
+        return {"mean": mean, "low": mean, "high": mean, "n": int(len(a))}
+    half = float(stats.t.ppf(0.5 + conf / 2, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(a))}
+
+
+def forced_rows(ws: Path, cfg, seeds: list[int]) -> list[float]:
+    """(d) - (b) per classifier seed when every accepted sample is merged at FORCED_SHARE."""
+    from augment.core.device import resolve_device
+    from augment.data.prepare import load_prepared
+    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+    from augment.filters.apply import load_decisions
+    from augment.selection.merge import load_rows_images
+
+    ds = load_prepared(ws / "data/prepared")
+    dec = load_decisions(ws / "data/filtered")
+    rows = np.flatnonzero(dec["accepted"])
+    sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
+    x, y = ds.subset("train")
+    tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
+    dev = resolve_device("auto")
+    spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
+                          width=cfg.evaluate.width)
+    out = []
+    for s in seeds:
+        accs = []
+        for syn in (False, True):
+            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx if syn else None,
+                                 sy if syn else None, FORCED_SHARE)
+            accs.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()))
+        out.append(accs[1] - accs[0])
+    return out
+
+
+def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_seed: int, forced: bool,
+            overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from augment.config import load_params
+    from augment.pipeline.paths import Paths
+    from augment.pipeline.stages import STAGES
+
+    spec = SETTINGS[setting]
+    x, y, names = load_data(spec["data"], spec["size"])
+    with tempfile.TemporaryDirectory(prefix=f"utility-{setting}-") as tmp:
+        ws = Path(tmp)
+        write_split(ws, x, y, names, spec["per_class"], data_seed)
+        base = load_params(ROOT / "params.yaml")
+        ov = {g: dict(v) for g, v in MODES[mode].items()}
+        ov.setdefault("prepare", {}).update({"raw_dir": str(ws / "raw"), "test_dir": str(ws / "test")})
+        ov["train"] = {"seed": gen_seed, "device": "auto"}
+        ov["generate"] = {"seed": 1000 + gen_seed}
+        ov["evaluate"] = {"seeds": clf_seeds, "ablation": False, "quality": True}
+        for g, v in overrides.items():
+            ov.setdefault(g, {}).update(v)
+        cfg = configure(base, ov)
+        paths = Paths().rooted(ws)
+        times, outs = {}, {}
+        for stage in STAGES:
+            t0 = time.perf_counter()
+            outs[stage.name] = stage(cfg, paths, progress=False)
+            times[stage.name] = round(time.perf_counter() - t0, 1)
+        ev, merge = outs["evaluate"], outs["merge"]
+        v = ev["variants"]
+        paired = [d - b for d, b in zip(v["combined"]["per_seed"], v["classical"]["per_seed"])]
+        q = ev.get("quality", {})
+        row = {
+            "setting": setting, "mode": mode, "gen_seed": gen_seed, "clf_seeds": clf_seeds,
+            "labelled": int(len(names) * spec["per_class"]), "test": int(ev["test_images"]),
+            "variants": {k: {"mean": r["mean"], "per_seed": r["per_seed"]} for k, r in v.items()},
+            "paired_d_minus_b": paired,
+            "choice": {"synthetic_share": merge.get("synthetic_share"), "synthetic": merge["synthetic"],
+                       "per_class": {n: c["synthetic"] for n, c in merge["per_class"].items()},
+                       "reason": (merge.get("tuning") or {}).get("reason")},
+            "accepted": outs["filter"]["accepted"], "generated": outs["filter"]["generated"],
+            "train_iterations": outs["train"]["iterations"],
+            # of every generated sample (the accepted set is empty when nothing was merged)
+            "quality": {"cas_relative": _get(q, "sets", "generated", "cas_ratio"),
+                        "diversity_mean": _get(q, "sets", "generated", "diversity_ratio_mean")},
+            "seconds": times,
+        }
+        if forced:
+            row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds)
+        return row
+
+
+def _get(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for key in sorted({(r["setting"], r["mode"]) for r in rows}, key=lambda k: (list(SETTINGS).index(k[0]), k[1])):
+        rs = [r for r in rows if (r["setting"], r["mode"]) == key]
+        agg = {"setting": key[0], "mode": key[1], "runs": len(rs), "labelled": rs[0]["labelled"], "test": rs[0]["test"]}
+        for var in ("real", "classical", "synthetic", "combined"):
+            agg[var] = float(np.mean([s for r in rs for s in r["variants"][var]["per_seed"]]))
+        agg["d_minus_b"] = t_interval([d for r in rs for d in r["paired_d_minus_b"]])
+        if all("forced_d_minus_b" in r for r in rs):
+            agg["forced_d_minus_b"] = t_interval([d for r in rs for d in r["forced_d_minus_b"]])
+        agg["choices"] = [f"{r['choice']['synthetic_share']}/{r['choice']['synthetic']}" for r in rs]
+        agg["cas"] = _mean([r["quality"]["cas_relative"] for r in rs])
+        agg["diversity"] = _mean([r["quality"]["diversity_mean"] for r in rs])
+        agg["seconds"] = {k: round(float(np.mean([r["seconds"][k] for r in rs])), 1) for k in rs[0]["seconds"]}
+        out.append(agg)
+    return out
+
+
+def _mean(vals: list[Any]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(c: dict[str, float] | None) -> str:
+    if not c:
+        return "—"
+    return f"{100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
+
+
+def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    lines = [
+        "# Utility benchmark results",
+        "",
+        f"Written by `benchmarks/utility.py` on {meta['date']} (commit {meta['commit']}); machine: "
+        f"{meta['machine']['nproc']} CPU(s), {meta['machine']['cpu']}, torch {meta['machine']['torch']}, "
+        f"CUDA: {meta['machine']['cuda']}, 1-min load at start {meta['machine'].get('loadavg_1m', '?'):.1f}.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        "Test accuracy (%) on everything not drawn as labelled. (d) - (b): paired difference in points, "
+        "mean and 95 % t-interval over every (generator seed x classifier seed) pair; (d) uses the "
+        "pipeline's own final choice. *forced*: the accepted samples merged at share "
+        f"{FORCED_SHARE} regardless of that choice. choice: share/merged synthetic images per run. "
+        "CAS: synthetic-only classifier accuracy relative to real-only; diversity: mean per-class "
+        "feature-diversity ratio synthetic/real (1 = as varied as the real images).",
+        "",
+        "| setting | mode | labelled | (a) real | (b) +classical | (c) +synthetic | (d) +both | (d) − (b) | forced (d) − (b) | choice | CAS | diversity | s (train/crossfit/evaluate) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in agg:
+        sec = a["seconds"]
+        lines.append(
+            f"| {a['setting']} | {a['mode']} | {a['labelled']} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
+            f"{100 * a['synthetic']:.2f} | {100 * a['combined']:.2f} | {_ci(a['d_minus_b'])} | "
+            f"{_ci(a.get('forced_d_minus_b'))} | {', '.join(a['choices'])} | "
+            f"{_num(a['cas'], 3)} | {_num(a['diversity'], 2)} | "
+            f"{sec.get('train', 0):.0f}/{sec.get('crossfit', 0):.0f}/{sec.get('evaluate', 0):.0f} |")
+    lines += ["", "Why each run chose what it chose:", ""]
+    for r in rows:
+        lines.append(f"- {r['setting']} / {r['mode']} / generator seed {r['gen_seed']}: "
+                     f"{r['choice']['reason'] or 'share ' + str(r['choice']['synthetic_share'])}")
+    lines += ["", f"Raw per-run numbers: `{meta['json']}`.", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--modes", nargs="+", default=["crossfit"], choices=list(MODES))
+    ap.add_argument("--gen-seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--no-forced", action="store_true", help="skip the forced-share rows")
+    ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON",
+                    help="override params for every run, e.g. train.family=\"vae\" evaluate.steps=600")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "utility.json"))
+    a = ap.parse_args(argv)
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        group, _, name = key.partition(".")
+        overrides.setdefault(group, {})[name] = json.loads(value)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
+            "machine": machine(), "command": "python benchmarks/utility.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "json": str(Path(a.json).relative_to(ROOT)) if Path(a.json).is_absolute() and ROOT in Path(a.json).parents else a.json}
+    rows = []
+    for setting in a.settings:
+        for mode in a.modes:
+            for g in a.gen_seeds:
+                t0 = time.perf_counter()
+                row = run_one(setting, mode, g, a.clf_seeds, a.data_seed, not a.no_forced, overrides)
+                rows.append(row)
+                print(f"{setting} {mode} gen {g}: (d)-(b) {np.mean(row['paired_d_minus_b']):+.4f} choice "
+                      f"{row['choice']['synthetic_share']} ({row['choice']['synthetic']} synthetic) "
+                      f"forced {np.mean(row.get('forced_d_minus_b', [np.nan])):+.4f} in {time.perf_counter() - t0:.0f} s",
+                      flush=True)
+                agg = aggregate(rows)
+                Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(a.json).write_text(json.dumps({"meta": meta, "aggregate": agg, "runs": rows}, indent=1) + "\n")
+                write_report(Path(a.out), agg, rows, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

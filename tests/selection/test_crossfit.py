@@ -1,0 +1,96 @@
+"""Cross-fitted choice of the synthetic share: folds, statistics, and the never-worse fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from augment.config import ClassicalConfig, CrossfitConfig, FilterConfig, GenerateConfig, TrainConfig
+from augment.errors import DataError
+from augment.selection import crossfit
+from augment.selection.crossfit import candidates, paired_gain, stratified_folds
+
+
+def test_folds_are_stratified_and_cover_every_image_once():
+    y = np.repeat(np.arange(4), [6, 7, 9, 3])
+    folds = stratified_folds(y, 3, seed=0)
+    assert folds.shape == y.shape and set(folds) == {0, 1, 2}
+    for c in range(4):
+        counts = np.bincount(folds[y == c], minlength=3)
+        assert counts.max() - counts.min() <= 1  # each class spread evenly
+    assert np.array_equal(folds, stratified_folds(y, 3, seed=0))  # seeded
+    assert not np.array_equal(folds, stratified_folds(y, 3, seed=1))
+
+
+def test_too_few_images_for_the_folds_is_a_clear_error():
+    y = np.array([0, 0, 0, 1, 1])
+    with pytest.raises(DataError, match=r"crossfit.folds = 3 .*class index\(es\) \[1\] have \[2\]"):
+        stratified_folds(y, 3, seed=0)
+
+
+def test_candidates_always_try_real_only_first_and_once():
+    cfg = CrossfitConfig(shares=[0.5, 0.0, 0.25, 0.0], fractions=[1.0, 0.5])
+    pts = candidates(cfg)
+    assert pts[0] == (0.0, 1.0)
+    assert [p for p in pts if p[0] == 0.0] == [(0.0, 1.0)]
+    assert (0.25, 0.5) in pts and (0.5, 1.0) in pts and len(pts) == 5
+
+
+def test_paired_gain_bounds():
+    rng = np.random.default_rng(0)
+    clear = paired_gain(0.1 + 0.01 * rng.standard_normal(200), 0.95)
+    assert clear["lower"] > 0.09 and clear["ci_low"] < clear["mean"] < clear["ci_high"]
+    noise = paired_gain(rng.standard_normal(30), 0.95)
+    assert noise["lower"] < 0 < noise["ci_high"]
+
+
+def _structured(n_per: int, k: int = 3, size: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 40, (k * n_per, size, size, 1), dtype=np.uint8)
+    y = np.repeat(np.arange(k), n_per)
+    for i, c in enumerate(y):
+        x[i, 2 * c:2 * c + 2, :, 0] = 230
+    return x, y
+
+
+def test_harmful_synthetic_data_is_not_merged(monkeypatch):
+    """Synthetic samples carrying the WRONG class pattern: the out-of-fold score sees the harm and
+    the choice falls back to real data only, saying why."""
+    x, y = _structured(9)
+
+    def fake_candidates(fx, fy, class_names, *args):
+        wrong = (fy + 1) % 3  # images of class c+1 labelled c
+        return fx, wrong, np.ones(len(fx))
+
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.5], seeds=[0], steps=60, device="cpu")
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig())
+    assert out["synthetic_share"] == 0.0 and out["no_synthetic"]
+    assert "merging none" in out["reason"]
+    harmful = out["table"][1]
+    assert harmful["oof_nll"] > out["table"][0]["oof_nll"]
+    assert len(out["accepted_per_fold"]) == 3
+
+
+def test_helpful_synthetic_data_is_merged(monkeypatch):
+    """With two real images per class in each fit, many clean extra examples of the right class
+    lower the out-of-fold log-loss clearly: that share is chosen."""
+    x, y = _structured(3)
+    big_x, big_y = _structured(40, seed=1)
+
+    def fake_candidates(fx, fy, class_names, *args):
+        return big_x, big_y, np.ones(len(big_y))
+
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0, 1], steps=80, device="cpu")
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig(rotate=0.0, translate=0.0, scale=0.0))
+    row = out["table"][1]
+    assert row["nll_gain"] > 0
+    if row["nll_gain_lower"] > 0 and row["accuracy_gain"] >= 0:
+        assert out["synthetic_share"] == 0.5
+    else:  # the rule is conservative: never merge without evidence
+        assert out["synthetic_share"] == 0.0
