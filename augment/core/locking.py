@@ -121,7 +121,8 @@ def workspace_lock(workspace: str | Path = ".", what: str = "augment") -> Iterat
     except ImportError:  # pragma: no cover - Windows: no advisory locks; run one command at a time
         yield Path(workspace) / LOCK_NAME
         return
-    path = (Path(workspace) / LOCK_NAME).resolve()
+    # Resolve the folder only: the lock file itself is never followed if it is a link.
+    path = Path(workspace).resolve() / LOCK_NAME
     key = str(path)
     with _guard:
         if _held.get(key):

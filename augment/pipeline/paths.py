@@ -62,6 +62,13 @@ def check_outputs_safe(stage: str, outputs: dict[str, str], protected: dict[str,
     ``prepare.raw_dir``) to a path. Raises :class:`ConfigError` naming both.
     """
     ws = _real(workspace)
+    names = list(outputs)
+    for i, a in enumerate(names):  # a stage's own outputs must not overlap either
+        for b in names[i + 1:]:
+            pa, pb = _real(outputs[a]), _real(outputs[b])
+            if pa == pb or pa.is_relative_to(pb) or pb.is_relative_to(pa):
+                raise ConfigError(f"outputs {a} = {outputs[a]} and {b} = {outputs[b]} ({stage} stage) overlap; "
+                                  "one would overwrite the other; choose another path")
     for oname, opath in outputs.items():
         out = _real(opath)
         if out == ws or ws.is_relative_to(out):

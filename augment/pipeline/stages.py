@@ -284,6 +284,13 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
                    "(prepare.on_cross_split_duplicate: drop); listed in report.json")
     if dup["exact_cross_split"] or dup["near_cross_split"]:
         out.append("WARNING: duplicates across splits leak between train and val/test; see report.json")
+    if r.get("label_conflicts"):
+        c = r["label_conflicts"][0]
+        out.append(f"WARNING: {len(r['label_conflicts'])} image(s) appear under two class labels, e.g. "
+                   f"{c['a']} ({c['class_a']}) = {c['b']} ({c['class_b']}); listed in report.json (label_conflicts)")
+    if r.get("altered"):
+        out.append(f"note: {len(r['altered'])} image(s) used with a change (first frame of a multi-frame image, "
+                   "EXIF rotation); listed in report.json (altered)")
     return out
 
 
@@ -353,9 +360,7 @@ def check_stage_paths(stage: Stage, cfg: Any, paths: Paths) -> None:
     mine = stage_outputs(stage, cfg, paths)
     for other in STAGES:
         if other.name != stage.name:
-            for name, value in stage_outputs(other, cfg, paths).items():
-                if value not in mine.values():
-                    protected[name] = value
+            protected.update(stage_outputs(other, cfg, paths))
     check_outputs_safe(stage.name, mine, protected)
 
 
