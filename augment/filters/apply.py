@@ -408,9 +408,6 @@ def load_decisions(filter_dir: str | Path) -> dict[str, np.ndarray]:
         if key not in DECISIONS_SPEC and (a.ndim != 1 or len(a) != n):
             raise DataError(f"{path}: array {key!r} has shape {list(a.shape)}, expected ({n},); "
                             "re-run the filter stage (augment filter)")
-        if key not in DECISIONS_SPEC and a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise DataError(f"{path}: array {key!r} holds NaN or infinite values; re-run the filter stage "
-                            "(augment filter)")
     if n and ((d["labels"] < 0).any() or (d["index"] < 0).any()):
         raise DataError(f"{path}: negative labels or sample indices; re-run the filter stage (augment filter)")
     if len(np.unique(d["index"])) != n:
