@@ -69,6 +69,7 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     rng_states: dict[str, torch.Tensor] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write a checkpoint atomically. ``optimizers``/``rng_states`` make it resumable."""
     tensors: dict[str, torch.Tensor] = {}
@@ -87,6 +88,8 @@ def save_checkpoint(
         _flatten_optimizer(name, opt, tensors, meta)
     for name, state in (rng_states or {}).items():
         tensors[f"rng/{name}"] = state.cpu().contiguous()
+    for name, t in (extra_tensors or {}).items():
+        tensors[f"extra/{name}"] = t.detach().cpu().contiguous()
     # safetensors has no checksum: a flipped byte in the weights would load silently.
     meta["tensors_sha256"] = tensors_digest(tensors)
     # One metadata key holding sorted JSON: safetensors does not keep key order, and the same
@@ -198,6 +201,10 @@ class Checkpoint:
 
     def rng_state(self, name: str) -> torch.Tensor | None:
         return self.tensors.get(f"rng/{name}")
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors saved with ``extra_tensors`` (e.g. a resume state's sample grids)."""
+        return {k[6:]: v for k, v in self.tensors.items() if k.startswith("extra/")}
 
     def check_compatible(self, image_shape: tuple[int, ...], class_names: list[str]) -> None:
         """Refuse a checkpoint trained on a dataset with other classes or another image shape."""

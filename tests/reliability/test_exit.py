@@ -109,3 +109,37 @@ def test_ctrl_c_during_train_exits_130_with_resume_state_intact(workspace):
     assert int(ck.extra["iteration"]) >= 3
     assert not list(resume.parent.glob(".*.tmp"))  # no temporary left behind
     assert tree_hash(workspace / "data" / "raw") == raw_before
+
+
+def test_resumed_train_keeps_the_sample_grids_of_before_the_interruption(tmp_path):
+    """A run interrupted after its resume state was written, then resumed, ends with the same sample
+    grids (and log) as an uninterrupted run -- the grid drawn before the interruption included."""
+    import pytest
+
+    from augment.config import TrainConfig
+    from augment.training.loop import train_generator
+    from tests.conftest import make_image_folder
+    from augment.data.folder import scan_image_folder
+    from augment.core.images import decode_image
+
+    make_image_folder(tmp_path / "raw", per_class=4)
+    scan = scan_image_folder(tmp_path / "raw")
+    x = np.stack([decode_image(p.read_bytes(), str(p)) for p in scan.files])
+    y = np.asarray(scan.labels)
+    cfg = TrainConfig(iterations=12, batch_size=6, z_dim=4, g_channels=4, d_channels=4, checkpoint_every=5,
+                      sample_every=3, log_every=2, device="cpu")
+    clean = train_generator(x, y, scan.class_names, cfg, resume_path=tmp_path / "a.safetensors", progress=False)
+
+    def stop_at_8(row):
+        if row["iteration"] == 8:
+            raise KeyboardInterrupt
+
+    resume = tmp_path / "b.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(x, y, scan.class_names, cfg, resume_path=resume, progress=False, on_log=stop_at_8)
+    resumed = train_generator(x, y, scan.class_names, cfg, resume_path=resume, progress=False)
+    assert resumed.resumed_from == 5
+    assert sorted(resumed.grids) == sorted(clean.grids) == [3, 6, 9, 12]
+    for it in clean.grids:
+        assert np.array_equal(resumed.grids[it], clean.grids[it]), it
+    assert resumed.log == clean.log
