@@ -14,7 +14,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from augment.core.files import check_arrays, load_npz_keys, read_json_checked, sha256_file
+from augment.core.files import (
+    check_arrays,
+    load_npz_keys,
+    read_json_checked,
+    sha256_file,
+)
 from augment.errors import DataError
 
 _RERUN = "; re-run the generate stage (augment generate)"

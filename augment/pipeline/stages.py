@@ -93,7 +93,6 @@ def run_filter(cfg: FilterConfig, paths: Paths = Paths(), progress: bool = True,
         filter_samples,
         save_filter_output,
     )
-
     from augment.generation.shards import load_generate_meta
 
     class_names = load_generate_meta(paths.generated)["class_names"]
@@ -155,7 +154,11 @@ def check_generated_fits(paths: Paths, class_names: list[str], image_shape: tupl
     import numpy as np
 
     from augment.errors import DataError
-    from augment.generation.shards import check_shard_files, load_generate_meta, total_samples
+    from augment.generation.shards import (
+        check_shard_files,
+        load_generate_meta,
+        total_samples,
+    )
 
     meta = load_generate_meta(paths.generated)
     check_shard_files(paths.generated, meta)

@@ -117,10 +117,10 @@ def test_resumed_train_keeps_the_sample_grids_of_before_the_interruption(tmp_pat
     import pytest
 
     from augment.config import TrainConfig
+    from augment.core.images import decode_image
+    from augment.data.folder import scan_image_folder
     from augment.training.loop import train_generator
     from tests.conftest import make_image_folder
-    from augment.data.folder import scan_image_folder
-    from augment.core.images import decode_image
 
     make_image_folder(tmp_path / "raw", per_class=4)
     scan = scan_image_folder(tmp_path / "raw")
