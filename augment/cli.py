@@ -68,14 +68,16 @@ def _one_line(text: str) -> str:
 
 def run_stages(names: tuple[str, ...], cfg, paths: Paths, progress: bool) -> None:
     """Run the named stages in order, printing each declared summary line."""
-    from augment.pipeline.stages import get_stage
+    from augment.pipeline.stages import check_stage_paths, get_stage
 
+    for name in names:  # every stage's outputs checked before the first one writes anything
+        check_stage_paths(get_stage(name), cfg, paths)
     for name in names:
         stage = get_stage(name)
         out = stage(cfg, paths, progress=progress)
         print(stage.summary(out))
         for line in stage.warnings(out):
-            print(line, file=sys.stderr)
+            print(_one_line(line), file=sys.stderr)
 
 
 def _default_dataset(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ spelled out (``train.iterations``), before any work is done.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -338,10 +339,51 @@ class PipelineConfig:
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
+            group = getattr(self, f.name)
+            check_numbers(group, f.name)
+            group.validate()
+
+
+# Seeds feed numpy/torch generators, which take unsigned 32-bit (numpy) or 64-bit values.
+SEED_MAX = 2**32 - 1
+
+
+def _is_seed_field(name: str) -> bool:
+    return name == "seed" or name == "seeds" or name.endswith("_seed") or name.endswith("_seeds")
+
+
+def check_numbers(group: Any, prefix: str) -> None:
+    """Checks every field of one config group gets, whatever the field (new ones included):
+    floats finite (NaN passes every ``<``/``>`` test), seeds in [0, 2**32 - 1]."""
+    for f in dataclasses.fields(group):
+        value = getattr(group, f.name)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for i, v in items:
+            name = f"{prefix}.{f.name}" + (f"[{i}]" if i is not None else "")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{name} = {v!r}: expected a finite number")
+            if _is_seed_field(f.name) and isinstance(v, int) and not isinstance(v, bool):
+                _check_range(name, v, 0, SEED_MAX)
+
+
+def check_cross_group(cfg: "PipelineConfig") -> None:
+    """Constraints between groups (or between a group and a later stage), checked at load time,
+    before the first stage runs: one place for all of them."""
+    p, m = cfg.prepare, cfg.merge
+    if m.quota == "tuned" and p.val_fraction <= 0:
+        raise ConfigError("merge.quota = 'tuned' needs a val split to tune on, but prepare.val_fraction = "
+                          f"{p.val_fraction!r}; set prepare.val_fraction > 0 or choose another merge.quota")
+    if m.refit_with_val and p.val_fraction <= 0:
+        raise ConfigError("merge.refit_with_val = true needs a val split, but prepare.val_fraction = "
+                          f"{p.val_fraction!r}; set prepare.val_fraction > 0 or merge.refit_with_val: false")
+    if p.test_dir is None and p.test_fraction <= 0:
+        raise ConfigError("prepare.test_fraction = 0 leaves no test split for the evaluate stage; "
+                          "set prepare.test_fraction > 0 or prepare.test_dir")
 
 
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} = {value!r}: expected a finite number")
     if value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
         raise ConfigError(f"{name} = {value!r} is out of range {bracket}{low}, {high}]")
@@ -416,17 +458,88 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# params.yaml is a few KB; anything far larger, or whose aliases expand to a huge tree (the
+# "billion laughs"), is refused before it is built.
+MAX_PARAMS_BYTES = 1 << 20
+MAX_PARAMS_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if line is not None:
+                raise ConfigError(f"duplicate key {key!r} (lines {line} and {key_node.start_mark.line + 1}); "
+                                  "YAML would silently keep the last one: remove one of them")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Any, limit: int) -> int:
+    """Nodes in the tree ``node`` expands to (aliases counted each time), stopping past ``limit``."""
+    count, stack = 0, [node]
+    while stack:
+        n = stack.pop()
+        count += 1
+        if count > limit:
+            return count
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+    return count
+
+
+def parse_params_text(text: str, where: str) -> Any:
+    """YAML text -> Python objects, refusing duplicate keys and alias bombs (ConfigError)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_PARAMS_NODES) > MAX_PARAMS_NODES:
+            raise ConfigError(f"{where}: expands to more than {MAX_PARAMS_NODES} values (aliases nested too "
+                              "deep?); refusing to build it")
+        return loader.construct_document(node)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a parameter file") from None
+    finally:
+        loader.dispose()
+
+
 def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
     """Read ``params.yaml`` into a validated :class:`PipelineConfig`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {path} does not exist")
+    if path.stat().st_size > MAX_PARAMS_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes is far too large for a parameter file "
+                          f"(limit {MAX_PARAMS_BYTES}); is it the right file?")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    cfg = from_dict(PipelineConfig, raw or {}, "")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    raw = parse_params_text(text, str(path))
+    if raw is None:
+        raise ConfigError(f"{path} is empty (no parameters); refusing to run on built-in defaults -- "
+                          "restore it (git checkout params.yaml) or list the parameters")
+    cfg = from_dict(PipelineConfig, raw, "")
     cfg.validate()
+    check_cross_group(cfg)
     return cfg
 
 

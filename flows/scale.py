@@ -75,8 +75,14 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
     from augment.models.checkpoint import Checkpoint
 
     logger = get_run_logger()
-    cfg = load_params(params_path).generate
+    from augment.config import root_config
+    from augment.pipeline.stages import check_stage_paths, get_stage
+
+    full = load_params(params_path)
+    cfg = full.generate
     paths = Paths().rooted(workdir)
+    # the same output-vs-input check as the single-process stage, before anything is swapped
+    check_stage_paths(get_stage("generate"), root_config(full, workdir), paths)
     ckpt = Checkpoint(paths.checkpoint)
     if Path(paths.prepared, "dataset.npz").is_file():
         ds = load_prepared(paths.prepared)

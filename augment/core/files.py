@@ -93,38 +93,145 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` without ever unpickling (object arrays are refused)."""
-    path = Path(path)
+def _rerun(producer: str | None) -> str:
+    return f"; re-run the {producer} stage (augment {producer})" if producer else ""
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
+
+
+def _npz_error(path: Path, exc: BaseException, producer: str | None) -> DataError:
+    """One message per failure, never numpy's advice to load the file unsafely."""
+    text = str(exc)
+    if "pickle" in text.lower() or "object arrays" in text.lower():
+        what = "refused to load (Object arrays cannot be loaded when allow_pickle=False): it holds pickled " \
+               "Python objects, which are never loaded (tampered file?)"
+    else:
+        what = f"corrupt or truncated array file ({type(exc).__name__}: {text})"
+    return DataError(f"{path}: {what}{_rerun(producer)}")
+
+
+def _open_npz(path: Path, producer: str | None):
     if not path.is_file():
-        raise DataError(f"{path} does not exist")
+        raise DataError(f"{path} does not exist{_rerun(producer)}")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic not in _ZIP_MAGIC:
+        raise DataError(f"{path}: not an .npz array archive (corrupt, truncated or replaced){_rerun(producer)}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError as exc:
-        raise DataError(f"{path}: refused to load ({exc})") from None
+        return np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
+        raise _npz_error(path, exc, producer) from None
 
 
-def load_npz_keys(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def load_npz(path: str | Path, producer: str | None = None) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without ever unpickling (object arrays are refused). ``producer``: the stage
+    that writes it, named in the message."""
+    path = Path(path)
+    z = _open_npz(path, producer)
+    try:
+        with z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise _npz_error(path, exc, producer) from None
+
+
+def load_npz_keys(path: str | Path, keys: Sequence[str], producer: str | None = None) -> dict[str, np.ndarray]:
     """Load only ``keys`` of an ``.npz`` (the other arrays are never read: a shard's images stay
     on disk when only its scores are wanted). Never unpickles; a missing key is a DataError."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
+    z = _open_npz(path, producer)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with z:
             missing = [k for k in keys if k not in z.files]
             if missing:
-                raise DataError(f"{path}: missing array(s) {missing}; it holds {sorted(z.files)}")
+                raise DataError(f"{path}: missing array(s) {missing}; it holds {sorted(z.files)}{_rerun(producer)}")
             return {k: z[k] for k in keys}
     except DataError:
         raise
-    except ValueError as exc:
-        raise DataError(f"{path}: refused to load ({exc})") from None
     except Exception as exc:
-        raise DataError(f"{path}: corrupt or truncated array file ({type(exc).__name__}: {exc})") from None
+        raise _npz_error(path, exc, producer) from None
+
+
+# ------------------------------------------------------------------ schema checks of intermediates
+
+_KINDS = {"int": "iu", "uint8": "u", "bool": "b", "float": "f", "str": "U", "number": "iuf"}
+
+
+def check_arrays(path: str | Path, arrays: dict[str, np.ndarray], spec: dict[str, tuple[str, int]],
+                 producer: str | None = None, same_length: Sequence[str] | None = None) -> int | None:
+    """Check ``arrays`` (read from ``path``) against ``spec``: key -> (kind, ndim), kind one of
+    int/uint8/bool/float/str/number. Arrays in ``same_length`` (default: every key in ``spec``)
+    must have one length, returned. Float arrays must be finite. Raises DataError naming the file."""
+    def bad(msg: str) -> DataError:
+        return DataError(f"{path}: {msg}{_rerun(producer)}")
+
+    for key, (kind, ndim) in spec.items():
+        if key not in arrays:
+            raise bad(f"missing array {key!r} (it holds {sorted(arrays)})")
+        a = arrays[key]
+        if a.dtype.kind not in _KINDS[kind] or (kind == "uint8" and a.dtype != np.uint8):
+            raise bad(f"array {key!r} has dtype {a.dtype}, expected {kind}")
+        if a.ndim != ndim:
+            raise bad(f"array {key!r} has shape {list(a.shape)}, expected {ndim} dimension(s)")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise bad(f"array {key!r} holds NaN or infinite values")
+    names = list(same_length if same_length is not None else spec)
+    lengths = {k: len(arrays[k]) for k in names}
+    if len(set(lengths.values())) > 1:
+        raise bad(f"arrays have different lengths {lengths}")
+    return next(iter(lengths.values()), None)
+
+
+def read_json_checked(path: str | Path, required: dict[str, Any], producer: str | None = None) -> dict[str, Any]:
+    """Read a JSON object written by stage ``producer`` and check its keys: ``required`` maps a key
+    to a type or tuple of types (``int`` excludes ``bool``). Raises DataError naming the file."""
+    path = Path(path)
+
+    def bad(msg: str) -> DataError:
+        return DataError(f"{path}: {msg}{_rerun(producer)}")
+
+    if not path.is_file():
+        raise DataError(f"{path} not found{_rerun(producer)}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise bad("not UTF-8 text") from None
+    except ValueError as exc:
+        raise bad(f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise bad(f"expected a JSON object, got {type(obj).__name__}")
+    for key, types_ in required.items():
+        if key not in obj:
+            raise bad(f"missing key {key!r}")
+        types_ = types_ if isinstance(types_, tuple) else (types_,)
+        v = obj[key]
+        ok = isinstance(v, types_) and not (isinstance(v, bool) and bool not in types_)
+        if not ok:
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types_)
+            raise bad(f"key {key!r} = {v!r:.60} is not {names}")
+    return obj
+
+
+def read_csv_checked(path: str | Path, columns: Sequence[str], producer: str | None = None) -> list[dict[str, str]]:
+    """Read a CSV written by stage ``producer``; every column in ``columns`` must be present."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found{_rerun(producer)}")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc}){_rerun(producer)}") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}{_rerun(producer)}")
+    for i, r in enumerate(rows):
+        if None in r or any(r.get(c) is None for c in columns):
+            raise DataError(f"{path}: row {i + 2} has the wrong number of fields{_rerun(producer)}")
+    return rows
 
 
 def _remove(p: Path) -> None:

@@ -8,19 +8,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from augment.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000) -> np.ndarray:
+def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000, notes: list[str] | None = None) -> np.ndarray:
     """Decode image bytes into ``uint8 (H, W, C)`` with C = 1 (grey) or 3 (RGB).
 
     Every mode PIL reads is normalised: ``I;16``/``I``/``F`` are rescaled to 8 bits, palette and
-    alpha images are converted (alpha composited on black). Raises :class:`DataError` naming
-    ``name`` for anything unreadable, truncated or suspiciously large (decompression bomb).
+    alpha images are converted (alpha composited on black). The EXIF orientation is applied (a
+    photo stored sideways is turned upright, as a viewer shows it). Raises :class:`DataError` naming
+    ``name`` for anything unreadable, truncated, suspiciously large (decompression bomb) or with
+    NaN/infinite pixels. Changes worth knowing are appended to ``notes`` (the first frame of a
+    multi-frame image used, the EXIF rotation applied).
     """
     try:
         with warnings.catch_warnings():
@@ -34,7 +37,15 @@ def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000) -> np.nda
                     )
                 probe.verify()
             img = Image.open(io.BytesIO(data))
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            img.seek(0)
             img.load()
+            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+            if orientation not in (None, 1):
+                img = ImageOps.exif_transpose(img)
+                w, h = img.size
+                if w * h > max_pixels:  # pragma: no cover - a transpose keeps the pixel count
+                    raise DataError(f"{name}: {w}x{h} pixels exceeds prepare.max_image_pixels={max_pixels}")
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -43,6 +54,15 @@ def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000) -> np.nda
         raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
     if img.width < 1 or img.height < 1:
         raise DataError(f"{name}: image has zero size")
+    if notes is not None:
+        if frames > 1:
+            notes.append(f"multi-frame image ({frames} frames): only the first frame is used")
+        if orientation not in (None, 1):
+            notes.append(f"EXIF orientation {orientation} applied (image turned upright)")
+    if img.mode == "F":
+        bad = int((~np.isfinite(np.asarray(img, dtype=np.float64))).sum())
+        if bad:
+            raise DataError(f"{name}: {bad} pixel(s) are NaN or infinite (floating-point image); fix or remove it")
     return pil_to_array(img)
 
 

@@ -13,12 +13,18 @@ The lock is re-entrant within a process (a flow that holds it can call the stage
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator
 
-from augment.errors import LockBusyError
+from augment.errors import AugmentError, LockBusyError
+
+
+class LockFileError(AugmentError):
+    """The lock file is a link, a hard link or not a regular file: refused, nothing written."""
 
 LOCK_NAME = ".augment.lock"
 
@@ -29,11 +35,51 @@ _held: dict[str, int] = {}  # resolved lock path -> depth held by this process
 _guard = threading.Lock()
 
 
+# The holder's note is written at offset 0, padded to a fixed width: the file is never truncated
+# (a lock file someone replaced by a link or a hard link to another file is refused before that).
+NOTE_WIDTH = 256
+
+
 def _read_holder(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip() or "unknown"
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return "unknown"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "unknown"
+        text = os.pread(fd, NOTE_WIDTH, 0).decode("utf-8", "replace")
+    except OSError:
+        return "unknown"
+    finally:
+        os.close(fd)
+    return text.replace("\x00", "").strip() or "unknown"
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating) ``path`` for locking without following a link, and refuse anything that is
+    not a plain file of its own (a FIFO, a device, a folder, a hard link to another file)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockFileError(f"{path} is a symbolic link; refusing to use it as the lock file "
+                                "(it could point at a file of yours); remove the link and re-run") from None
+        if exc.errno == errno.EISDIR:
+            raise LockFileError(f"{path} is a folder, not a lock file; remove it and re-run") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LockFileError(f"{path} is not a regular file; remove it and re-run")
+        if st.st_nlink > 1:
+            raise LockFileError(f"{path} is a hard link shared with another file; refusing to write to it "
+                                "(remove it and re-run)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextlib.contextmanager
@@ -42,25 +88,26 @@ def flock_exclusive(path: Path, note: str) -> Iterator[Path]:
 
     Raises :class:`LockBusyError` at once if another process holds it. ``note`` (who holds it) is
     written into the file for that message; the lock itself is the flock, which the kernel drops
-    when the holder dies, even by ``kill -9``.
+    when the holder dies, even by ``kill -9``. The file is opened without following links and
+    never truncated (see :func:`open_lock_file`).
     """
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(path)
             raise LockBusyError(f"{path} is held by {holder}", path, holder) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{note}\n".encode())
+        record = note.encode("utf-8", "replace")[: NOTE_WIDTH - 1] + b"\n"
+        os.pwrite(fd, record.ljust(NOTE_WIDTH, b" "), 0)
         try:
             yield path
         finally:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.pwrite(fd, b" " * NOTE_WIDTH, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
@@ -74,7 +121,8 @@ def workspace_lock(workspace: str | Path = ".", what: str = "augment") -> Iterat
     except ImportError:  # pragma: no cover - Windows: no advisory locks; run one command at a time
         yield Path(workspace) / LOCK_NAME
         return
-    path = (Path(workspace) / LOCK_NAME).resolve()
+    # Resolve the folder only: the lock file itself is never followed if it is a link.
+    path = Path(workspace).resolve() / LOCK_NAME
     key = str(path)
     with _guard:
         if _held.get(key):

@@ -8,6 +8,8 @@ splits (a leak between train and test would inflate every number we report).
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,6 @@ from augment.core.files import (
     atomic_write_csv,
     atomic_write_json,
     load_npz,
-    read_csv,
     sha256_bytes,
 )
 from augment.core.images import decode_image, resize_array
@@ -59,12 +60,29 @@ class PreparedDataset:
         return self.images[mask], self.labels[mask]
 
 
-def _load_files(files: list[Path], cfg: PrepareConfig, skipped: list[dict[str, str]]):
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file; a FIFO, device or socket is never read (opened
+    non-blocking, checked with fstat: a FIFO swapped in after the scan cannot block us either)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{path}: not a regular file (FIFO, device or socket); never read")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _load_files(files: list[Path], cfg: PrepareConfig, skipped: list[dict[str, str]],
+                notes: list[dict[str, str]] | None = None):
     arrays, keep, hashes = [], [], []
     for i, p in enumerate(files):
         try:
-            data = p.read_bytes()
-            arrays.append(decode_image(data, str(p), cfg.max_image_pixels))
+            data = read_regular_file(p)
+            found: list[str] = []
+            arrays.append(decode_image(data, str(p), cfg.max_image_pixels, notes=found))
+            if notes is not None:
+                notes.extend({"file": str(p), "note": n} for n in found)
         except (DataError, OSError) as exc:
             if cfg.on_bad_file == "skip":
                 skipped.append({"file": str(p), "reason": str(exc)})
@@ -177,7 +195,8 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     """Load, validate, resize and split. Returns the dataset and a JSON-able report."""
     scan = scan_image_folder(cfg.raw_dir)
     skipped = list(scan.skipped)
-    arrays, keep, hashes = _load_files(scan.files, cfg, skipped)
+    notes: list[dict[str, str]] = []  # images used, but altered on the way (listed in the report)
+    arrays, keep, hashes = _load_files(scan.files, cfg, skipped, notes)
     files = [str(scan.files[i]) for i in keep]
     labels = np.asarray([scan.labels[i] for i in keep], dtype=np.int64)
     test_arrays: list[np.ndarray] = []
@@ -187,7 +206,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     if cfg.test_dir:
         tscan = scan_image_folder(cfg.test_dir, scan.class_names)
         skipped += tscan.skipped
-        test_arrays, tkeep, test_hashes = _load_files(tscan.files, cfg, skipped)
+        test_arrays, tkeep, test_hashes = _load_files(tscan.files, cfg, skipped, notes)
         test_files = [str(tscan.files[i]) for i in tkeep]
         test_labels = np.asarray([tscan.labels[i] for i in tkeep], dtype=np.int64)
         if not test_files:
@@ -221,6 +240,10 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     all_files = files + test_files
     all_hashes = hashes + test_hashes
     dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
+    # The same image under two class labels: one of the labels is wrong (reported, not guessed).
+    conflicts = [{"a": all_files[d["a"]], "class_a": scan.class_names[labels[d["a"]]],
+                  "b": all_files[d["b"]], "class_b": scan.class_names[labels[d["b"]]]}
+                 for d in dups if d["kind"] == "exact" and labels[d["a"]] != labels[d["b"]]]
     dropped: list[dict[str, str]] = []
     exact_cross = [d for d in dups if d["cross_split"] and d["kind"] == "exact"]
     if exact_cross and cfg.on_cross_split_duplicate == "error":
@@ -257,6 +280,8 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         },
         "resized": int(sum(a.shape[:2] != shape[:2] for a in arrays + test_arrays)),
         "skipped": skipped,
+        "altered": notes,
+        "label_conflicts": conflicts,
         "duplicates": {
             "exact_cross_split": sum(d["kind"] == "exact" for d in cross),
             "near_cross_split": sum(d["kind"] == "near" for d in cross),
@@ -289,20 +314,40 @@ def save_prepared(ds: PreparedDataset, report: dict[str, Any], out_dir: str | Pa
 
 
 def load_prepared(prepared_dir: str | Path) -> PreparedDataset:
+    """``dataset.npz`` + ``manifest.csv`` of the prepare stage, schema checked (arrays, dtypes,
+    shapes, one length, labels and split codes in range, class names safe, manifest rows)."""
+    from augment.core.files import check_arrays, read_csv_checked
+
     prepared_dir = Path(prepared_dir)
     npz = prepared_dir / "dataset.npz"
     if not npz.is_file():
         raise DataError(f"{npz} not found: run the prepare stage first (augment prepare)")
-    z = load_npz(npz)
-    manifest = read_csv(prepared_dir / "manifest.csv")
+    rerun = "; re-run the prepare stage (augment prepare)"
+    z = load_npz(npz, producer="prepare")
+    n = check_arrays(npz, z, {"images": ("uint8", 4), "labels": ("int", 1), "split": ("int", 1),
+                              "class_names": ("str", 1)}, "prepare", same_length=("images", "labels", "split"))
+    h, w, c = z["images"].shape[1:]
+    if n == 0 or h < 1 or w < 1 or c not in (1, 3):
+        raise DataError(f"{npz}: images of shape {list(z['images'].shape)}: expected (N>0, H, W, 1 or 3){rerun}")
     class_names = [str(c) for c in z["class_names"]]
     for name in class_names:
         # Class names become folder names in merge: refuse any that could leave the output folder.
         if not name or name in (".", "..") or "/" in name or "\x00" in name:
             raise DataError(f"{npz}: class name {name!r} is not a safe folder name (tampered file?); "
                             "re-run the prepare stage")
+    if len(set(class_names)) != len(class_names) or len(class_names) < 2:
+        raise DataError(f"{npz}: class names {class_names!r:.80} are not at least two distinct names{rerun}")
+    labels = z["labels"].astype(np.int64)
+    if (labels < 0).any() or (labels >= len(class_names)).any():
+        raise DataError(f"{npz}: labels outside [0, {len(class_names)}){rerun}")
+    if not np.isin(z["split"], list(SPLIT_CODE.values())).all():
+        raise DataError(f"{npz}: split codes other than {sorted(SPLIT_CODE.values())}{rerun}")
+    manifest_path = prepared_dir / "manifest.csv"
+    manifest = read_csv_checked(manifest_path, ["file", "sha256"], producer="prepare")
+    if len(manifest) != n:
+        raise DataError(f"{manifest_path}: {len(manifest)} rows, but {npz} holds {n} images{rerun}")
     return PreparedDataset(
-        images=z["images"], labels=z["labels"].astype(np.int64), split=z["split"],
+        images=z["images"], labels=labels, split=z["split"].astype(np.int8),
         class_names=class_names,
         files=[r["file"] for r in manifest], hashes=[r["sha256"] for r in manifest],
     )

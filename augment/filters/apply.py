@@ -26,7 +26,6 @@ are used here. The TEST split is never passed to any filter.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +48,7 @@ from augment.filters.calibration import (
     discriminator_logits,
     drs_accept_prob,
 )
-from augment.generation.shards import iter_shards
+from augment.generation.shards import iter_shards, load_generate_meta
 
 
 class SampleFilter(Protocol):
@@ -336,7 +335,7 @@ def dcr_report(mem: MemorisationFilter, scores: dict[str, np.ndarray], val_x: np
 def filter_samples(gen_dir: str | Path, cfg: FilterConfig, ctx: FilterContext
                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Score every generated sample with every named filter and decide acceptance."""
-    meta = json.loads((Path(gen_dir) / "generate.json").read_text())
+    meta = load_generate_meta(gen_dir)
     class_names = meta["class_names"]
     filters, info = build_filters(ctx, cfg)
     scores = score_stream(filters, iter_shards(gen_dir, keys=("images", "labels", "index", "scores")))
@@ -416,5 +415,25 @@ def save_filter_output(decisions: dict[str, np.ndarray], report: dict[str, Any],
             save_png(grid, tmp / f"{kind}_grid.png")
 
 
+# What decisions.npz must hold: kind and number of dimensions (the per-filter arrays are optional).
+DECISIONS_SPEC = {"index": ("int", 1), "labels": ("int", 1), "accepted": ("bool", 1), "confidence": ("float", 1)}
+
+
 def load_decisions(filter_dir: str | Path) -> dict[str, np.ndarray]:
-    return load_npz(Path(filter_dir) / "decisions.npz")
+    """``decisions.npz``, its schema checked: required arrays, dtypes, one length, finite floats."""
+    from augment.core.files import check_arrays
+
+    path = Path(filter_dir) / "decisions.npz"
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the filter stage first (augment filter)")
+    d = load_npz(path, producer="filter")
+    n = check_arrays(path, d, DECISIONS_SPEC, producer="filter")
+    for key, a in d.items():
+        if key not in DECISIONS_SPEC and (a.ndim != 1 or len(a) != n):
+            raise DataError(f"{path}: array {key!r} has shape {list(a.shape)}, expected ({n},); "
+                            "re-run the filter stage (augment filter)")
+    if n and ((d["labels"] < 0).any() or (d["index"] < 0).any()):
+        raise DataError(f"{path}: negative labels or sample indices; re-run the filter stage (augment filter)")
+    if len(np.unique(d["index"])) != n:
+        raise DataError(f"{path}: a sample index is listed twice; re-run the filter stage (augment filter)")
+    return d

@@ -81,6 +81,7 @@ def _bake_spectral_norm(module: torch.nn.Module) -> None:
 def load_generator(path: str | Path, device: str = "auto", precision: str = "auto") -> LoadedGenerator:
     """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference)."""
     ck = Checkpoint(path)
+    ck.check_architecture()  # metadata vs weights, on the meta device: nothing allocated yet
     dev = resolve_device(device)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), dev)
     ck.load_into({k: v for k, v in trainer.modules().items()})

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from augment.config import TrainConfig, from_dict
+from augment.config import TrainConfig, check_numbers, from_dict
 from augment.core.files import atomic_write_bytes
 from augment.errors import CheckpointError, ConfigError
 
@@ -24,6 +24,10 @@ FORMAT = "augment-checkpoint/1"
 
 
 META_KEY = "augment"
+
+# Sanity caps on a checkpoint's metadata (beyond the train config's own ranges).
+MAX_SIDE = 4096
+MAX_CLASSES = 100_000
 
 
 def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
@@ -65,6 +69,7 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     rng_states: dict[str, torch.Tensor] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write a checkpoint atomically. ``optimizers``/``rng_states`` make it resumable."""
     tensors: dict[str, torch.Tensor] = {}
@@ -83,6 +88,8 @@ def save_checkpoint(
         _flatten_optimizer(name, opt, tensors, meta)
     for name, state in (rng_states or {}).items():
         tensors[f"rng/{name}"] = state.cpu().contiguous()
+    for name, t in (extra_tensors or {}).items():
+        tensors[f"extra/{name}"] = t.detach().cpu().contiguous()
     # safetensors has no checksum: a flipped byte in the weights would load silently.
     meta["tensors_sha256"] = tensors_digest(tensors)
     # One metadata key holding sorted JSON: safetensors does not keep key order, and the same
@@ -122,12 +129,30 @@ class Checkpoint:
                 "tampered or corrupted); re-run the train stage"
             )
         try:
+            # The embedded config passes the same checks as params.yaml (types, ranges, finite
+            # floats, seeds) and the shape/class sanity caps, before any network is built.
             self.cfg: TrainConfig = from_dict(TrainConfig, self.meta["train_config"], "train")
-            self.image_shape: tuple[int, int, int] = tuple(int(v) for v in self.meta["image_shape"])  # type: ignore
-            self.class_names: list[str] = [str(c) for c in self.meta["class_names"]]
+            check_numbers(self.cfg, "train")
+            self.cfg.validate()
+            shape, names = self.meta["image_shape"], self.meta["class_names"]
+            if (not isinstance(shape, list) or len(shape) != 3
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)):
+                raise ValueError(f"image_shape {shape!r:.60} is not three integers")
+            self.image_shape: tuple[int, int, int] = tuple(shape)  # type: ignore[assignment]
+            h, w, c = self.image_shape
+            if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and c in (1, 3)):
+                raise ValueError(f"image_shape {list(shape)} is outside H, W in [1, {MAX_SIDE}], C in (1, 3)")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("class_names is not a list of strings")
+            if not 2 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names):
+                raise ValueError(f"{len(names)} class names: expected 2 to {MAX_CLASSES} distinct names")
+            self.class_names: list[str] = list(names)
+            if self.meta.get("family") != self.cfg.family:
+                raise ValueError(f"family {self.meta.get('family')!r} differs from train.family {self.cfg.family!r}")
             self.extra: dict[str, Any] = dict(self.meta.get("extra", {}))
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise CheckpointError(f"checkpoint {path}: metadata is damaged ({exc})") from None
+            raise CheckpointError(f"checkpoint {path}: metadata is damaged or out of range ({exc}); "
+                                  "re-run the train stage") from None
 
     @property
     def family(self) -> str:
@@ -136,6 +161,29 @@ class Checkpoint:
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
         prefix = name + "."
         return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def check_architecture(self) -> None:
+        """Build the networks the metadata describes on PyTorch's ``meta`` device (no memory is
+        allocated) and check every tensor's name and shape against the file's, so metadata that
+        does not match its weights (edited sizes) fails here, before a real network is built."""
+        from augment.training.families import get_trainer_class
+
+        meta_dev = torch.device("meta")
+        try:
+            with meta_dev:
+                trainer = get_trainer_class(self.family)(self.cfg, self.image_shape, len(self.class_names), meta_dev)
+        except (RuntimeError, ValueError, NotImplementedError) as exc:
+            raise CheckpointError(f"checkpoint {self.path}: its metadata describes networks that cannot be "
+                                  f"built ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                                  "re-run the train stage") from None
+        for name, mod in trainer.modules().items():
+            want = {k: tuple(v.shape) for k, v in mod.state_dict().items()}
+            have = {k: tuple(v.shape) for k, v in self.state_dict(name).items()}
+            if want != have:
+                diff = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+                raise CheckpointError(
+                    f"checkpoint {self.path}: metadata does not match its weights ({name}: {diff[0]!r} "
+                    "differs; tampered file?); re-run the train stage")
 
     def load_into(self, modules: dict[str, torch.nn.Module]) -> None:
         for name, mod in modules.items():
@@ -153,6 +201,10 @@ class Checkpoint:
 
     def rng_state(self, name: str) -> torch.Tensor | None:
         return self.tensors.get(f"rng/{name}")
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors saved with ``extra_tensors`` (e.g. a resume state's sample grids)."""
+        return {k[6:]: v for k, v in self.tensors.items() if k.startswith("extra/")}
 
     def check_compatible(self, image_shape: tuple[int, ...], class_names: list[str]) -> None:
         """Refuse a checkpoint trained on a dataset with other classes or another image shape."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from augment.errors import DataError
+from augment.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,44 @@ def require(path: Path, stage: str) -> None:
     """A stage's input must exist: say which stage makes it instead of a FileNotFoundError."""
     if not path.is_file():
         raise DataError(f"{path} not found: run the {stage} stage first (augment {stage})")
+
+
+def _real(p: str | Path) -> Path:
+    """Absolute, links resolved (as far as the path exists): two spellings of one place compare equal."""
+    return Path(os.path.realpath(os.path.abspath(os.fspath(p))))
+
+
+def check_outputs_safe(stage: str, outputs: dict[str, str], protected: dict[str, str],
+                       workspace: str | Path = ".") -> None:
+    """Refuse, before anything is deleted or swapped, an output that equals, contains or lies inside
+    a protected path (an input dataset, another stage's output), or that equals or contains the
+    workspace itself. ``outputs``/``protected`` map a name for the message (``--augmented``,
+    ``prepare.raw_dir``) to a path. Raises :class:`ConfigError` naming both.
+    """
+    ws = _real(workspace)
+    names = list(outputs)
+    for i, a in enumerate(names):  # a stage's own outputs must not overlap either
+        for b in names[i + 1:]:
+            pa, pb = _real(outputs[a]), _real(outputs[b])
+            if pa == pb or pa.is_relative_to(pb) or pb.is_relative_to(pa):
+                raise ConfigError(f"outputs {a} = {outputs[a]} and {b} = {outputs[b]} ({stage} stage) overlap; "
+                                  "one would overwrite the other; choose another path")
+    for oname, opath in outputs.items():
+        out = _real(opath)
+        if out == ws or ws.is_relative_to(out):
+            raise ConfigError(f"output {oname} = {opath} ({stage} stage) is the workspace folder {workspace} "
+                              "or contains it; replacing it would delete your data; choose another path")
+        for pname, ppath in protected.items():
+            if ppath is None:
+                continue
+            p = _real(ppath)
+            if out == p:
+                how = "is"
+            elif p.is_relative_to(out):
+                how = "contains"
+            elif out.is_relative_to(p):
+                how = "lies inside"
+            else:
+                continue
+            raise ConfigError(f"output {oname} = {opath} ({stage} stage) {how} {pname} = {ppath}; "
+                              f"writing it would destroy that input; choose another path")

@@ -14,7 +14,6 @@ parameters), never hard-coded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +33,7 @@ from augment.core.files import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
+    read_json_checked,
 )
 from augment.pipeline.paths import Paths
 from augment.pipeline.paths import require as _require
@@ -95,11 +95,11 @@ def run_filter(cfg: FilterConfig, paths: Paths = Paths(), progress: bool = True,
         filter_samples,
         save_filter_output,
     )
+    from augment.generation.shards import load_generate_meta
 
-    _require(Path(paths.generated) / "generate.json", "generate")
+    class_names = load_generate_meta(paths.generated)["class_names"]
     ctx = filter_context(cfg, paths, classical)
     decisions, report = filter_samples(paths.generated, cfg, ctx)
-    class_names = json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"]
     grids = collect_grid_samples(paths.generated, decisions, cfg.grid_per_class, len(class_names))
     save_filter_output(decisions, report, paths.filtered, class_names, grids)
     return report
@@ -122,7 +122,9 @@ def filter_context(cfg: FilterConfig, paths: Paths, classical: ClassicalConfig =
 
         tx = vx = np.zeros((0, 1, 1, 1), np.uint8)
         ty = vy = np.zeros(0, np.int64)
-        k = len(json.loads((Path(paths.generated) / "generate.json").read_text())["class_names"])
+        from augment.generation.shards import load_generate_meta
+
+        k = len(load_generate_meta(paths.generated)["class_names"])
     ckpt = paths.checkpoint if "discriminator" in cfg.filters else None
     if ckpt is not None:
         _require(Path(ckpt), "train")
@@ -156,22 +158,60 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
               classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
     from augment.data.prepare import load_prepared
     from augment.filters.apply import load_decisions
+    from augment.selection.crossfit import read_selection
     from augment.selection.merge import merge_dataset
 
     ds = load_prepared(paths.prepared)
-    _require(Path(paths.generated) / "generate.json", "generate")
-    _require(Path(paths.filtered) / "decisions.npz", "filter")
+    decisions = load_decisions(paths.filtered)
+    check_generated_fits(paths, ds.class_names, ds.image_shape, decisions)
     selection = None
     if cfg.quota == "crossfit":
         _require(Path(paths.crossfit) / "selection.json", "crossfit")
-        selection = json.loads((Path(paths.crossfit) / "selection.json").read_text())
-    summary = merge_dataset(ds, paths.generated, load_decisions(paths.filtered), paths.augmented, cfg,
+        selection = read_selection(Path(paths.crossfit) / "selection.json")
+    summary = merge_dataset(ds, paths.generated, decisions, paths.augmented, cfg,
                             classical=classical, selection=selection)
     curve = summary.pop("tuning_curve")
     # The tuning curve (VAL accuracy per grid point) is a DVC plot; empty when quota is not tuned.
     keys = ["point", "synthetic_share", "fraction", "synthetic", "val_accuracy", "val_nll"]
     atomic_write_csv(Path(paths.metrics_dir) / "tuning.csv", curve, keys)
     return summary
+
+
+def check_generated_fits(paths: Paths, class_names: list[str], image_shape: tuple[int, ...],
+                         decisions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The generate output (and the filter's decisions on it) belong to this prepared dataset:
+    same classes and image shape, one decision per generated sample. Returns generate.json."""
+    import numpy as np
+
+    from augment.errors import DataError
+    from augment.generation.shards import (
+        check_shard_files,
+        load_generate_meta,
+        total_samples,
+    )
+
+    meta = load_generate_meta(paths.generated)
+    check_shard_files(paths.generated, meta)
+    gj = Path(paths.generated) / "generate.json"
+    if list(meta["class_names"]) != list(class_names) or tuple(meta["image_shape"]) != tuple(image_shape):
+        raise DataError(f"{gj}: generated for classes {meta['class_names']} and shape {meta['image_shape']}, but "
+                        f"the prepared data has {list(class_names)} and {list(image_shape)}; re-run the generate "
+                        "stage (augment generate)")
+    if decisions is not None:
+        dn = Path(paths.filtered) / "decisions.npz"
+        total = total_samples(meta)
+        if len(decisions["index"]) != total or (total and int(decisions["index"].max()) >= total):
+            raise DataError(f"{dn}: holds decisions for {len(decisions['index'])} samples, but {gj} lists "
+                            f"{total}; re-run the filter stage (augment filter)")
+        if len(decisions["labels"]) and int(np.max(decisions["labels"])) >= len(class_names):
+            raise DataError(f"{dn}: labels outside the {len(class_names)} classes; re-run the filter stage "
+                            "(augment filter)")
+    return meta
+
+
+# What merge's summary.json must hold for the evaluate stage.
+MERGE_SUMMARY_KEYS = {"real": int, "synthetic": int, "synthetic_share": (float, int, type(None)),
+                      "real_splits": list, "class_names": list}
 
 
 def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = True,
@@ -183,7 +223,9 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     ds = load_prepared(paths.prepared)
     images, labels, synthetic, _ = load_augmented(paths.augmented)
     merge_summary_path = Path(paths.augmented) / "summary.json"
-    merge_summary = json.loads(merge_summary_path.read_text()) if merge_summary_path.is_file() else {}
+    merge_summary = (read_json_checked(merge_summary_path, MERGE_SUMMARY_KEYS, producer="merge")
+                     if merge_summary_path.is_file() else {})
+    _check_merge_summary(merge_summary_path, merge_summary, ds.class_names)
     if cfg.synthetic_share is None and merge_summary.get("synthetic_share") is not None:
         import dataclasses
 
@@ -213,6 +255,27 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     return metrics
 
 
+def _check_merge_summary(path: Path, s: dict[str, Any], class_names: list[str]) -> None:
+    import math
+
+    from augment.errors import DataError
+
+    if not s:
+        return
+    share = s["synthetic_share"]
+    bad = None
+    if share is not None and not (math.isfinite(share) and 0.0 <= share < 1.0):
+        bad = f"synthetic_share = {share!r} is not in [0, 1)"
+    elif not set(s["real_splits"]) <= {"train", "val"}:
+        bad = f"real_splits = {s['real_splits']!r:.60} may only name train and val"
+    elif s["class_names"] != list(class_names):
+        bad = f"class_names {s['class_names']!r:.80} differ from the prepared data's {class_names!r:.80}"
+    elif s["real"] < 0 or s["synthetic"] < 0:
+        bad = "negative counts"
+    if bad:
+        raise DataError(f"{path}: {bad}; re-run the merge stage (augment merge)")
+
+
 # ------------------------------------------------------------------------------ declarations
 
 
@@ -236,6 +299,7 @@ class Stage:
 
     def __call__(self, cfg: Any, paths: Paths, progress: bool = True) -> dict[str, Any]:
         """Run the stage with its groups of the whole config ``cfg`` (a PipelineConfig)."""
+        check_stage_paths(self, cfg, paths)
         extra = {g: getattr(cfg, g) for g in self.shared_groups}
         return self.run(getattr(cfg, self.group), paths, progress=progress, **extra)
 
@@ -253,6 +317,13 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
                    "(prepare.on_cross_split_duplicate: drop); listed in report.json")
     if dup["exact_cross_split"] or dup["near_cross_split"]:
         out.append("WARNING: duplicates across splits leak between train and val/test; see report.json")
+    if r.get("label_conflicts"):
+        c = r["label_conflicts"][0]
+        out.append(f"WARNING: {len(r['label_conflicts'])} image(s) appear under two class labels, e.g. "
+                   f"{c['a']} ({c['class_a']}) = {c['b']} ({c['class_b']}); listed in report.json (label_conflicts)")
+    if r.get("altered"):
+        out.append(f"note: {len(r['altered'])} image(s) used with a change (first frame of a multi-frame image, "
+                   "EXIF rotation); listed in report.json (altered)")
     return out
 
 
@@ -302,6 +373,39 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+
+def _spec_label(spec: str) -> str:
+    if spec.startswith("param:"):
+        return spec[6:]
+    base, _, leaf = spec.partition(":")
+    return f"--{base.replace('_', '-')}" + (f" ({leaf})" if leaf else "")
+
+
+def stage_outputs(stage: Stage, cfg: Any, paths: Paths) -> dict[str, str]:
+    """What ``stage`` writes, deletes or swaps: its declared outputs (train: also its resume state)."""
+    out = {_spec_label(s): paths.resolve(s, cfg) for s in stage.outputs}
+    if stage.name == "train":
+        out["--resume"] = paths.resume
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def check_stage_paths(stage: Stage, cfg: Any, paths: Paths) -> None:
+    """No output can destroy an input: ``stage``'s outputs must not equal, contain or lie inside the
+    input datasets (``prepare.raw_dir``/``test_dir``) or any other stage's outputs. Called before the
+    stage deletes or swaps anything (every caller goes through :meth:`Stage.__call__`)."""
+    from augment.pipeline.paths import check_outputs_safe
+
+    protected: dict[str, str] = {}
+    for spec in ("param:prepare.raw_dir", "param:prepare.test_dir"):
+        value = paths.resolve(spec, cfg)
+        if value is not None:
+            protected[_spec_label(spec)] = value
+    mine = stage_outputs(stage, cfg, paths)
+    for other in STAGES:
+        if other.name != stage.name:
+            protected.update(stage_outputs(other, cfg, paths))
+    check_outputs_safe(stage.name, mine, protected)
 
 
 def get_stage(name: str) -> Stage:

@@ -180,3 +180,25 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "images": int(len(y)),
         "accepted_per_fold": accepted_per_fold, "table": table,
     }
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """The crossfit stage's ``selection.json``, schema-checked (a damaged file is never trusted)."""
+    import json
+
+    path = Path(path)
+    try:
+        sel = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}); re-run the crossfit stage (augment crossfit)") from None
+    ok = (isinstance(sel, dict) and isinstance(sel.get("used"), bool) and isinstance(sel.get("table"), list))
+    if ok and sel["used"]:
+        share, frac = sel.get("synthetic_share"), sel.get("fraction")
+        ok = (isinstance(share, (int, float)) and isinstance(frac, (int, float)) and math.isfinite(share)
+              and math.isfinite(frac) and 0.0 <= share < 1.0 and 0.0 < frac <= 1.0)
+    elif ok:
+        ok = False  # merge.quota is crossfit but the stage ran for another quota: stale
+    if not ok:
+        raise DataError(f"{path}: not a valid cross-fitted selection for merge.quota = crossfit (damaged or stale); "
+                        "re-run the crossfit stage (augment crossfit)")
+    return sel

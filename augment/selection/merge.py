@@ -16,7 +16,6 @@ aside and swapped in whole; the raw dataset is only ever read.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from augment.core.files import (
 from augment.core.images import PngWriter
 from augment.data.prepare import PreparedDataset
 from augment.errors import DataError
-from augment.generation.shards import iter_shards
+from augment.generation.shards import iter_shards, load_generate_meta
 from augment.selection.quota import quota_counts, select_per_class
 from augment.selection.tuning import tune_selection
 
@@ -115,7 +114,7 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
                   out_dir: str | Path, cfg: MergeConfig, progress: bool = False,
                   classical: ClassicalConfig = ClassicalConfig(), selection: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
-    gen_meta = json.loads((Path(gen_dir) / "generate.json").read_text())
+    gen_meta = load_generate_meta(gen_dir)
     # Only TRAIN images are merged (plus VAL with merge.refit_with_val, after tuning); never test.
     splits = (0, 1) if cfg.refit_with_val else (0,)
     keep = np.isin(ds.split, splits)

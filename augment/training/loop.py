@@ -112,6 +112,9 @@ def train_generator(
                 result.log = list(ck.extra.get("log", []))
                 trainer.load_extra_state(ck.extra.get("trainer_state", {"aug_p": ck.extra.get("aug_p", 1.0)}))
                 result.resumed_from = start
+                # the sample grids of the iterations before the interruption (else they are lost)
+                result.grids = {int(k[5:]): v.numpy() for k, v in ck.extra_tensors().items()
+                                if k.startswith("grid_") and int(k[5:]) <= start}
         except CheckpointError:
             start = 0  # a damaged resume state is ignored; training starts over
     images_t = to_tensor(train_images, device)
@@ -135,6 +138,8 @@ def train_generator(
                 extra={"run_key": key, "iteration": it, "log": result.log,
                        "trainer_state": trainer.extra_state()},  # ADA strength p, step counters
                 optimizers=trainer.optimizers(), rng_states={"train": g.get_state()},
+                extra_tensors={f"grid_{k}": torch.from_numpy(np.ascontiguousarray(v))
+                               for k, v in result.grids.items()},
             )
         bar.update(1)
     bar.close()

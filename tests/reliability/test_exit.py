@@ -1,0 +1,145 @@
+"""Class 6 -- the exit contract: a user-caused error is exit 2 and one line on stderr (a newline in a
+file name cannot split it); Ctrl-C is exit 130, one line, and the resume state stays intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from augment.core.images import png_bytes
+from tests.conftest import ROOT, write_params
+from tests.reliability.helpers import assert_one_line_error, run_cli, tree_hash
+
+RAW = Path("data/raw")
+
+
+def test_newline_in_a_file_name_stays_one_line(workspace, capsys):
+    bad = RAW / "class_0" / "evil\nname.png"
+    bad.write_bytes(png_bytes(np.zeros((8, 8, 1), np.uint8))[:30])
+    before = tree_hash(workspace)
+    rc, _, err = run_cli(capsys, "prepare", "--quiet")
+    line = assert_one_line_error(rc, err, "evil\\nname.png", "not a readable image")
+    assert line.startswith("augment prepare: error:")
+    after = tree_hash(workspace)
+    after.pop(".augment.lock", None)
+    assert after == before
+
+
+def test_carriage_return_in_a_class_name_stays_one_line(workspace, capsys):
+    d = RAW / "two\rlines"
+    d.mkdir()
+    (d / "a.png").write_bytes(png_bytes(np.zeros((8, 8, 1), np.uint8)))
+    rc, _, err = run_cli(capsys, "prepare", "--quiet")
+    assert_one_line_error(rc, err, "two\\rlines", "fewer than 3 images")
+
+
+def test_newline_in_an_output_path_stays_one_line(workspace, capsys):
+    rc, _, err = run_cli(capsys, "merge", "--quiet", "--augmented", "data/raw/x\ny")
+    assert_one_line_error(rc, err, "x\\ny", "lies inside prepare.raw_dir")
+
+
+def test_warnings_with_a_newline_stay_one_line_each(workspace, capsys):
+    import shutil
+
+    shutil.copy(RAW / "class_0" / "img_000.png", RAW / "class_1" / "dup\nlicate.png")
+    rc, _, err = run_cli(capsys, "prepare", "--quiet")
+    assert rc == 0
+    assert "dup\\nlicate.png" in err  # the label-conflict warning names it, escaped
+    assert not any(line.startswith("licate") for line in err.splitlines())
+
+
+def test_os_error_is_exit_2_naming_the_file(workspace, capsys):
+    rc, _, err = run_cli(capsys, "prepare", "--quiet", "--prepared", "params.yaml/prepared")
+    assert_one_line_error(rc, err, "params.yaml", "previous outputs are left as they were")
+
+
+def test_default_dataset_over_a_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("data").mkdir()
+    Path("data/raw").write_text("a file")
+    rc, _, err = run_cli(capsys, "default-dataset", "--per-class", "3")
+    assert_one_line_error(rc, err, "data/raw exists and is not a folder")
+    assert Path("data/raw").read_text() == "a file"
+
+
+def test_keyboard_interrupt_in_process(workspace, capsys, monkeypatch):
+    import augment.data.prepare as prep
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep, "prepare_dataset", interrupted)
+    before = tree_hash(workspace)
+    rc, _, err = run_cli(capsys, "prepare", "--quiet")
+    assert_one_line_error(rc, err, "interrupted", code=130)
+    after = tree_hash(workspace)
+    after.pop(".augment.lock", None)
+    assert after == before
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
+def test_ctrl_c_during_train_exits_130_with_resume_state_intact(workspace):
+    write_params(workspace / "params.yaml", {"train": {"iterations": 400, "checkpoint_every": 3}})
+    assert subprocess.run([sys.executable, "-m", "augment.cli", "prepare", "--quiet"], env=_env(),
+                          capture_output=True).returncode == 0
+    raw_before = tree_hash(workspace / "data" / "raw")
+    resume = workspace / "runs" / "resume" / "train_state.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "augment.cli", "train", "--quiet"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not resume.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert resume.is_file(), "train wrote no resume state"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert_one_line_error(proc.returncode, err, "augment train: interrupted", "resumes", code=130)
+    assert not (workspace / "models").exists()  # nothing half-written in place
+    from augment.models.checkpoint import Checkpoint
+
+    ck = Checkpoint(resume)  # still a complete, verified state
+    assert int(ck.extra["iteration"]) >= 3
+    assert not list(resume.parent.glob(".*.tmp"))  # no temporary left behind
+    assert tree_hash(workspace / "data" / "raw") == raw_before
+
+
+def test_resumed_train_keeps_the_sample_grids_of_before_the_interruption(tmp_path):
+    """A run interrupted after its resume state was written, then resumed, ends with the same sample
+    grids (and log) as an uninterrupted run -- the grid drawn before the interruption included."""
+    import pytest
+
+    from augment.config import TrainConfig
+    from augment.core.images import decode_image
+    from augment.data.folder import scan_image_folder
+    from augment.training.loop import train_generator
+    from tests.conftest import make_image_folder
+
+    make_image_folder(tmp_path / "raw", per_class=4)
+    scan = scan_image_folder(tmp_path / "raw")
+    x = np.stack([decode_image(p.read_bytes(), str(p)) for p in scan.files])
+    y = np.asarray(scan.labels)
+    cfg = TrainConfig(iterations=12, batch_size=6, z_dim=4, g_channels=4, d_channels=4, checkpoint_every=5,
+                      sample_every=3, log_every=2, device="cpu")
+    clean = train_generator(x, y, scan.class_names, cfg, resume_path=tmp_path / "a.safetensors", progress=False)
+
+    def stop_at_8(row):
+        if row["iteration"] == 8:
+            raise KeyboardInterrupt
+
+    resume = tmp_path / "b.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(x, y, scan.class_names, cfg, resume_path=resume, progress=False, on_log=stop_at_8)
+    resumed = train_generator(x, y, scan.class_names, cfg, resume_path=resume, progress=False)
+    assert resumed.resumed_from == 5
+    assert sorted(resumed.grids) == sorted(clean.grids) == [3, 6, 9, 12]
+    for it in clean.grids:
+        assert np.array_equal(resumed.grids[it], clean.grids[it]), it
+    assert resumed.log == clean.log
