@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_params
+from tests.conftest import write_params
 
 from augment.cli import main
 from augment.config import MergeConfig
