@@ -286,7 +286,7 @@ class EvaluateConfig:
     # Synthetic-image quality (FD, precision/recall/density/coverage, CAS, diversity) in the
     # feature space of a classifier trained on the real train split; adds ~3 classifier trainings.
     quality: bool = True
-    # Filter ablation (augment/ablation.py): variant (d) with no filter, each filter alone and all
+    # Filter ablation (augment/evaluation/ablation.py): variant (d) with no filter, each filter alone and all
     # filters, over ablation_seeds x ablation_steps (fewer than the main table to keep repro short);
     # synthetic share: the merge stage's, else ablation_share.
     ablation: bool = True

@@ -80,10 +80,11 @@ def outputs(stage: str, paths: Paths) -> list[str]:
     return [paths.resolve(spec) for spec in get_stage(stage).outputs]
 
 
-def stage_key(stage: str, cfg: PipelineConfig, paths: Paths) -> str:
+def stage_key(stage: str, cfg: PipelineConfig, paths: Paths, root: Path = PACKAGE_ROOT) -> str:
+    """The cache key (see the module docstring); ``root`` is the folder holding ``augment/``."""
     h = hashlib.sha256()
     h.update(f"augment-task:{stage}:v{CACHE_VERSION}\0".encode())
-    for dep in code_deps(stage):
+    for dep in code_deps(stage, root):
         h.update(f"{dep.name}={hash_path(dep)}\0".encode())
     for group in get_stage(stage).groups:
         h.update(json.dumps(asdict(getattr(cfg, group)), sort_keys=True).encode() + b"\0")

@@ -29,6 +29,7 @@ TINY_PARAMS = {
     "merge": {"quota": "all", "synthetic_per_real": None, "tune_steps": 10, "device": "cpu"},
     "evaluate": {"seeds": [0, 1], "steps": 15, "batch_size": 8, "width": 4, "device": "cpu",
                  "ablation_steps": 5},
+    "classical": {"rotate": 10.0, "translate": 0.1, "scale": 0.1},  # dvc.yaml names the group: it must exist
 }
 
 

@@ -244,7 +244,7 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
         metrics["ablation"] = run_ablation(ds, paths.generated, load_decisions(paths.filtered), merge_summary,
                                            cfg, progress=progress, real=real, classical=classical)
         table += "\n\n" + format_ablation(metrics["ablation"])
-    if cfg.quality:  # FD, PRDC, CAS, diversity of the synthetic images (augment/quality.py)
+    if cfg.quality:  # FD, PRDC, CAS, diversity of the synthetic images (augment/evaluation/quality.py)
         from augment.evaluation.quality import evaluate_quality, format_quality
 
         metrics["quality"] = evaluate_quality(ds, images[synthetic], labels[synthetic], paths.generated, cfg)

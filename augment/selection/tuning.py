@@ -7,7 +7,8 @@ the downstream classifier's accuracy on the VAL split, over a small grid that in
 ("no synthetic"), so tuning can fall back to real data only.
 
 The test split never reaches this module: the stage adapter passes train and val arrays only
-(``tests/test_tuning.py`` poisons the test images and checks nothing changes).
+(``tests/pipeline/test_security.py`` poisons the test images and checks nothing before
+evaluate changes).
 """
 
 from __future__ import annotations

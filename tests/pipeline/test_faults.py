@@ -20,11 +20,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from augment.cli import EXIT_LOCKED, main
@@ -258,55 +256,3 @@ def test_lock_is_reentrant_within_one_process(workspace: Path):
         with workspace_lock("."):
             pass
         run("prepare")  # a flow holding the lock can still call the stages
-
-
-# ------------------------------------------------------------------------- atomic directory
-
-
-def test_atomic_directory_swap_never_leaves_the_path_missing(tmp_path: Path, monkeypatch):
-    from augment.core.files import _exchange, atomic_directory
-
-    probe_a, probe_b = tmp_path / "probe_a", tmp_path / "probe_b"
-    probe_a.mkdir(), probe_b.mkdir()
-    (probe_a / "a").touch()
-    exchange_works = _exchange(probe_a, probe_b)
-    if exchange_works:
-        assert (probe_b / "a").exists() and not (probe_a / "a").exists()
-    target = tmp_path / "out"
-    with atomic_directory(target) as d:
-        (d / "complete").write_text("0")
-    moved_aside = []
-    real_replace = os.replace
-
-    def spy_replace(src, dst, *a, **k):
-        if Path(src) == target:
-            moved_aside.append(dst)  # the two-rename fallback: ``target`` missing until the next rename
-        return real_replace(src, dst, *a, **k)
-
-    monkeypatch.setattr(os, "replace", spy_replace)
-    seen = {"missing": 0, "incomplete": 0, "reads": 0}
-    stop = threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            seen["reads"] += 1
-            if not target.is_dir():
-                seen["missing"] += 1
-            elif not (target / "complete").is_file():
-                seen["incomplete"] += 1
-
-    t = threading.Thread(target=reader)
-    t.start()
-    try:
-        for i in range(1, 100):
-            with atomic_directory(target) as d:
-                (d / "partial").write_bytes(np.zeros(10, np.uint8).tobytes())
-                (d / "complete").write_text(str(i))
-    finally:
-        stop.set()
-        t.join()
-    assert seen["reads"] > 0 and seen["incomplete"] == 0
-    if exchange_works:  # Linux renameat2(RENAME_EXCHANGE) on this file system: one atomic swap
-        assert not moved_aside and seen["missing"] == 0
-    assert (target / "complete").read_text() == "99"
-    assert not list(tmp_path.glob(".out.*"))

@@ -1,10 +1,9 @@
-"""Scale-out: generation sharded over a Dask cluster (prefect-dask) gives exactly the single-process
-output; DDP training under torchrun (gloo, 2 CPU processes) writes a checkpoint generate loads."""
+"""Scale-out: generation sharded over a Dask cluster (prefect-dask, flows/scale.py) gives exactly the
+single-process output. DDP training: tests/training/test_distributed.py."""
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,35 +66,3 @@ def test_dask_sharded_generate_and_filter_equal_single_process(workspace: Path, 
         np.testing.assert_array_equal(da[k], db[k], err_msg=f"decisions:{k}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_ddp_training_with_torchrun_gloo_two_processes_writes_a_loadable_checkpoint(workspace: Path, trained):
-    from augment.models.checkpoint import Checkpoint
-    from augment.pipeline import stages
-
-    cfg, paths = trained
-    ddp_models = workspace / "ddp/models"
-    res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), "-m", "augment.training.distributed", "--params", str(workspace / "params.yaml"),
-         "--prepared", paths.prepared, "--model-dir", str(ddp_models), "--metrics-dir", str(workspace / "ddp/metrics"),
-         "--backend", "gloo", "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "on 2 process(es) (DDP, gloo; max weight difference between ranks 0)" in res.stdout
-
-    ck = Checkpoint(ddp_models / "generator.safetensors")
-    assert ck.cfg == cfg.train  # the user's config, not a rank's
-    assert (ddp_models / "sample_grid.png").is_file() and (workspace / "ddp/metrics/train_log.csv").is_file()
-    ddp_paths = paths.__class__(**{**paths.__dict__, "model_dir": str(ddp_models),
-                                   "generated": str(workspace / "ddp/generated")})
-    out = stages.run_generate(cfg.generate, ddp_paths, progress=False)
-    assert out["num_shards"] == 4
-    # Different from the single-process weights (more images per step), but a working generator.
-    assert Checkpoint(paths.checkpoint).family == ck.family

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_params
 
 from augment.cli import main
 from augment.config import MergeConfig
@@ -16,6 +15,7 @@ from augment.core.files import read_csv
 from augment.data.torch_dataset import AugmentedDataset
 from augment.selection.merge import draw_weights
 from augment.selection.quota import quota_counts, select_per_class
+from tests.conftest import write_params
 
 
 def run(*args: str) -> None:

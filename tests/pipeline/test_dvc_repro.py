@@ -1,4 +1,4 @@
-"""The pipeline driven by ``dvc repro`` (the Prefect flow: tests/test_flows.py)."""
+"""The pipeline driven by ``dvc repro`` (the Prefect flow: tests/flows/test_flows.py)."""
 
 from __future__ import annotations
 
@@ -42,4 +42,4 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(tmp_path: Path):
     assert "Running stage 'filter'" in third and "Running stage 'train'" not in third
 
 
-# The Prefect flow tests live in tests/test_flows.py (caching, artifacts, subflow, deployment).
+# The Prefect flow tests live in tests/flows/test_flows.py (caching, artifacts, subflow, deployment).

@@ -1,0 +1,74 @@
+"""Atomic file and folder writes, and lazy reads of saved arrays (augment/core/files.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.core.files import atomic_save_npz, load_npz_keys
+from augment.errors import DataError
+
+
+def test_load_npz_keys_reads_only_the_asked_arrays(tmp_path: Path):
+    f = tmp_path / "shard_00000.npz"
+    atomic_save_npz(f, images=np.zeros((4, 2, 2, 1), np.uint8), scores=np.arange(4, dtype=np.float32))
+    out = load_npz_keys(f, ("scores",))
+    assert list(out) == ["scores"] and out["scores"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="missing array.*labels"):
+        load_npz_keys(f, ("labels",))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="bad.npz"):
+        load_npz_keys(tmp_path / "bad.npz", ("scores",))
+
+
+def test_atomic_directory_swap_never_leaves_the_path_missing(tmp_path: Path, monkeypatch):
+    from augment.core.files import _exchange, atomic_directory
+
+    probe_a, probe_b = tmp_path / "probe_a", tmp_path / "probe_b"
+    probe_a.mkdir(), probe_b.mkdir()
+    (probe_a / "a").touch()
+    exchange_works = _exchange(probe_a, probe_b)
+    if exchange_works:
+        assert (probe_b / "a").exists() and not (probe_a / "a").exists()
+    target = tmp_path / "out"
+    with atomic_directory(target) as d:
+        (d / "complete").write_text("0")
+    moved_aside = []
+    real_replace = os.replace
+
+    def spy_replace(src, dst, *a, **k):
+        if Path(src) == target:
+            moved_aside.append(dst)  # the two-rename fallback: ``target`` missing until the next rename
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", spy_replace)
+    seen = {"missing": 0, "incomplete": 0, "reads": 0}
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen["reads"] += 1
+            if not target.is_dir():
+                seen["missing"] += 1
+            elif not (target / "complete").is_file():
+                seen["incomplete"] += 1
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(1, 100):
+            with atomic_directory(target) as d:
+                (d / "partial").write_bytes(np.zeros(10, np.uint8).tobytes())
+                (d / "complete").write_text(str(i))
+    finally:
+        stop.set()
+        t.join()
+    assert seen["reads"] > 0 and seen["incomplete"] == 0
+    if exchange_works:  # Linux renameat2(RENAME_EXCHANGE) on this file system: one atomic swap
+        assert not moved_aside and seen["missing"] == 0
+    assert (target / "complete").read_text() == "99"
+    assert not list(tmp_path.glob(".out.*"))

@@ -1,0 +1,120 @@
+"""The prepare stage's split and duplicate logic (augment/data/prepare.py): stratified proportions
+per class, every image in exactly one split, the same seed gives the same split; exact and near
+duplicates are found; a copy that spans splits is dropped (test copy kept), refused or reported."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.config import PrepareConfig
+from augment.data.prepare import SPLIT_CODE, SPLITS, find_duplicates, prepare_dataset, stratified_split
+from augment.errors import DataError
+from tests.conftest import make_image_folder
+
+TRAIN, VAL, TEST = (SPLIT_CODE[s] for s in SPLITS)
+
+
+def labels_of(counts: list[int]) -> np.ndarray:
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def test_stratified_split_keeps_the_proportions_of_every_class():
+    counts = [40, 20, 12, 7]
+    labels = labels_of(counts)
+    split = stratified_split(labels, val_fraction=0.2, test_fraction=0.25, seed=0)
+    assert split.shape == labels.shape and set(np.unique(split)) <= {TRAIN, VAL, TEST}
+    for c, n in enumerate(counts):
+        mine = split[labels == c]
+        assert (mine == TEST).sum() == max(1, round(n * 0.25)), c
+        assert (mine == VAL).sum() == max(1, round(n * 0.2)), c
+        assert (mine == TRAIN).sum() == n - max(1, round(n * 0.25)) - max(1, round(n * 0.2)), c
+
+
+def test_tiny_classes_keep_a_training_image():
+    labels = labels_of([3, 2, 1])
+    split = stratified_split(labels, val_fraction=0.4, test_fraction=0.4, seed=0)
+    assert sorted(split[labels == 0].tolist()) == [TRAIN, VAL, TEST]  # three images: one per split
+    assert (split[labels >= 1] == TRAIN).all()  # fewer than three: all train
+
+
+def test_stratified_split_is_determined_by_the_seed():
+    labels = labels_of([30, 30, 30])
+    a, b = (stratified_split(labels, 0.2, 0.2, seed=7) for _ in range(2))
+    assert np.array_equal(a, b)
+    c = stratified_split(labels, 0.2, 0.2, seed=8)
+    assert not np.array_equal(a, c)
+    assert np.bincount(a, minlength=3).tolist() == np.bincount(c, minlength=3).tolist()  # same sizes
+
+
+def test_every_image_lands_in_exactly_one_split(tmp_path: Path):
+    raw = make_image_folder(tmp_path / "raw", num_classes=3, counts=[9, 5, 14])
+    ds, report = prepare_dataset(PrepareConfig(raw_dir=str(raw), val_fraction=0.2, test_fraction=0.2, seed=3))
+    on_disk = sorted(str(p) for p in raw.rglob("*.png"))
+    assert sorted(ds.files) == on_disk  # every file once: none lost, none in two splits
+    assert len(ds.split) == len(ds.files) == len(ds.images)
+    per_split = {s: {f for f, code in zip(ds.files, ds.split) if code == SPLIT_CODE[s]} for s in SPLITS}
+    assert sum(len(v) for v in per_split.values()) == len(on_disk)
+    assert sum(report["counts"][s][name] for s in SPLITS for name in ds.class_names) == len(on_disk)
+    again, _ = prepare_dataset(PrepareConfig(raw_dir=str(raw), val_fraction=0.2, test_fraction=0.2, seed=3))
+    assert again.files == ds.files and np.array_equal(again.split, ds.split)
+    np.testing.assert_array_equal(again.images, ds.images)
+
+
+def test_find_duplicates_tells_exact_from_near():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 200, (8, 8, 1), dtype=np.uint8)
+    near = base.copy()
+    near[0, :4] += 8  # mean |diff| = 32 / 64 = 0.5 <= tolerance
+    other = rng.integers(0, 200, (8, 8, 1), dtype=np.uint8)
+    images = np.stack([base, base, near, other, base])
+    hashes = ["h0", "h0", "h2", "h3", "h4"]  # image 4: other file bytes, same pixels -> still exact
+    split = np.array([TRAIN, TEST, TRAIN, VAL, TRAIN], dtype=np.int8)
+    dups = {(d["a"], d["b"]): d for d in find_duplicates(images, hashes, split, tolerance=2.0)}
+    assert set(dups) == {(0, 1), (0, 2), (0, 4), (1, 2), (1, 4), (2, 4)}  # image 3 matches nothing
+    assert {k for k, d in dups.items() if d["kind"] == "exact"} == {(0, 1), (0, 4), (1, 4)}
+    assert dups[(0, 2)]["kind"] == "near" and dups[(0, 2)]["mean_abs_diff"] == pytest.approx(0.5)
+    assert dups[(0, 1)]["cross_split"] and not dups[(0, 4)]["cross_split"]
+    strict = find_duplicates(images, hashes, split, tolerance=0.0)  # exact ones at any tolerance
+    assert {(d["a"], d["b"]) for d in strict} == {(0, 1), (0, 4), (1, 4)}
+
+
+def _raw_with_copies(tmp_path: Path, copies: int = 5) -> Path:
+    """Three classes; class_0 holds ``copies`` extra copies of one image, spread over the splits."""
+    raw = make_image_folder(tmp_path / "raw", num_classes=3, per_class=10)
+    for i in range(copies):
+        shutil.copy(raw / "class_0/img_000.png", raw / f"class_0/copy_{i}.png")
+    return raw
+
+
+def _copies(files: list[str]) -> list[int]:
+    """Indices of the original and its copies."""
+    return [i for i, f in enumerate(files) if f.endswith(("class_0/img_000.png",)) or "/copy_" in f]
+
+
+def test_cross_split_copies_are_reported_refused_or_dropped(tmp_path: Path):
+    raw = _raw_with_copies(tmp_path)
+    cfg = dict(raw_dir=str(raw), val_fraction=0.25, test_fraction=0.25, seed=0)
+
+    warned, report = prepare_dataset(PrepareConfig(**cfg, on_cross_split_duplicate="warn"))
+    copy_splits = {int(warned.split[i]) for i in _copies(warned.files)}
+    assert len(copy_splits) > 1, "the seed must spread the copies over splits for this test"
+    assert report["duplicates"]["exact_cross_split"] > 0 and not report["duplicates"]["dropped"]
+    assert len(warned.files) == 35  # warn keeps every image
+
+    with pytest.raises(DataError, match="identical image pair"):
+        prepare_dataset(PrepareConfig(**cfg, on_cross_split_duplicate="error"))
+
+    kept, report = prepare_dataset(PrepareConfig(**cfg, on_cross_split_duplicate="drop"))
+    keep_split = TEST if TEST in copy_splits else TRAIN  # the test copy stays: the test set is fixed
+    assert {int(kept.split[i]) for i in _copies(kept.files)} == {keep_split}
+    dropped = report["duplicates"]["dropped"]
+    n_copies = len(_copies(warned.files))
+    assert len(dropped) == n_copies - len(_copies(kept.files)) > 0
+    assert all(d["split"] != SPLITS[keep_split] for d in dropped)
+    assert report["duplicates"]["exact_cross_split"] == 0
+    assert len(kept.files) == 35 - len(dropped)
+    assert all(f not in kept.files for f in (d["file"] for d in dropped))
