@@ -160,10 +160,11 @@ class Discriminator(nn.Module):
 
 
 def plan_small(h: int, w: int) -> tuple[int, int, int]:
-    """``(base_h, base_w, n_up)`` for the small networks: ``n_up`` doublings from a base grid of
-    about 4-7 px reach at least ``(h, w)``; the generator resizes its output when it overshoots
+    """``(base_h, base_w, n_up)`` for the small networks: ``n_up`` (>= 2) doublings from a base
+    grid of about 2-7 px reach at least ``(h, w)``; the generator resizes its output when it overshoots
     (25x25: 7 -> 14 -> 28, then area-resized to 25)."""
-    n_up = max(1, math.ceil(math.log2(max(min(h, w), 8) / 7)))
+    # at least two layers each way (one transposed conv from a 4x4 grid is too shallow even for 8x8)
+    n_up = max(2, math.ceil(math.log2(max(min(h, w), 8) / 7)))
     return math.ceil(h / 2**n_up), math.ceil(w / 2**n_up), n_up
 
 
@@ -198,8 +199,9 @@ class SmallGenerator(nn.Module):
 
 
 class SmallDiscriminator(nn.Module):
-    """DCGAN-size projection discriminator: 4x4 stride-2 convs (spectral norm), a minibatch
-    standard-deviation feature, sum pooling, ``logit = psi(phi) + <embed(y), phi>``."""
+    """DCGAN-size projection discriminator: 4x4 stride-2 convs (spectral norm), then the whole
+    feature map flattened (it keeps WHERE strokes are; sum pooling at this depth only sees
+    texture) plus a minibatch standard-deviation feature, ``logit = psi(phi) + <embed(y), phi>``."""
 
     def __init__(self, channels: int, image_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
@@ -207,7 +209,9 @@ class SmallDiscriminator(nn.Module):
         _, _, n_down = plan_small(h, w)
         chs = [c] + [channels * 2**i for i in range(n_down)]
         self.convs = nn.ModuleList(spectral_norm(nn.Conv2d(chs[i], chs[i + 1], 4, 2, 1)) for i in range(n_down))
-        top = chs[-1] + 1  # + minibatch std
+        for _ in range(n_down):  # a 4x4, stride-2, padding-1 convolution halves (floor) each side
+            h, w = h // 2, w // 2
+        top = chs[-1] * h * w + 1  # flattened map + minibatch std
         self.linear = spectral_norm(nn.Linear(top, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, top))
 
@@ -215,7 +219,7 @@ class SmallDiscriminator(nn.Module):
         h = x
         for conv in self.convs:
             h = F.leaky_relu(conv(h), 0.2)
-        return torch.cat([h.sum(dim=[2, 3]), minibatch_std(h)[:, None]], dim=1)  # (B, top)
+        return torch.cat([h.flatten(1), minibatch_std(h)[:, None]], dim=1)  # (B, top)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         phi = self.features(x)
