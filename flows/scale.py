@@ -36,7 +36,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from augment.config import GenerateConfig, load_params  # noqa: E402
+from augment.config import GenerateConfig, load_config, load_params  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 
 
@@ -67,7 +67,8 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
 
 
 @flow(name="augment-generate-sharded", log_prints=True)
-def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progress: bool = False) -> dict[str, Any]:
+def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progress: bool = False,
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The generate stage, one task per shard, on whatever task runner the flow runs with."""
     from augment.core.files import atomic_directory, atomic_write_json, sha256_file
     from augment.data.prepare import load_prepared
@@ -75,7 +76,7 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
     from augment.models.checkpoint import Checkpoint
 
     logger = get_run_logger()
-    cfg = load_params(params_path).generate
+    cfg = load_config(params_path, overrides).generate
     paths = Paths().rooted(workdir)
     ckpt = Checkpoint(paths.checkpoint)
     if Path(paths.prepared, "dataset.npz").is_file():
