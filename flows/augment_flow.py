@@ -79,9 +79,16 @@ class AugmentResult:
     filter_report: dict[str, Any] = field(default_factory=dict)
     """The filter stage's report: generated/accepted counts, per-class acceptance, mode."""
     metrics: dict[str, Any] = field(default_factory=dict)
-    """``metrics/evaluate.json`` (test-split accuracies per variant); empty when ``evaluate=False``."""
+    """``metrics/evaluate.json``, the headline: test accuracy mean and 95% CI per variant, synthetic
+    share, accepted/merged counts, ``no_syn``; empty when ``evaluate=False``."""
     report: str | None = None
     """``metrics/evaluate.md`` (the evaluation table) when evaluated, else ``None``."""
+    metrics_detail: str | None = None
+    """``metrics/evaluate_detail.json`` (per seed, per class, ablation, quality) when evaluated."""
+    classes_without_synthetic: list[str] = field(default_factory=list)
+    """Classes the filter/quota left with no synthetic sample in the merged set (also warned about)."""
+    warnings: list[str] = field(default_factory=list)
+    """The stages' warnings (also logged and published as the ``augment-warnings`` artifact)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,8 +125,6 @@ def stage_task(stage: str, cfg: PipelineConfig, paths: Paths) -> dict:
     st = get_stage(stage)
     out = st(cfg, paths, progress=False)
     _log("%s", st.summary(out))
-    for line in st.warnings(out):
-        get_run_logger().warning("%s", line)
     caching.write_stamp(stage, cfg, paths)
     return out
 
@@ -143,6 +148,15 @@ def _embed_png(path: Path, alt: str, max_bytes: int = 400_000) -> str:
     if len(data) > max_bytes:
         return f"{alt}: {link} ({len(data) // 1024} KiB, not embedded)"
     return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})\n\n{link}"
+
+
+def publish_warnings(warnings: dict[str, list[str]]) -> None:
+    """The stages' warnings as one artifact (``augment-warnings``), on every run, cached or not:
+    e.g. a filter that left a class with no synthetic sample."""
+    lines = [f"- **{stage}**: {line}" for stage, ws in warnings.items() for line in ws]
+    if lines:
+        create_markdown_artifact(key="augment-warnings", description=f"{len(lines)} pipeline warning(s)",
+                                 markdown="## Pipeline warnings\n\n" + "\n".join(lines))
 
 
 def publish_artifacts(paths: Paths, filter_report: dict, evaluated: bool) -> None:
@@ -213,6 +227,7 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
         update_progress_artifact(progress, 100.0 * k / n_stages)
 
     out: dict[str, dict] = {}
+    warnings: dict[str, list[str]] = {}
     for k, stage in enumerate(s for s in STAGE_NAMES if evaluate or s != "evaluate"):
         if stage == "generate" and (dask_address or dask_workers > 0):
             from flows.scale import generate_sharded, sharded_flow
@@ -221,9 +236,14 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
                 params_path=params_path, workdir=workdir, overrides=overrides)
         else:
             out[stage] = run_stage(stage, cfg, paths)
+        # Warnings are logged by the flow, so a cached stage still shows them.
+        warnings[stage] = get_stage(stage).warnings(out[stage])
+        for line in warnings[stage]:
+            logger.warning("%s: %s", stage, line)
         done(k + 1)
     report, merged, metrics = out["filter"], out["merge"], out.get("evaluate", {})
     publish_artifacts(paths, report, evaluate)
+    publish_warnings(warnings)
     gen_meta = json.loads((Path(paths.generated) / "generate.json").read_text())
     result = AugmentResult(
         augmented_dir=paths.augmented,
@@ -234,8 +254,11 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
         real_images=int(merged["real"]),
         synthetic_images=int(merged["synthetic"]),
         filter_report=report,
-        metrics=metrics,
+        metrics=metrics.get("headline", {}),
         report=str(Path(paths.metrics_dir) / "evaluate.md") if evaluate else None,
+        metrics_detail=str(Path(paths.metrics_dir) / "evaluate_detail.json") if evaluate else None,
+        classes_without_synthetic=[c for c, r in merged.get("per_class", {}).items() if not r.get("synthetic")],
+        warnings=[f"{stage}: {line}" for stage, ws in warnings.items() for line in ws],
     )
     logger.info("augmented set: %d real + %d synthetic images in %s", result.real_images,
                 result.synthetic_images, result.augmented_dir)
@@ -260,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key.strip()] = yaml.safe_load(value)
     result = augment_pipeline(params_path=a.params, workdir=a.workdir, evaluate=not a.no_evaluate,
                               dask_address=a.dask_address, dask_workers=a.dask_workers, overrides=overrides or None)
-    print(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("metrics", "filter_report")}, indent=2))
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "filter_report"}, indent=2))
     return 0
 
 

@@ -147,14 +147,25 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
 
 def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = True,
                  classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    """Writes ``evaluate.json`` (headline: per variant mean and 95% CI, share, accepted/merged
+    synthetic counts, classes left without synthetic samples), ``evaluate_detail.json`` (per seed,
+    per class, deltas, ablation, quality) and ``evaluate.md`` (the tables). Returns the detail
+    with ``headline`` and ``table`` added."""
     from augment.data.prepare import load_prepared
     from augment.data.torch_dataset import load_augmented
-    from augment.evaluation.evaluate import evaluate_variants, format_table
+    from augment.evaluation.evaluate import (
+        classes_without_synthetic,
+        evaluate_variants,
+        format_table,
+        headline_metrics,
+    )
 
     ds = load_prepared(paths.prepared)
     images, labels, synthetic, _ = load_augmented(paths.augmented)
     merge_summary_path = Path(paths.augmented) / "summary.json"
     merge_summary = json.loads(merge_summary_path.read_text()) if merge_summary_path.is_file() else {}
+    filter_report_path = Path(paths.filtered) / "report.json"
+    filter_report = json.loads(filter_report_path.read_text()) if filter_report_path.is_file() else {}
     if cfg.synthetic_share is None and merge_summary.get("synthetic_share") is not None:
         import dataclasses
 
@@ -165,7 +176,12 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress, real=real,
                                 classical=classical)
     metrics["synthetic_share"] = cfg.synthetic_share
+    metrics["classes_without_synthetic"] = classes_without_synthetic(labels[synthetic], ds.class_names)
+    metrics["filter_accepted_per_class"] = {c: r.get("accepted") for c, r in filter_report.get("per_class", {}).items()}
     table = format_table(metrics)
+    if metrics["classes_without_synthetic"]:
+        table += ("\n\nWARNING: no synthetic sample for class(es) " + ", ".join(metrics["classes_without_synthetic"])
+                  + ": for them (c) and (d) train on real images only")
     if cfg.ablation and Path(paths.filtered, "decisions.npz").is_file():
         from augment.evaluation.ablation import format_ablation, run_ablation
         from augment.filters.apply import load_decisions
@@ -178,10 +194,48 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
 
         metrics["quality"] = evaluate_quality(ds, images[synthetic], labels[synthetic], paths.generated, cfg)
         table += "\n\n" + format_quality(metrics["quality"])
-    atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", metrics)
+    headline = headline_metrics(metrics, filter_report.get("accepted"))
+    atomic_write_json(Path(paths.metrics_dir) / "evaluate_detail.json", metrics)
+    atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", headline)
     atomic_write_text(Path(paths.metrics_dir) / "evaluate.md", "```\n" + table + "\n```\n")
+    metrics["headline"] = headline
     metrics["table"] = table
     return metrics
+
+
+def no_synthetic_warnings(per_class: dict[str, dict[str, Any]], key: str, what: str) -> list[str]:
+    """One warning line when some class has ``per_class[c][key] == 0`` (no synthetic sample)."""
+    empty = [c for c, r in per_class.items() if not r.get(key)]
+    if not empty:
+        return []
+    return [f"WARNING: {what} left {len(empty)} of {len(per_class)} class(es) with no synthetic sample: "
+            f"{', '.join(empty)}"]
+
+
+def _filter_warnings(r: dict[str, Any]) -> list[str]:
+    out = no_synthetic_warnings(r.get("per_class", {}), "accepted", f"the filter ({', '.join(r.get('filters', [])) or 'none'})")
+    if out:  # which filter emptied which class
+        causes = []
+        for c, row in r["per_class"].items():
+            if not row.get("accepted"):
+                zero = [k[len("accepted_by_"):] for k, v in row.items() if k.startswith("accepted_by_") and v == 0]
+                causes.append(f"{c}: {'/'.join(zero) or 'the combination'} accepted none of {row.get('generated')}")
+        out[0] += " (" + "; ".join(causes) + ")"
+    return out
+
+
+def _merge_warnings(r: dict[str, Any]) -> list[str]:
+    if not r.get("synthetic"):
+        if r.get("tuning") and r["tuning"].get("synthetic_share") == 0:
+            return ["WARNING: merge chose no synthetic sample (tuned synthetic share 0.0 on val)"]
+        return ["WARNING: merge left every class with no synthetic sample"]
+    return no_synthetic_warnings(r.get("per_class", {}), "synthetic", "merge")
+
+
+def _evaluate_warnings(r: dict[str, Any]) -> list[str]:
+    empty = r.get("classes_without_synthetic", [])
+    return [f"WARNING: evaluated with no synthetic sample for {len(empty)} class(es): {', '.join(empty)} "
+            "((c) and (d) see only real images of them; flag no_syn in metrics/evaluate.json)"] if empty else []
 
 
 # ------------------------------------------------------------------------------ declarations
@@ -252,12 +306,13 @@ STAGES: tuple[Stage, ...] = (
           doc="sample every class from the generator, in seeded shards"),
     Stage("filter", "filter", run_filter, inputs=("prepared", "checkpoint", "generated"), outputs=("filtered",),
           summary=lambda r: f"filter ({r['mode']}): accepted {r['accepted']} of {r['generated']}",
-          doc="score and accept generated samples", shared_groups=("classical",)),
+          warnings=_filter_warnings, doc="score and accept generated samples", shared_groups=("classical",)),
     Stage("merge", "merge", run_merge, inputs=("prepared", "generated", "filtered"),
-          outputs=("augmented", "metrics_dir:tuning.csv"), summary=_merge_summary,
+          outputs=("augmented", "metrics_dir:tuning.csv"), summary=_merge_summary, warnings=_merge_warnings,
           doc="merge real and accepted synthetic images into one dataset", shared_groups=("classical",)),
     Stage("evaluate", "evaluate", run_evaluate, inputs=("prepared", "generated", "filtered", "augmented"),
-          outputs=("metrics_dir:evaluate.json", "metrics_dir:evaluate.md"), summary=lambda r: r["table"],
+          outputs=("metrics_dir:evaluate.json", "metrics_dir:evaluate_detail.json", "metrics_dir:evaluate.md"),
+          summary=lambda r: r["table"], warnings=_evaluate_warnings,
           doc="train the downstream classifier four ways; score on the test split", shared_groups=("classical",)),
 )
 
