@@ -51,13 +51,17 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     from augment.core.plots import loss_curves, save_png
     from augment.data.prepare import load_prepared
     from augment.models.checkpoint import save_checkpoint
+    from augment.training.live import LiveLogger
     from augment.training.loop import train_generator
 
     ds = load_prepared(paths.prepared)
     x, y = ds.subset("train")  # the generator sees the TRAIN split only -- never val, never test
     Path(paths.resume).parent.mkdir(parents=True, exist_ok=True)
-    result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
-                             wrap_trainer=wrap_trainer)
+    # Live metrics (dvclive, when installed): losses, ADA p and sample grids as they happen; a
+    # resumed run keeps what was logged before the interruption.
+    with LiveLogger(Path(paths.metrics_dir) / "train_live", resume=Path(paths.resume).is_file()) as live:
+        result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
+                                 wrap_trainer=wrap_trainer, on_log=live.on_log, on_grid=live.on_grid)
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
                         ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x))})
@@ -296,7 +300,7 @@ STAGES: tuple[Stage, ...] = (
           summary=_prepare_summary, warnings=_prepare_warnings,
           doc="validate, resize and split the labelled images"),
     Stage("train", "train", run_train, inputs=("prepared",),
-          outputs=("model_dir", "metrics_dir:train_log.csv"),
+          outputs=("model_dir", "metrics_dir:train_log.csv", "metrics_dir:train_live"),
           summary=lambda r: (f"trained for {r['iterations']} iterations"
                              + (f" (resumed from iteration {r['resumed_from']})" if r.get("resumed_from") else "")
                              + f" -> {r['checkpoint']}"),
