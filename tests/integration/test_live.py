@@ -41,10 +41,12 @@ def test_live_logger_writes_each_step_at_once_and_leaves_dvc_yaml_alone(tmp_path
     dvc_yaml.write_text("stages: {}\n# hand-written, must stay as it is\n")
     before = dvc_yaml.read_bytes()
     monkeypatch.chdir(tmp_path)
-    # A repository without a commit yet: dvclive fails to start; training goes on without it.
+    # A repository without a commit yet: dvclive fails to start; the same files are written anyway
+    # (dvc.yaml declares them as outputs).
     with LiveLogger(tmp_path / "early") as early:
         assert early.live is None
         early.on_log({"iteration": 2, "loss_d": 1.0})
+    assert json.loads((tmp_path / "early/metrics.json").read_text()) == {"loss_d": 1.0, "step": 2}
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"],
                    cwd=tmp_path, check=True)
     out = tmp_path / "metrics" / "train_live"
@@ -73,9 +75,31 @@ def test_resume_keeps_what_was_logged(tmp_path: Path, monkeypatch):
     assert not (tmp_path / "dvc.yaml").exists()  # none created in the current directory either
 
 
-def test_without_dvclive_the_logger_is_a_no_op(tmp_path: Path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dvclive", None)  # `import dvclive` raises ImportError
-    with LiveLogger(tmp_path / "live") as live:
-        live.on_log({"iteration": 2, "loss_d": 1.0})
-        live.on_grid(2, np.zeros((4, 4, 1), np.uint8))
-    assert not (tmp_path / "live").exists()
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_without_dvclive_the_same_files_are_written(tmp_path: Path, monkeypatch):
+    """Library works without dvclive: the files dvc.yaml declares exist, in dvclive's layout."""
+    pytest.importorskip("dvclive")
+    monkeypatch.chdir(tmp_path)
+    rows = [{"iteration": 2, "loss_d": 1.5, "aug_p": 0.0}, {"iteration": 4, "loss_d": 1.25, "aug_p": 0.125}]
+    grid = np.arange(60, dtype=np.uint8).reshape(6, 10, 1)
+    for name, block in (("with", False), ("without", True)):
+        if block:
+            monkeypatch.setitem(sys.modules, "dvclive", None)  # `import dvclive` raises ImportError
+        with LiveLogger(tmp_path / name) as live:
+            assert (live.live is None) == block
+            for row in rows:
+                live.on_log(row)
+            live.on_grid(6, grid)
+    a, b = _tree(tmp_path / "with"), _tree(tmp_path / "without")
+    assert sorted(a) == sorted(b) == ["metrics.json", "plots/images/samples/iter_0000006.png",
+                                      "plots/metrics/aug_p.tsv", "plots/metrics/loss_d.tsv"]
+    for name in ("plots/metrics/aug_p.tsv", "plots/metrics/loss_d.tsv"):
+        assert a[name] == b[name]
+    assert json.loads(a["metrics.json"]) == json.loads(b["metrics.json"]) == {"loss_d": 1.25, "aug_p": 0.125, "step": 4}
+    # resume keeps earlier rows without dvclive too
+    with LiveLogger(tmp_path / "without", resume=True) as live:
+        live.on_log({"iteration": 6, "loss_d": 1.0, "aug_p": 0.25})
+    assert (tmp_path / "without/plots/metrics/loss_d.tsv").read_text().splitlines()[1:] == ["2\t1.5", "4\t1.25", "6\t1.0"]
