@@ -94,8 +94,10 @@ def _default_dataset(args: argparse.Namespace) -> int:
 def _scheduled_run(args: argparse.Namespace) -> int:
     from augment.ops.scheduling import scheduled_run
 
+    # flush: under cron/systemd stdout is a file or pipe; show each dvc line as it happens
     res = scheduled_run(args.repo, pull=not args.no_pull, push=not args.no_push,
-                        commit=not args.no_commit, allow_dirty=args.allow_dirty)
+                        commit=not args.no_commit, allow_dirty=args.allow_dirty,
+                        echo=lambda line: print(line, flush=True))
     return 0 if res.status_clean else 1
 
 

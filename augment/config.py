@@ -551,3 +551,36 @@ def root_config(cfg: PipelineConfig, root: str | Path) -> PipelineConfig:
 
     prep = dataclasses.replace(cfg.prepare, raw_dir=under(cfg.prepare.raw_dir), test_dir=under(cfg.prepare.test_dir))
     return dataclasses.replace(cfg, prepare=prep)
+
+
+def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> PipelineConfig:
+    """``cfg`` with dotted-key overrides applied (``{"filter.top_fraction": 0.3}``), checked
+    exactly as ``params.yaml`` is: the same type coercion (:func:`from_dict`), the same range
+    checks (``validate``), and an unknown group or key is a :class:`ConfigError` naming it.
+
+    This is what a calling flow passes as ``augment_pipeline(overrides=...)`` -- the Prefect
+    counterpart of ``dvc exp run -S filter.top_fraction=0.3``.
+    """
+    if not overrides:
+        return cfg
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides: expected a mapping of 'group.key' to values, got {type(overrides).__name__}")
+    raw = dataclasses.asdict(cfg)
+    groups = sorted(raw)
+    for key, value in overrides.items():
+        if not isinstance(key, str) or key.count(".") != 1 or not all(key.split(".")):
+            raise ConfigError(f"override {key!r}: expected 'group.key', e.g. 'filter.top_fraction'")
+        group, name = key.split(".")
+        if group not in raw:
+            raise ConfigError(f"unknown parameter {key} (override): no group {group!r}; groups: {', '.join(groups)}")
+        if name not in raw[group]:
+            raise ConfigError(f"unknown parameter {key} (override); known in {group}: {', '.join(sorted(raw[group]))}")
+        raw[group][name] = value
+    new = from_dict(PipelineConfig, raw, "")
+    new.validate()
+    return new
+
+
+def load_config(params_path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """``params.yaml`` with ``overrides`` applied, validated (see :func:`apply_overrides`)."""
+    return apply_overrides(load_params(params_path), overrides)

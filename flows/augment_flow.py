@@ -4,7 +4,12 @@ Run as a script (``python flows/augment_flow.py --params params.yaml``), or call
 ``augment_pipeline(...)`` from another flow: it then runs as a subflow and returns an
 :class:`AugmentResult` (where the augmented dataset is, its manifest, and the metrics).
 
-* Every task retries on failure (training resumes from its last resumable state).
+* A task retries only a transient failure (:func:`transient_only`): bad input, bad params, a
+  damaged file or a held lock (:class:`augment.errors.AugmentError`) fail at once. A retried
+  ``train`` resumes from its last resumable state.
+* ``overrides={"filter.top_fraction": 0.3}`` changes parameters for one run, validated as
+  ``params.yaml`` is; every path (``params_path``, the dataset folders, the outputs) is rooted at
+  ``workdir``, whatever the caller's working directory.
 * Every task is cached on what it reads (input file hashes + its params group + its code, see
   :mod:`flows.caching`): a re-run with unchanged data and params shows the stages as ``Cached``
   and does no work; a deleted or overwritten output makes that stage (and what depends on its
@@ -28,9 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 if not __package__:  # run as a script (python flows/augment_flow.py) from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# A temporary Prefect server (no PREFECT_API_URL) needs more than Prefect's default 20 s to start on a
+# small loaded machine; effective when this module is imported before prefect (scripts/env.sh sets it too).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import (  # noqa: E402
@@ -41,7 +51,7 @@ from prefect.artifacts import (  # noqa: E402
     update_progress_artifact,
 )
 
-from augment.config import PipelineConfig, load_params, root_config  # noqa: E402
+from augment.config import PipelineConfig, load_config, root_config  # noqa: E402
 from augment.errors import AugmentError  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 from augment.pipeline.stages import STAGE_NAMES, get_stage  # noqa: E402
@@ -72,9 +82,16 @@ class AugmentResult:
     filter_report: dict[str, Any] = field(default_factory=dict)
     """The filter stage's report: generated/accepted counts, per-class acceptance, mode."""
     metrics: dict[str, Any] = field(default_factory=dict)
-    """``metrics/evaluate.json`` (test-split accuracies per variant); empty when ``evaluate=False``."""
+    """``metrics/evaluate.json``, the headline: test accuracy mean and 95% CI per variant, synthetic
+    share, accepted/merged counts, ``no_syn``; empty when ``evaluate=False``."""
     report: str | None = None
     """``metrics/evaluate.md`` (the evaluation table) when evaluated, else ``None``."""
+    metrics_detail: str | None = None
+    """``metrics/evaluate_detail.json`` (per seed, per class, ablation, quality) when evaluated."""
+    classes_without_synthetic: list[str] = field(default_factory=list)
+    """Classes the filter/quota left with no synthetic sample in the merged set (also warned about)."""
+    warnings: list[str] = field(default_factory=list)
+    """The stages' warnings (also logged and published as the ``augment-warnings`` artifact)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,8 +128,6 @@ def stage_task(stage: str, cfg: PipelineConfig, paths: Paths) -> dict:
     st = get_stage(stage)
     out = st(cfg, paths, progress=False)
     _log("%s", st.summary(out))
-    for line in st.warnings(out):
-        get_run_logger().warning("%s", line)
     caching.write_stamp(stage, cfg, paths)
     return out
 
@@ -136,6 +151,15 @@ def _embed_png(path: Path, alt: str, max_bytes: int = 400_000) -> str:
     if len(data) > max_bytes:
         return f"{alt}: {link} ({len(data) // 1024} KiB, not embedded)"
     return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})\n\n{link}"
+
+
+def publish_warnings(warnings: dict[str, list[str]]) -> None:
+    """The stages' warnings as one artifact (``augment-warnings``), on every run, cached or not:
+    e.g. a filter that left a class with no synthetic sample."""
+    lines = [f"- **{stage}**: {line}" for stage, ws in warnings.items() for line in ws]
+    if lines:
+        create_markdown_artifact(key="augment-warnings", description=f"{len(lines)} pipeline warning(s)",
+                                 markdown="## Pipeline warnings\n\n" + "\n".join(lines))
 
 
 def publish_artifacts(paths: Paths, filter_report: dict, evaluated: bool) -> None:
@@ -168,8 +192,15 @@ def publish_artifacts(paths: Paths, filter_report: dict, evaluated: bool) -> Non
 
 @flow(name="augment-pipeline", log_prints=True)
 def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evaluate: bool = True,
-                     dask_address: str | None = None, dask_workers: int = 0) -> AugmentResult:
+                     dask_address: str | None = None, dask_workers: int = 0,
+                     overrides: dict[str, Any] | None = None) -> AugmentResult:
     """prepare -> train -> generate -> filter -> merge [-> evaluate], rooted at ``workdir``.
+
+    ``params_path``, when relative, is read under ``workdir`` (as every other path is).
+    ``overrides`` (``{"filter.top_fraction": 0.3}``) change single parameters for this run
+    without editing the file, validated exactly as ``params.yaml`` (an unknown key or an
+    out-of-range value is a :class:`~augment.errors.ConfigError` naming it; not retried). Only
+    the stages whose params group changed miss the cache and run again.
 
     ``dask_address`` (``tcp://scheduler:8786``, an existing cluster whose workers see ``workdir``)
     or ``dask_workers`` (> 0: a LocalCluster of that many processes) shard the generate step
@@ -179,14 +210,17 @@ def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evalu
 
     # Every relative path -- the stages' outputs and the dataset folders in params.yaml -- is
     # rooted at ``workdir``, whatever the calling process's working directory.
-    cfg = root_config(load_params(params_path), workdir)
+    params_file = params_path if Path(params_path).is_absolute() else str(Path(workdir) / params_path)
+    cfg = root_config(load_config(params_file, overrides), workdir)
+    if overrides:
+        get_run_logger().info("parameter overrides: %s", json.dumps(overrides, sort_keys=True))
     # One run per workspace at a time (the same lock as the `augment` CLI): a second run is refused.
     with workspace_lock(workdir, what="prefect flow augment-pipeline"):
-        return _pipeline(cfg, params_path, workdir, evaluate, dask_address, dask_workers)
+        return _pipeline(cfg, params_file, workdir, evaluate, dask_address, dask_workers, overrides)
 
 
 def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: bool, dask_address: str | None,
-              dask_workers: int) -> AugmentResult:
+              dask_workers: int, overrides: dict[str, Any] | None = None) -> AugmentResult:
     logger = get_run_logger()
     paths = Paths().rooted(workdir)
     n_stages = 6 if evaluate else 5
@@ -196,17 +230,23 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
         update_progress_artifact(progress, 100.0 * k / n_stages)
 
     out: dict[str, dict] = {}
+    warnings: dict[str, list[str]] = {}
     for k, stage in enumerate(s for s in STAGE_NAMES if evaluate or s != "evaluate"):
         if stage == "generate" and (dask_address or dask_workers > 0):
             from flows.scale import generate_sharded, sharded_flow
 
-            out[stage] = sharded_flow(generate_sharded, dask_address, dask_workers)(params_path=params_path,
-                                                                                   workdir=workdir)
+            out[stage] = sharded_flow(generate_sharded, dask_address, dask_workers)(
+                params_path=params_path, workdir=workdir, overrides=overrides)
         else:
             out[stage] = run_stage(stage, cfg, paths)
+        # Warnings are logged by the flow, so a cached stage still shows them.
+        warnings[stage] = get_stage(stage).warnings(out[stage])
+        for line in warnings[stage]:
+            logger.warning("%s: %s", stage, line)
         done(k + 1)
     report, merged, metrics = out["filter"], out["merge"], out.get("evaluate", {})
     publish_artifacts(paths, report, evaluate)
+    publish_warnings(warnings)
     gen_meta = json.loads((Path(paths.generated) / "generate.json").read_text())
     result = AugmentResult(
         augmented_dir=paths.augmented,
@@ -217,8 +257,11 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
         real_images=int(merged["real"]),
         synthetic_images=int(merged["synthetic"]),
         filter_report=report,
-        metrics=metrics,
+        metrics=metrics.get("headline", {}),
         report=str(Path(paths.metrics_dir) / "evaluate.md") if evaluate else None,
+        metrics_detail=str(Path(paths.metrics_dir) / "evaluate_detail.json") if evaluate else None,
+        classes_without_synthetic=[c for c, r in merged.get("per_class", {}).items() if not r.get("synthetic")],
+        warnings=[f"{stage}: {line}" for stage, ws in warnings.items() for line in ws],
     )
     logger.info("augmented set: %d real + %d synthetic images in %s", result.real_images,
                 result.synthetic_images, result.augmented_dir)
@@ -232,10 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-evaluate", action="store_true")
     ap.add_argument("--dask-address", default=None, help="shard generate over an existing Dask cluster")
     ap.add_argument("--dask-workers", type=int, default=0, help="shard generate over a local Dask cluster")
+    ap.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
+                    help="override one parameter (YAML value), e.g. -S filter.top_fraction=0.3; repeatable")
     a = ap.parse_args(argv)
+    overrides = {}
+    for item in a.overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            ap.error(f"--set {item!r}: expected GROUP.KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
     result = augment_pipeline(params_path=a.params, workdir=a.workdir, evaluate=not a.no_evaluate,
-                              dask_address=a.dask_address, dask_workers=a.dask_workers)
-    print(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("metrics", "filter_report")}, indent=2))
+                              dask_address=a.dask_address, dask_workers=a.dask_workers, overrides=overrides or None)
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "filter_report"}, indent=2))
     return 0
 
 

@@ -30,13 +30,16 @@ from typing import Any
 if not __package__:  # run as a script from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# A temporary Prefect server (no PREFECT_API_URL) needs more than Prefect's default 20 s to start on a
+# small loaded machine; effective when this module is imported before prefect (scripts/env.sh sets it too).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from augment.config import GenerateConfig, load_params  # noqa: E402
+from augment.config import GenerateConfig, load_config, load_params  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 
 
@@ -67,7 +70,8 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
 
 
 @flow(name="augment-generate-sharded", log_prints=True)
-def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progress: bool = False) -> dict[str, Any]:
+def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progress: bool = False,
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The generate stage, one task per shard, on whatever task runner the flow runs with."""
     from augment.core.files import atomic_directory, atomic_write_json, sha256_file
     from augment.data.prepare import load_prepared
@@ -78,7 +82,7 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
     from augment.config import root_config
     from augment.pipeline.stages import check_stage_paths, get_stage
 
-    full = load_params(params_path)
+    full = load_config(params_path, overrides)
     cfg = full.generate
     paths = Paths().rooted(workdir)
     # the same output-vs-input check as the single-process stage, before anything is swapped

@@ -26,6 +26,9 @@ from pathlib import Path
 if not __package__:  # run as a script from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# A temporary Prefect server (no PREFECT_API_URL) needs more than Prefect's default 20 s to start on a
+# small loaded machine; effective when this module is imported before prefect (scripts/env.sh sets it too).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
@@ -61,7 +64,8 @@ def nightly_dvc_run(repo: str = ".", pull: bool = True, push: bool = True, commi
         description="What the scheduled run did",
         markdown=(f"## Scheduled run in `{repo}`\n\n"
                   f"* stages run: {', '.join(out['stages_run']) or 'none (all up to date)'}\n"
-                  f"* pulled: {out['pulled']}, pushed: {out['pushed']}\n"
+                  f"* pulled: {out['pulled']}, pushed: {out['pushed']}"
+                  + (f" (skipped: {', '.join(out['skipped'])})" if out.get("skipped") else "") + "\n"
                   f"* commit: {out['committed'] or 'nothing changed'}\n"
                   f"* dvc status clean: {out['status_clean']}\n"),
     )

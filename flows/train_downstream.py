@@ -14,6 +14,9 @@ from pathlib import Path
 if not __package__:  # run as a script from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# A temporary Prefect server (no PREFECT_API_URL) needs more than Prefect's default 20 s to start on a
+# small loaded machine; effective when this module is imported before prefect (scripts/env.sh sets it too).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 

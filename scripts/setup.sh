@@ -14,4 +14,7 @@ if ! python -c "import torch" 2>/dev/null; then
     pip install -q "${AUGMENT_TORCH_SPEC:-torch==2.13.0}"   # CPU build on this kind of machine
   fi
 fi
-pip install -q -e ".[dev]"
+# The distribution was called "augment" before (a name taken on PyPI by an unrelated project):
+# remove that old install so two distributions do not both provide the `augment` package.
+if pip show augment >/dev/null 2>&1; then pip uninstall -q -y augment; fi
+pip install -q -e ".[dev,scale]"   # scale: Dask scale-out (flows/scale.py); the library works without it

@@ -91,6 +91,7 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
         pc = np.asarray(per_class, dtype=np.float64)
         results[name] = {
             **summarise(accs),
+            "ci95": ci95(accs),
             "per_seed": accs,
             "per_class": {ds.class_names[c]: float(np.nanmean(pc[:, c])) for c in range(k)},
         }
@@ -133,3 +134,51 @@ def format_table(metrics: dict[str, Any]) -> str:
     for name, (tag, _, _, _) in VARIANTS.items():
         lines.append(f"{tag:<9} " + " ".join(f"{v[name]['per_class'][n]:>8.3f}" for n in names))
     return "\n".join(lines)
+
+
+# Headline metrics (metrics/evaluate.json): what `dvc metrics show` / `dvc exp show` display, one
+# short column each, so `dvc exp show --only-changed` stays readable in 120 columns. The full
+# detail (per seed, per class, deltas, quality, ablation) goes to metrics/evaluate_detail.json.
+HEADLINE_KEYS = {"real": "real", "classical": "classic", "synthetic": "syn", "combined": "comb"}
+HEADLINE_DOC = {
+    "real / classic / syn / comb": "test accuracy, mean over evaluate.seeds, of variants (a) real only, "
+                                   "(b) real + classical aug, (c) real + synthetic, (d) real + classical + synthetic",
+    "<variant>_ci": "half-width of its 95% confidence interval over the seeds (Student t; null with one seed)",
+    "share": "synthetic share of each training batch in (c)/(d) (chosen by merge when tuned)",
+    "accepted": "synthetic samples the filter accepted",
+    "merged": "synthetic samples in the merged training set",
+    "no_syn": "classes left with no synthetic sample in the merged set (0 = every class has some)",
+}
+
+
+def ci95(values: list[float]) -> float | None:
+    """Half-width of the 95% confidence interval of the mean (Student t), ``None`` for one value."""
+    a = np.asarray(values, dtype=np.float64)
+    if len(a) < 2:
+        return None
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+
+
+def classes_without_synthetic(syn_y: np.ndarray, class_names: list[str]) -> list[str]:
+    """Names of the classes with no synthetic sample in ``syn_y``."""
+    counts = np.bincount(np.asarray(syn_y, dtype=np.int64), minlength=len(class_names))
+    return [name for c, name in enumerate(class_names) if counts[c] == 0]
+
+
+def headline_metrics(detail: dict[str, Any], accepted: int | None) -> dict[str, Any]:
+    """The small headline dict (see :data:`HEADLINE_DOC`) from the detail of :func:`evaluate_variants`
+    (with ``synthetic_share`` and ``classes_without_synthetic`` added by the stage)."""
+    out: dict[str, Any] = {}
+    for name, key in HEADLINE_KEYS.items():
+        v = detail["variants"][name]
+        ci = ci95(v["per_seed"])
+        out[key] = round(v["mean"], 4)
+        out[f"{key}_ci"] = None if ci is None else round(ci, 4)
+    share = detail.get("synthetic_share")
+    out["share"] = None if share is None else round(float(share), 4)
+    out["accepted"] = None if accepted is None else int(accepted)
+    out["merged"] = int(detail["synthetic_images"])
+    out["no_syn"] = len(detail.get("classes_without_synthetic", []))
+    return out

@@ -58,6 +58,8 @@ class ScheduledRunResult:
     """The new commit's sha, or ``None`` when nothing changed."""
     status_clean: bool = False
     """``dvc status`` reports nothing to do after the run."""
+    skipped: list[str] = field(default_factory=list)
+    """Steps skipped and why (``"pull: no remote"``, ``"push: no remote"``)."""
     log: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,22 +80,42 @@ def run_lock(repo: str | Path) -> Iterator[Path]:
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    # PYTHONUNBUFFERED: the stage commands (`augment ...`) print their summaries as they happen
+    # even though their output is a pipe.
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
 
 def _run(cmd: list[str], repo: Path, log: list[str], echo: Callable[[str], None], check: bool = True) -> str:
+    """Run ``cmd``, passing every output line to ``echo`` as it is printed (not at the end: a
+    ``dvc repro`` of several minutes shows each stage as it starts and what it prints)."""
     echo("$ " + " ".join(cmd))
-    res = subprocess.run(cmd, cwd=repo, env=_env(), capture_output=True, text=True)
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace") as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\r\n")
+            lines.append(line)
+            if line.strip():
+                echo("  " + line)
+        returncode = proc.wait()
+    out = "\n".join(lines).strip()
+    log.append(f"$ {' '.join(cmd)}\n{out}")
+    if check and returncode != 0:
+        raise ScheduledRunError(f"`{' '.join(cmd)}` failed in {repo} (exit {returncode}):\n{out}")
+    return out
+
+
+def _quiet(cmd: list[str], repo: Path, log: list[str], check: bool = True) -> str:
+    """Run a query (git status, dvc remote list, ...) and return its stdout; nothing echoed."""
+    res = subprocess.run(cmd, cwd=repo, env=_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
     out = (res.stdout + res.stderr).strip()
     log.append(f"$ {' '.join(cmd)}\n{out}")
-    for line in out.splitlines():
-        if line.strip():
-            echo("  " + line)
     if check and res.returncode != 0:
         raise ScheduledRunError(f"`{' '.join(cmd)}` failed in {repo} (exit {res.returncode}):\n{out}")
-    return out
+    return res.stdout.strip()
 
 
 def uncached_outputs(repo: Path) -> list[str]:
@@ -123,35 +145,42 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
     log = result.log
     with run_lock(repo):
         if not allow_dirty:
-            dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo, log, lambda s: None)
+            dirty = _quiet(["git", "status", "--porcelain", "--untracked-files=no"], repo, log)
             if dirty.strip():
                 raise ScheduledRunRefused("tracked files have uncommitted changes; commit them first (dvc.lock must match "
                                         f"the committed dvc.yaml, params.yaml and code), or pass --allow-dirty:\n{dirty}")
-        has_remote = bool(_run(["dvc", "remote", "list"], repo, log, lambda s: None).strip())
+        has_remote = bool(_quiet(["dvc", "remote", "list"], repo, log).strip())
+        no_remote = "no DVC remote is configured (add one: dvc remote add -d NAME URL)"
         if pull and has_remote:
             _run(["dvc", "pull", "--allow-missing"], repo, log, echo)
             result.pulled = True
+        elif pull:
+            echo(f"dvc pull skipped: {no_remote}")
+            result.skipped.append("pull: no remote")
         out = _run(["dvc", "repro"], repo, log, echo)
         result.stages_run = re.findall(r"Running stage '([^']+)'", out)
         if push and has_remote:
             _run(["dvc", "push"], repo, log, echo)
             result.pushed = True
+        elif push:
+            echo(f"dvc push skipped: {no_remote}; the outputs stay in this repository's cache only")
+            result.skipped.append("push: no remote")
         if commit:
             # DVC also adds its outputs to .gitignore files: commit those with dvc.lock.
-            changed = _run(["git", "ls-files", "--modified", "--others", "--exclude-standard"], repo, log, lambda s: None)
+            changed = _quiet(["git", "ls-files", "--modified", "--others", "--exclude-standard"], repo, log)
             ignores = sorted({f.strip() for f in changed.splitlines() if f.strip().endswith(".gitignore")})
             files = ["dvc.lock"] + uncached_outputs(repo) + ignores
             files = [f for f in files if (repo / f).exists()]
-            _run(["git", "add", "--", *files], repo, log, lambda s: None)
-            staged = _run(["git", "diff", "--cached", "--name-only", "--", *files], repo, log, lambda s: None)
+            _quiet(["git", "add", "--", *files], repo, log)
+            staged = _quiet(["git", "diff", "--cached", "--name-only", "--", *files], repo, log)
             if staged.strip():
                 summary = ", ".join(result.stages_run) or "no stage"
                 _run(["git", "commit", "-q", "-m", f"{message} ({summary})", "--", *files], repo, log, echo)
-                result.committed = _run(["git", "rev-parse", "HEAD"], repo, log, lambda s: None).strip()
+                result.committed = _quiet(["git", "rev-parse", "HEAD"], repo, log).strip()
                 echo(f"committed {', '.join(staged.split())} as {result.committed[:10]}")
             else:
                 echo("dvc.lock unchanged: nothing to commit")
-        status = _run(["dvc", "status"], repo, log, lambda s: None)
+        status = _quiet(["dvc", "status"], repo, log)
         result.status_clean = "up to date" in status or not status.strip()
         echo("dvc status: " + ("up to date" if result.status_clean else status))
     return result

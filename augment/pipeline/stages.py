@@ -52,13 +52,17 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     from augment.core.plots import loss_curves, save_png
     from augment.data.prepare import load_prepared
     from augment.models.checkpoint import save_checkpoint
+    from augment.training.live import LiveLogger
     from augment.training.loop import train_generator
 
     ds = load_prepared(paths.prepared)
     x, y = ds.subset("train")  # the generator sees the TRAIN split only -- never val, never test
     Path(paths.resume).parent.mkdir(parents=True, exist_ok=True)
-    result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
-                             wrap_trainer=wrap_trainer)
+    # Live metrics (dvclive, when installed): losses, ADA p and sample grids as they happen; a
+    # resumed run keeps what was logged before the interruption.
+    with LiveLogger(Path(paths.metrics_dir) / "train_live", resume=Path(paths.resume).is_file()) as live:
+        result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
+                                 wrap_trainer=wrap_trainer, on_log=live.on_log, on_grid=live.on_grid)
     cfg = result.cfg  # auto sizes resolved for this data: the checkpoint records what was trained
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
@@ -216,9 +220,18 @@ MERGE_SUMMARY_KEYS = {"real": int, "synthetic": int, "synthetic_share": (float, 
 
 def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = True,
                  classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    """Writes ``evaluate.json`` (headline: per variant mean and 95% CI, share, accepted/merged
+    synthetic counts, classes left without synthetic samples), ``evaluate_detail.json`` (per seed,
+    per class, deltas, ablation, quality) and ``evaluate.md`` (the tables). Returns the detail
+    with ``headline`` and ``table`` added."""
     from augment.data.prepare import load_prepared
     from augment.data.torch_dataset import load_augmented
-    from augment.evaluation.evaluate import evaluate_variants, format_table
+    from augment.evaluation.evaluate import (
+        classes_without_synthetic,
+        evaluate_variants,
+        format_table,
+        headline_metrics,
+    )
 
     ds = load_prepared(paths.prepared)
     images, labels, synthetic, _ = load_augmented(paths.augmented)
@@ -226,6 +239,8 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     merge_summary = (read_json_checked(merge_summary_path, MERGE_SUMMARY_KEYS, producer="merge")
                      if merge_summary_path.is_file() else {})
     _check_merge_summary(merge_summary_path, merge_summary, ds.class_names)
+    filter_report_path = Path(paths.filtered) / "report.json"
+    filter_report = json.loads(filter_report_path.read_text()) if filter_report_path.is_file() else {}
     if cfg.synthetic_share is None and merge_summary.get("synthetic_share") is not None:
         import dataclasses
 
@@ -236,7 +251,12 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress, real=real,
                                 classical=classical)
     metrics["synthetic_share"] = cfg.synthetic_share
+    metrics["classes_without_synthetic"] = classes_without_synthetic(labels[synthetic], ds.class_names)
+    metrics["filter_accepted_per_class"] = {c: r.get("accepted") for c, r in filter_report.get("per_class", {}).items()}
     table = format_table(metrics)
+    if metrics["classes_without_synthetic"]:
+        table += ("\n\nWARNING: no synthetic sample for class(es) " + ", ".join(metrics["classes_without_synthetic"])
+                  + ": for them (c) and (d) train on real images only")
     if cfg.ablation and Path(paths.filtered, "decisions.npz").is_file():
         from augment.evaluation.ablation import format_ablation, run_ablation
         from augment.filters.apply import load_decisions
@@ -249,8 +269,11 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
 
         metrics["quality"] = evaluate_quality(ds, images[synthetic], labels[synthetic], paths.generated, cfg)
         table += "\n\n" + format_quality(metrics["quality"])
-    atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", metrics)
+    headline = headline_metrics(metrics, filter_report.get("accepted"))
+    atomic_write_json(Path(paths.metrics_dir) / "evaluate_detail.json", metrics)
+    atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", headline)
     atomic_write_text(Path(paths.metrics_dir) / "evaluate.md", "```\n" + table + "\n```\n")
+    metrics["headline"] = headline
     metrics["table"] = table
     return metrics
 
@@ -274,6 +297,41 @@ def _check_merge_summary(path: Path, s: dict[str, Any], class_names: list[str]) 
         bad = "negative counts"
     if bad:
         raise DataError(f"{path}: {bad}; re-run the merge stage (augment merge)")
+
+
+def no_synthetic_warnings(per_class: dict[str, dict[str, Any]], key: str, what: str) -> list[str]:
+    """One warning line when some class has ``per_class[c][key] == 0`` (no synthetic sample)."""
+    empty = [c for c, r in per_class.items() if not r.get(key)]
+    if not empty:
+        return []
+    return [f"WARNING: {what} left {len(empty)} of {len(per_class)} class(es) with no synthetic sample: "
+            f"{', '.join(empty)}"]
+
+
+def _filter_warnings(r: dict[str, Any]) -> list[str]:
+    out = no_synthetic_warnings(r.get("per_class", {}), "accepted", f"the filter ({', '.join(r.get('filters', [])) or 'none'})")
+    if out:  # which filter emptied which class
+        causes = []
+        for c, row in r["per_class"].items():
+            if not row.get("accepted"):
+                zero = [k[len("accepted_by_"):] for k, v in row.items() if k.startswith("accepted_by_") and v == 0]
+                causes.append(f"{c}: {'/'.join(zero) or 'the combination'} accepted none of {row.get('generated')}")
+        out[0] += " (" + "; ".join(causes) + ")"
+    return out
+
+
+def _merge_warnings(r: dict[str, Any]) -> list[str]:
+    if not r.get("synthetic"):
+        if r.get("tuning") and r["tuning"].get("synthetic_share") == 0:
+            return ["WARNING: merge chose no synthetic sample (tuned synthetic share 0.0 on val)"]
+        return ["WARNING: merge left every class with no synthetic sample"]
+    return no_synthetic_warnings(r.get("per_class", {}), "synthetic", "merge")
+
+
+def _evaluate_warnings(r: dict[str, Any]) -> list[str]:
+    empty = r.get("classes_without_synthetic", [])
+    return [f"WARNING: evaluated with no synthetic sample for {len(empty)} class(es): {', '.join(empty)} "
+            "((c) and (d) see only real images of them; flag no_syn in metrics/evaluate.json)"] if empty else []
 
 
 # ------------------------------------------------------------------------------ declarations
@@ -350,7 +408,7 @@ STAGES: tuple[Stage, ...] = (
           summary=_prepare_summary, warnings=_prepare_warnings,
           doc="validate, resize and split the labelled images"),
     Stage("train", "train", run_train, inputs=("prepared",),
-          outputs=("model_dir", "metrics_dir:train_log.csv"),
+          outputs=("model_dir", "metrics_dir:train_log.csv", "metrics_dir:train_live"),
           summary=lambda r: (f"trained for {r['iterations']} iterations"
                              + (f" (resumed from iteration {r['resumed_from']})" if r.get("resumed_from") else "")
                              + f" -> {r['checkpoint']}"),
@@ -360,15 +418,16 @@ STAGES: tuple[Stage, ...] = (
           doc="sample every class from the generator, in seeded shards"),
     Stage("filter", "filter", run_filter, inputs=("prepared", "checkpoint", "generated"), outputs=("filtered",),
           summary=lambda r: f"filter ({r['mode']}): accepted {r['accepted']} of {r['generated']}",
-          doc="score and accept generated samples", shared_groups=("classical",)),
+          warnings=_filter_warnings, doc="score and accept generated samples", shared_groups=("classical",)),
     Stage("crossfit", "crossfit", run_crossfit, inputs=("prepared",), outputs=("crossfit",),
           summary=_crossfit_summary, doc="choose the synthetic share by K-fold cross-fitting on every labelled image",
           shared_groups=("train", "generate", "filter", "merge", "classical")),
     Stage("merge", "merge", run_merge, inputs=("prepared", "generated", "filtered", "crossfit"),
-          outputs=("augmented", "metrics_dir:tuning.csv"), summary=_merge_summary,
+          outputs=("augmented", "metrics_dir:tuning.csv"), summary=_merge_summary, warnings=_merge_warnings,
           doc="merge real and accepted synthetic images into one dataset", shared_groups=("classical",)),
     Stage("evaluate", "evaluate", run_evaluate, inputs=("prepared", "generated", "filtered", "augmented"),
-          outputs=("metrics_dir:evaluate.json", "metrics_dir:evaluate.md"), summary=lambda r: r["table"],
+          outputs=("metrics_dir:evaluate.json", "metrics_dir:evaluate_detail.json", "metrics_dir:evaluate.md"),
+          summary=lambda r: r["table"], warnings=_evaluate_warnings,
           doc="train the downstream classifier four ways; score on the test split", shared_groups=("classical",)),
 )
 

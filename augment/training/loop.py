@@ -81,12 +81,17 @@ def train_generator(
     progress: bool = True,
     on_log: Callable[[dict[str, float]], None] | None = None,
     wrap_trainer: Callable[[Any], Any] | None = None,
+    on_grid: Callable[[int, np.ndarray], None] | None = None,
 ) -> TrainResult:
     """Train on ``train_images`` (uint8 N,H,W,C) -- the TRAIN split only, never val or test.
 
     If ``resume_path`` is given, a resumable state is saved there every
     ``cfg.checkpoint_every`` iterations and, when one for the same data and config exists,
     training continues from it.
+
+    ``on_log(row)`` is called with every logged row (iteration, losses, ADA ``aug_p``) and
+    ``on_grid(iteration, grid)`` with every sample grid (uint8 ``(H, W, C)``), as they happen
+    (e.g. :class:`augment.training.live.LiveLogger` writes them to dvclive).
     """
     cfg = size_for_data(cfg, len(train_images))  # auto widths/iterations -> concrete (recorded in result.cfg)
     torch.manual_seed(cfg.seed)  # module initialisation
@@ -132,6 +137,8 @@ def train_generator(
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k.startswith("loss") or k == "aug_p"})
         if it % cfg.sample_every == 0 or it == cfg.iterations:
             result.grids[it] = sample_grid(trainer.sampler(), num_classes, 8, cfg.seed, device)
+            if on_grid:
+                on_grid(it, result.grids[it])
         if resume_path is not None and (it % cfg.checkpoint_every == 0) and it < cfg.iterations:
             save_checkpoint(
                 resume_path, trainer.modules(), cfg, image_shape, class_names,

@@ -84,7 +84,7 @@ def test_evaluate_stage_reports_quality(workspace: Path):
 
     for stage in ("prepare", "train", "generate", "filter", "merge", "evaluate"):
         assert main([stage, "--quiet"]) == 0
-    metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    metrics = json.loads(Path("metrics/evaluate_detail.json").read_text())
     q = metrics["quality"]
     assert set(q["sets"]) == {"accepted", "generated"}  # the merged set and every generated sample
     assert q["sets"]["accepted"]["n_synthetic"] == metrics["synthetic_images"]

@@ -31,7 +31,7 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(tmp_path: Path):
     _sh(["dvc", "init", "-q"], tmp_path)
     _sh(["dvc", "add", "data/raw", "data/test"], tmp_path)
     _sh(["dvc", "repro"], tmp_path)
-    metrics = json.loads((tmp_path / "metrics/evaluate.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/evaluate_detail.json").read_text())
     assert metrics["test_images"] == 12  # every test image came from data/test
     assert "up to date" in _sh(["dvc", "status"], tmp_path)
     second = _sh(["dvc", "repro"], tmp_path)

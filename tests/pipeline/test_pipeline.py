@@ -59,7 +59,7 @@ def test_every_stage_writes_its_outputs(workspace: Path):
     assert not heldout & {r["origin"] for r in real}
 
     run("evaluate")
-    metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    metrics = json.loads(Path("metrics/evaluate_detail.json").read_text())
     assert set(metrics["variants"]) == {"real", "classical", "synthetic", "combined"}
     for v in metrics["variants"].values():
         assert 0.0 <= v["mean"] <= 1.0 and len(v["per_seed"]) == 2

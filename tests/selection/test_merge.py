@@ -100,5 +100,5 @@ def test_refit_with_val_merges_val_but_never_test(workspace: Path):
     assert summary["real_splits"] == ["train", "val"] and summary["real"] == int((ds.split < 2).sum())
     origins = {r["origin"] for r in read_csv("data/augmented/manifest.csv") if r["source"] == "real"}
     assert origins == {f for f, s in zip(ds.files, ds.split) if s < 2}  # train + val, no test image
-    metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    metrics = json.loads(Path("metrics/evaluate_detail.json").read_text())
     assert metrics["train_real_images"] == summary["real"]

@@ -1,0 +1,105 @@
+"""dvclive for training: live per-step metrics and sample grids through train_generator's
+callbacks, dvc.yaml left alone, and the library working without dvclive."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.config import TrainConfig
+from augment.training.live import LiveLogger
+from augment.training.loop import train_generator
+
+TINY = TrainConfig(iterations=6, batch_size=4, z_dim=4, g_channels=4, d_channels=4, log_every=2, sample_every=3,
+                   checkpoint_every=100, device="cpu")
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (12, 8, 8, 1), dtype=np.uint8), np.arange(12) % 3
+
+
+def test_train_generator_calls_on_log_and_on_grid_as_it_goes():
+    seen: list[tuple[str, int]] = []
+    x, y = _data()
+    train_generator(x, y, ["a", "b", "c"], TINY, progress=False,
+                    on_log=lambda row: seen.append(("log", row["iteration"])),
+                    on_grid=lambda it, grid: seen.append(("grid", it)) if grid.dtype == np.uint8 else None)
+    assert seen == [("log", 2), ("grid", 3), ("log", 4), ("log", 6), ("grid", 6)]
+
+
+def test_live_logger_writes_each_step_at_once_and_leaves_dvc_yaml_alone(tmp_path: Path, monkeypatch):
+    pytest.importorskip("dvclive")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text("stages: {}\n# hand-written, must stay as it is\n")
+    before = dvc_yaml.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    # A repository without a commit yet: dvclive fails to start; the same files are written anyway
+    # (dvc.yaml declares them as outputs).
+    with LiveLogger(tmp_path / "early") as early:
+        assert early.live is None
+        early.on_log({"iteration": 2, "loss_d": 1.0})
+    assert json.loads((tmp_path / "early/metrics.json").read_text()) == {"loss_d": 1.0, "step": 2}
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"],
+                   cwd=tmp_path, check=True)
+    out = tmp_path / "metrics" / "train_live"
+    with LiveLogger(out) as live:
+        live.on_log({"iteration": 2, "loss_d": 1.5, "loss_g": 0.5, "aug_p": 0.1})
+        # written now, not when training ends
+        assert json.loads((out / "metrics.json").read_text())["aug_p"] == 0.1
+        assert (out / "plots/metrics/loss_d.tsv").read_text().splitlines()[1].split("\t") == ["2", "1.5"]
+        live.on_log({"iteration": 4, "loss_d": 1.25, "loss_g": 0.75, "aug_p": 0.2})
+        live.on_grid(3, np.zeros((10, 20, 1), np.uint8))
+        live.on_grid(6, np.zeros((10, 20, 3), np.uint8))
+    assert (out / "plots/metrics/aug_p.tsv").read_text().splitlines()[1:] == ["2\t0.1", "4\t0.2"]
+    assert sorted(p.name for p in (out / "plots/images/samples").iterdir()) == ["iter_0000003.png", "iter_0000006.png"]
+    assert dvc_yaml.read_bytes() == before
+    assert not list(out.rglob("dvc.yaml")) and not (tmp_path / "metrics" / "dvc.yaml").exists()
+
+
+def test_resume_keeps_what_was_logged(tmp_path: Path, monkeypatch):
+    pytest.importorskip("dvclive")
+    monkeypatch.chdir(tmp_path)
+    with LiveLogger(tmp_path / "live") as live:
+        live.on_log({"iteration": 2, "loss_d": 1.0})
+    with LiveLogger(tmp_path / "live", resume=True) as live:
+        live.on_log({"iteration": 4, "loss_d": 2.0})
+    assert (tmp_path / "live/plots/metrics/loss_d.tsv").read_text().splitlines()[1:] == ["2\t1.0", "4\t2.0"]
+    assert not (tmp_path / "dvc.yaml").exists()  # none created in the current directory either
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_without_dvclive_the_same_files_are_written(tmp_path: Path, monkeypatch):
+    """Library works without dvclive: the files dvc.yaml declares exist, in dvclive's layout."""
+    pytest.importorskip("dvclive")
+    monkeypatch.chdir(tmp_path)
+    rows = [{"iteration": 2, "loss_d": 1.5, "aug_p": 0.0}, {"iteration": 4, "loss_d": 1.25, "aug_p": 0.125}]
+    grid = np.arange(60, dtype=np.uint8).reshape(6, 10, 1)
+    for name, block in (("with", False), ("without", True)):
+        if block:
+            monkeypatch.setitem(sys.modules, "dvclive", None)  # `import dvclive` raises ImportError
+        with LiveLogger(tmp_path / name) as live:
+            assert (live.live is None) == block
+            for row in rows:
+                live.on_log(row)
+            live.on_grid(6, grid)
+    a, b = _tree(tmp_path / "with"), _tree(tmp_path / "without")
+    assert sorted(a) == sorted(b) == ["metrics.json", "plots/images/samples/iter_0000006.png",
+                                      "plots/metrics/aug_p.tsv", "plots/metrics/loss_d.tsv"]
+    for name in ("plots/metrics/aug_p.tsv", "plots/metrics/loss_d.tsv"):
+        assert a[name] == b[name]
+    assert json.loads(a["metrics.json"]) == json.loads(b["metrics.json"]) == {"loss_d": 1.25, "aug_p": 0.125, "step": 4}
+    # resume keeps earlier rows without dvclive too
+    with LiveLogger(tmp_path / "without", resume=True) as live:
+        live.on_log({"iteration": 6, "loss_d": 1.0, "aug_p": 0.25})
+    assert (tmp_path / "without/plots/metrics/loss_d.tsv").read_text().splitlines()[1:] == ["2\t1.5", "4\t1.25", "6\t1.0"]
