@@ -240,7 +240,8 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
                      if merge_summary_path.is_file() else {})
     _check_merge_summary(merge_summary_path, merge_summary, ds.class_names)
     filter_report_path = Path(paths.filtered) / "report.json"
-    filter_report = json.loads(filter_report_path.read_text()) if filter_report_path.is_file() else {}
+    filter_report = (read_json_checked(filter_report_path, {"accepted": int, "per_class": dict}, producer="filter")
+                     if filter_report_path.is_file() else {})
     if cfg.synthetic_share is None and merge_summary.get("synthetic_share") is not None:
         import dataclasses
 

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from augment.config import PrepareConfig
-from augment.data.prepare import SPLIT_CODE, SPLITS, find_duplicates, prepare_dataset, stratified_split
+from augment.data.prepare import (
+    SPLIT_CODE,
+    SPLITS,
+    find_duplicates,
+    prepare_dataset,
+    stratified_split,
+)
 from augment.errors import DataError
 from tests.conftest import make_image_folder
 

@@ -15,8 +15,8 @@ from augment.config import FilterConfig, from_dict
 from augment.errors import ConfigError
 from augment.filters.apply import (
     LabelFilter,
-    SharedClassifier,
     MemorisationFilter,
+    SharedClassifier,
     accept_by_confidence,
     decide,
     train_label_classifier,

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from augment.cli import main
-from augment.evaluation.evaluate import ci95, classes_without_synthetic, headline_metrics
+from augment.evaluation.evaluate import (
+    ci95,
+    classes_without_synthetic,
+    headline_metrics,
+)
 from augment.pipeline.stages import get_stage
 from tests.conftest import write_params
 

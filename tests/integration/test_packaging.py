@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
 import pytest
 

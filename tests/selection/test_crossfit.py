@@ -7,7 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from augment.config import ClassicalConfig, CrossfitConfig, FilterConfig, GenerateConfig, TrainConfig
+from augment.config import (
+    ClassicalConfig,
+    CrossfitConfig,
+    FilterConfig,
+    GenerateConfig,
+    TrainConfig,
+)
 from augment.errors import DataError
 from augment.selection import crossfit
 from augment.selection.crossfit import candidates, paired_gain, stratified_folds

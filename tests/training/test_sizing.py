@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from augment.config import TrainConfig
-from augment.models.gan import SmallDiscriminator, SmallGenerator, make_generator, plan_small
+from augment.models.gan import (
+    SmallDiscriminator,
+    SmallGenerator,
+    make_generator,
+    plan_small,
+)
 from augment.training.sizing import auto_iterations, size_for_data
 
 
