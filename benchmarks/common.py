@@ -70,7 +70,7 @@ def make_checkpoint(path: str | Path, size: int = 28, channels: int = 1, num_cla
     result = train_generator(x, y, names, cfg, progress=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, result.trainer.modules(), cfg, (size, size, channels), names,
+    save_checkpoint(path, result.trainer.modules(), result.cfg, (size, size, channels), names,
                     extra={"iteration": iterations, "benchmark": True})
     return path
 

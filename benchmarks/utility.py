@@ -123,8 +123,9 @@ def t_interval(diffs: list[float], conf: float = 0.95) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(a))}
 
 
-def forced_rows(ws: Path, cfg, seeds: list[int]) -> list[float]:
-    """(d) - (b) per classifier seed when every accepted sample is merged at FORCED_SHARE."""
+def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> list[float]:
+    """(d) - (b) per classifier seed when every accepted sample is merged at FORCED_SHARE. (b) is
+    the evaluate stage's own per-seed result (same data, seeds, steps: the same models)."""
     from augment.core.device import resolve_device
     from augment.data.prepare import load_prepared
     from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
@@ -135,19 +136,17 @@ def forced_rows(ws: Path, cfg, seeds: list[int]) -> list[float]:
     dec = load_decisions(ws / "data/filtered")
     rows = np.flatnonzero(dec["accepted"])
     sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
+    if len(rows) == 0:
+        return []  # nothing accepted: nothing to force
     x, y = ds.subset("train")
     tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
     dev = resolve_device("auto")
     spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
                           width=cfg.evaluate.width)
     out = []
-    for s in seeds:
-        accs = []
-        for syn in (False, True):
-            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx if syn else None,
-                                 sy if syn else None, FORCED_SHARE)
-            accs.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()))
-        out.append(accs[1] - accs[0])
+    for s, base in zip(seeds, classical_acc):
+        m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, FORCED_SHARE)
+        out.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
     return out
 
 
@@ -197,7 +196,7 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
             "seconds": times,
         }
         if forced:
-            row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds)
+            row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"])
         return row
 
 
@@ -217,8 +216,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for var in ("real", "classical", "synthetic", "combined"):
             agg[var] = float(np.mean([s for r in rs for s in r["variants"][var]["per_seed"]]))
         agg["d_minus_b"] = t_interval([d for r in rs for d in r["paired_d_minus_b"]])
-        if all("forced_d_minus_b" in r for r in rs):
-            agg["forced_d_minus_b"] = t_interval([d for r in rs for d in r["forced_d_minus_b"]])
+        forced = [d for r in rs for d in r.get("forced_d_minus_b", [])]
+        if forced:
+            agg["forced_d_minus_b"] = t_interval(forced)
         agg["choices"] = [f"{r['choice']['synthetic_share']}/{r['choice']['synthetic']}" for r in rs]
         agg["cas"] = _mean([r["quality"]["cas_relative"] for r in rs])
         agg["diversity"] = _mean([r["quality"]["diversity_mean"] for r in rs])
@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-forced", action="store_true", help="skip the forced-share rows")
     ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON",
                     help="override params for every run, e.g. train.family=\"vae\" evaluate.steps=600")
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                    help="no runs: aggregate these results files (e.g. of parallel runs) into --out/--json")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "utility.json"))
     a = ap.parse_args(argv)
@@ -302,6 +304,18 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(), "command": "python benchmarks/utility.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "json": str(Path(a.json).relative_to(ROOT)) if Path(a.json).is_absolute() and ROOT in Path(a.json).parents else a.json}
     rows = []
+    if a.from_json:
+        metas = []
+        for f in a.from_json:
+            d = json.loads(Path(f).read_text())
+            rows += d["runs"]
+            metas.append(d["meta"])
+        meta = {**metas[0], "command": " ; ".join(m["command"] for m in metas) + f" ; {meta['command']}"}
+        agg = aggregate(rows)
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"meta": meta, "aggregate": agg, "runs": rows}, indent=1) + "\n")
+        write_report(Path(a.out), agg, rows, meta)
+        return 0
     for setting in a.settings:
         for mode in a.modes:
             for g in a.gen_seeds:
@@ -310,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{setting} {mode} gen {g}: (d)-(b) {np.mean(row['paired_d_minus_b']):+.4f} choice "
                       f"{row['choice']['synthetic_share']} ({row['choice']['synthetic']} synthetic) "
-                      f"forced {np.mean(row.get('forced_d_minus_b', [np.nan])):+.4f} in {time.perf_counter() - t0:.0f} s",
+                      f"forced {np.mean(row.get('forced_d_minus_b') or [np.nan]):+.4f} in {time.perf_counter() - t0:.0f} s",
                       flush=True)
                 agg = aggregate(rows)
                 Path(a.json).parent.mkdir(parents=True, exist_ok=True)

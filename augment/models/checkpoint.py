@@ -71,7 +71,13 @@ def save_checkpoint(
     rng_states: dict[str, torch.Tensor] | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a checkpoint atomically. ``optimizers``/``rng_states`` make it resumable."""
+    """Write a checkpoint atomically. ``optimizers``/``rng_states`` make it resumable.
+
+    ``cfg`` must be the config the networks were built from, with every auto size resolved
+    (``TrainResult.cfg``): the checkpoint is rebuilt from it alone."""
+    if cfg.arch == "auto" or cfg.g_channels is None or cfg.d_channels is None or cfg.iterations is None:
+        raise ValueError("save_checkpoint needs the resolved training config (TrainResult.cfg, or "
+                         "augment.training.sizing.size_for_data), not one with auto sizes")
     tensors: dict[str, torch.Tensor] = {}
     for name, mod in modules.items():
         for key, t in mod.state_dict().items():

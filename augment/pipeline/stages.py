@@ -234,11 +234,11 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     )
 
     ds = load_prepared(paths.prepared)
-    images, labels, synthetic, _ = load_augmented(paths.augmented)
     merge_summary_path = Path(paths.augmented) / "summary.json"
     merge_summary = (read_json_checked(merge_summary_path, MERGE_SUMMARY_KEYS, producer="merge")
                      if merge_summary_path.is_file() else {})
     _check_merge_summary(merge_summary_path, merge_summary, ds.class_names)
+    images, labels, synthetic, _ = load_augmented(paths.augmented)
     filter_report_path = Path(paths.filtered) / "report.json"
     filter_report = (read_json_checked(filter_report_path, {"accepted": int, "per_class": dict}, producer="filter")
                      if filter_report_path.is_file() else {})
@@ -409,7 +409,8 @@ STAGES: tuple[Stage, ...] = (
           summary=_prepare_summary, warnings=_prepare_warnings,
           doc="validate, resize and split the labelled images"),
     Stage("train", "train", run_train, inputs=("prepared",),
-          outputs=("model_dir", "metrics_dir:train_log.csv", "metrics_dir:train_live"),
+          outputs=("model_dir", "metrics_dir:train_log.csv", "metrics_dir:train_live/metrics.json",
+                   "metrics_dir:train_live/plots"),
           summary=lambda r: (f"trained for {r['iterations']} iterations"
                              + (f" (resumed from iteration {r['resumed_from']})" if r.get("resumed_from") else "")
                              + f" -> {r['checkpoint']}"),

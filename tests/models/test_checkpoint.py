@@ -37,7 +37,7 @@ def test_generator_rebuilds_from_checkpoint_alone(tmp_path: Path):
     y = np.array([0, 0, 0, 1, 1, 1])
     cfg = dataclasses.replace(TINY, family="vae", iterations=2)
     r = train_generator(x, y, ["a", "b"], cfg, progress=False)
-    save_checkpoint(tmp_path / "g.safetensors", r.trainer.modules(), cfg, (8, 8, 3), ["a", "b"])
+    save_checkpoint(tmp_path / "g.safetensors", r.trainer.modules(), r.cfg, (8, 8, 3), ["a", "b"])
     gen = load_generator(tmp_path / "g.safetensors", "cpu")
     labels = torch.tensor([0, 1])
     a = gen.sampler.sample(labels, torch.Generator().manual_seed(5))
