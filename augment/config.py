@@ -61,6 +61,10 @@ class TrainConfig:
     # Network architecture: "small" (DCGAN-size, for scarce data), "resnet" (residual blocks), or
     # "auto" (small below 1,000 training images, else resnet; augment/training/sizing.py).
     arch: Literal["auto", "small", "resnet"] = "auto"
+    # "classical": every real batch the generator sees is first augmented with the `classical`
+    # params' albumentations pipeline (seeded per iteration, so a resumed run stays identical) --
+    # more variety for a generator that sees only a few images per class. "none": raw images.
+    real_augment: Literal["none", "classical"] = "none"
     # null (auto) = sized to the data by augment.training.sizing (widths from the image count,
     # iterations ~ 10 per training image, 800..6000); a number overrides.
     iterations: Optional[int] = None

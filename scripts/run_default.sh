@@ -13,6 +13,10 @@ fi
 if ! dvc status data/raw.dvc data/test.dvc | grep -q "up to date"; then
   dvc add -q data/raw data/test
 fi
+# One OpenMP thread per process unless told otherwise: the networks sized for a scarce dataset are
+# too small to split across threads, and two spinning OpenMP threads on a busy 2-core machine
+# multiplied the wall time (issue 12; measured in docs/performance.md).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 dvc repro
 echo
 cat metrics/evaluate.md

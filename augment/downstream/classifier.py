@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from augment.config import ClassicalConfig
 from augment.core.pixels import to_tensor
+from augment.data.classical import augment_batch, classical_augmentation
 
 
 class SmallCNN(nn.Module):
@@ -47,29 +48,6 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.embed(x)))
 
 
-def classical_augmentation(cfg: ClassicalConfig, seed: int):
-    """The classical baseline every synthetic result is compared against (albumentations 2.x)."""
-    import albumentations as A
-
-    return A.Compose(
-        [
-            A.Affine(rotate=(-cfg.rotate, cfg.rotate), translate_percent=(-cfg.translate, cfg.translate),
-                     scale=(1 - cfg.scale, 1 + cfg.scale), shear=(-5, 5), border_mode=0, fill=0, p=0.9),
-            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-        ],
-        seed=seed,
-        strict=True,
-    )
-
-
-def _augment_batch(aug, batch: np.ndarray) -> np.ndarray:
-    out = np.empty_like(batch)
-    for i, img in enumerate(batch):
-        res = aug(image=img)["image"]
-        out[i] = res.reshape(img.shape)
-    return out
-
-
 def _batch_stream(images: np.ndarray, spec: "ClassifierSpec", rng: np.random.Generator, p: np.ndarray | None,
                   augment) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``spec.steps`` batches: indices drawn with ``rng`` (weights ``p``), then augmented."""
@@ -79,7 +57,7 @@ def _batch_stream(images: np.ndarray, spec: "ClassifierSpec", rng: np.random.Gen
         idx = rng.choice(n, size=size, replace=replace, p=p)
         batch = images[idx]
         if augment is not None:
-            batch = _augment_batch(augment, batch)
+            batch = augment_batch(augment, batch)
         yield idx, batch
 
 

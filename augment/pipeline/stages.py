@@ -48,7 +48,8 @@ def run_prepare(cfg: PrepareConfig, paths: Paths = Paths(), progress: bool = Tru
 
 
 def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
-              wrap_trainer: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+              wrap_trainer: Callable[[Any], Any] | None = None,
+              classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
     from augment.core.plots import loss_curves, save_png
     from augment.data.prepare import load_prepared
     from augment.models.checkpoint import save_checkpoint
@@ -62,7 +63,8 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     # resumed run keeps what was logged before the interruption.
     with LiveLogger(Path(paths.metrics_dir) / "train_live", resume=Path(paths.resume).is_file()) as live:
         result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
-                                 wrap_trainer=wrap_trainer, on_log=live.on_log, on_grid=live.on_grid)
+                                 wrap_trainer=wrap_trainer, on_log=live.on_log, on_grid=live.on_grid,
+                                 classical=classical)
     cfg = result.cfg  # auto sizes resolved for this data: the checkpoint records what was trained
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
@@ -414,7 +416,7 @@ STAGES: tuple[Stage, ...] = (
           summary=lambda r: (f"trained for {r['iterations']} iterations"
                              + (f" (resumed from iteration {r['resumed_from']})" if r.get("resumed_from") else "")
                              + f" -> {r['checkpoint']}"),
-          doc="train the class-conditional generator on the train split"),
+          doc="train the class-conditional generator on the train split", shared_groups=("classical",)),
     Stage("generate", "generate", run_generate, inputs=("prepared", "checkpoint"), outputs=("generated",),
           summary=lambda r: f"generated {r['n_per_class']} per class in {r['num_shards']} shard(s) on {r['device']}",
           doc="sample every class from the generator, in seeded shards"),

@@ -97,7 +97,7 @@ def fold_candidates(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
     from augment.selection.merge import load_rows_images
     from augment.training.loop import train_generator
 
-    result = train_generator(x, y, class_names, train_cfg, progress=False)
+    result = train_generator(x, y, class_names, train_cfg, progress=False, classical=classical)
     ckpt = workdir / "generator.safetensors"
     save_checkpoint(ckpt, result.trainer.modules(), result.cfg, tuple(x.shape[1:]), class_names,
                     extra={"iteration": result.cfg.iterations, "train_images": int(len(x))})

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from augment.config import TrainConfig
+from augment.config import ClassicalConfig, TrainConfig
 from augment.core.device import resolve_device
 from augment.core.images import image_grid
 from augment.core.pixels import to_tensor, to_uint8
+from augment.data.classical import augment_batch, classical_augmentation
 from augment.errors import CheckpointError
 from augment.models.checkpoint import Checkpoint, save_checkpoint
 from augment.training.families import get_trainer_class
@@ -37,12 +38,14 @@ class TrainResult:
     cfg: TrainConfig | None = None  # the config actually trained (auto sizes resolved): goes in the checkpoint
 
 
-def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> str:
+def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, classical: ClassicalConfig | None = None) -> str:
     """Identity of a training run: data + config (a resume state only fits the same run)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(images).tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
     h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    if classical is not None:
+        h.update(json.dumps(asdict(classical), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -81,6 +84,7 @@ def train_generator(
     progress: bool = True,
     on_log: Callable[[dict[str, float]], None] | None = None,
     wrap_trainer: Callable[[Any], Any] | None = None,
+    classical: ClassicalConfig | None = None,
     on_grid: Callable[[int, np.ndarray], None] | None = None,
 ) -> TrainResult:
     """Train on ``train_images`` (uint8 N,H,W,C) -- the TRAIN split only, never val or test.
@@ -102,7 +106,10 @@ def train_generator(
     if wrap_trainer is not None:  # e.g. DDP (augment.training.distributed)
         trainer = wrap_trainer(trainer)
     g = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
-    key = run_key(train_images, train_labels, cfg)
+    key = run_key(train_images, train_labels, cfg, classical if cfg.real_augment == "classical" else None)
+    real_aug = None
+    if cfg.real_augment == "classical":  # the generator learns from classically augmented reals
+        real_aug = classical_augmentation(classical or ClassicalConfig(), cfg.seed)
     result = TrainResult(trainer=trainer, cfg=cfg)
     start = 0
     if resume_path is not None and Path(resume_path).is_file():
@@ -128,7 +135,13 @@ def train_generator(
     bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc=f"train {cfg.family}", unit="it")
     for it in range(start + 1, cfg.iterations + 1):
         idx = class_balanced_indices(labels_t, num_classes, cfg.batch_size, g)
-        losses = trainer.step(images_t[idx.to(device)], labels_dev[idx.to(device)], g)
+        if real_aug is not None:
+            # Seeded per iteration (not by a running stream): a resumed run augments identically.
+            real_aug.set_random_seed(int(np.random.SeedSequence([cfg.seed, it, 7717]).generate_state(1)[0]))
+            real = to_tensor(augment_batch(real_aug, train_images[idx.numpy()]), device)
+        else:
+            real = images_t[idx.to(device)]
+        losses = trainer.step(real, labels_dev[idx.to(device)], g)
         if it % cfg.log_every == 0 or it == cfg.iterations:
             row = {"iteration": it, **{k: round(v, 6) for k, v in losses.items()}}
             result.log.append(row)
