@@ -2,7 +2,10 @@
 
 Encoder: convs over the image plus a learned class map, down to the generator's base grid, then
 ``mu, logvar``. Decoder: the GAN's generator network (class embedding + class-conditional batch
-norm), so ``sample(labels, generator)`` draws ``z ~ N(0, I)`` exactly like a GAN sample.
+norm). Sampling (:class:`VAESampler`, same ``sample(labels, generator)`` as a GAN generator)
+draws codes from :class:`ClassPrior`, a per-class Gaussian fit to the encoder's aggregate
+posterior, not from ``N(0, I)``: with few images the posteriors shrink and ``N(0, I)`` codes
+fall between them (texture instead of digits at 28x28).
 Loss: Gaussian likelihood with the noise scale set to its optimum each batch (sigma-VAE, Rybkin
 et al. 2021: ``D/2 * log MSE``), which balances reconstruction and KL without a hand-tuned
 scale, plus ``beta * KL`` with a linear warm-up. A VAE covers every training image, so its
@@ -10,8 +13,9 @@ samples are diverse; the price is some blur.
 
 The filter stage scores samples with a discriminator, so this family also trains the GAN's
 class-conditional projection discriminator (hinge loss, DiffAugment with adaptive p) to tell real
-images from the decoder's prior samples. By default D only judges; ``vae_adv_weight > 0`` feeds
-its verdict back to the decoder (a VAE-GAN hybrid: sharper, less diverse).
+images from the decoder's samples (codes from the class prior). By default D only judges;
+``vae_adv_weight > 0`` feeds its verdict back to the decoder (a VAE-GAN hybrid: sharper, less
+diverse).
 """
 
 from __future__ import annotations
