@@ -84,17 +84,21 @@ class ClassPrior(nn.Module):
 
     @torch.no_grad()
     def update(self, mu: torch.Tensor, logvar: torch.Tensor, y: torch.Tensor) -> None:
+        """Move each class's moments towards this batch's (classes with < 2 images keep theirs).
+
+        Vectorised over classes (no host sync on CUDA)."""
         mu, var_post = mu.detach().float(), logvar.detach().float().exp()
-        for c in torch.unique(y).tolist():
-            sel = y == c
-            n = int(sel.sum())
-            if n < 2:
-                continue
-            m = mu[sel]
-            d = m - m.mean(dim=0)
-            cov = d.T @ d / (n - 1) + torch.diag(var_post[sel].mean(dim=0))
-            self.mean[c].lerp_(m.mean(dim=0), self.momentum)
-            self.cov[c].lerp_(cov, self.momentum)
+        k, zd = self.mean.shape
+        n = torch.bincount(y, minlength=k).to(mu.dtype)
+        n1 = n.clamp_min(1)[:, None]
+        mean_b = torch.zeros_like(self.mean).index_add_(0, y, mu) / n1
+        d = mu - mean_b[y]
+        scatter = torch.zeros_like(self.cov).index_add_(0, y, d[:, :, None] * d[:, None, :])
+        var_b = torch.zeros_like(self.mean).index_add_(0, y, var_post) / n1
+        cov_b = scatter / (n - 1).clamp_min(1)[:, None, None] + torch.diag_embed(var_b)
+        m = self.momentum * (n >= 2).to(mu.dtype)
+        self.mean.lerp_(mean_b, m[:, None])
+        self.cov.lerp_(cov_b, m[:, None, None])
 
     def sample(self, labels: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """``z = mean_c + L_c eps`` (``L_c L_c^T = cov_c``) for standard-normal ``eps`` (B, z_dim)."""
