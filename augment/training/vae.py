@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from augment.config import TrainConfig
 from augment.models.gan import Discriminator, Generator
-from augment.models.vae import Encoder
+from augment.models.vae import ClassPrior, Encoder, VAESampler
 from augment.training.common import (
     Precision,
     ada_update,
@@ -40,6 +40,7 @@ class VAETrainer:
         self.E = Encoder(cfg.z_dim, cfg.g_channels, image_shape, num_classes).to(device)
         self.G = Generator(cfg.z_dim, cfg.g_channels, image_shape, num_classes).to(device)  # decoder
         self.D = Discriminator(cfg.d_channels, image_shape, num_classes).to(device)
+        self.prior = ClassPrior(cfg.z_dim, num_classes).to(device)  # sampling prior (see ClassPrior)
         self.prec = Precision(cfg, device)
         self.prec.prepare(self.E, self.G, self.D)
         params = list(self.E.parameters()) + list(self.G.parameters())
@@ -49,7 +50,7 @@ class VAETrainer:
         self.steps = 0
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"E": self.E, "G": self.G, "D": self.D}
+        return {"E": self.E, "G": self.G, "D": self.D, "prior": self.prior}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt_vae": self.opt_vae, "opt_d": self.opt_d}
@@ -75,10 +76,14 @@ class VAETrainer:
         aug = lambda x: prec.input(diff_augment(x, cfg.diffaug, g, p))  # noqa: E731
         b = real.size(0)
         eps = torch.randn(b, cfg.z_dim, generator=g, device=g.device).to(self.device)
-        z_prior = torch.randn(b, cfg.z_dim, generator=g, device=g.device).to(self.device)
+        eps_prior = torch.randn(b, cfg.z_dim, generator=g, device=g.device).to(self.device)
         with prec.autocast():
             mu, logvar = self.E(prec.input(real), labels)
             z_post = mu + eps * torch.exp(0.5 * logvar)
+            # Prior codes come from the class prior fit to the aggregate posterior -- the codes
+            # sampling will use -- not from N(0, I), whose samples fall in the posterior's holes.
+            self.prior.update(mu, logvar, labels)
+            z_prior = self.prior.sample(labels, eps_prior).to(z_post.dtype)
             # One decoder pass for posterior and prior codes: batch-norm statistics then match
             # what the decoder sees at sampling time (prior codes) as well as in training.
             out = self.G(torch.cat([z_post, z_prior]), torch.cat([labels, labels]))
@@ -99,7 +104,8 @@ class VAETrainer:
                 "kl": float(terms["kl"].detach()), "beta": beta, "aug_p": p}
 
     def sampler(self) -> nn.Module:
-        return self.G
+        G = getattr(self.G, "module", self.G)  # DDP-wrapped after distribute()
+        return VAESampler(G, self.prior).train(G.training)
 
     def discriminator(self) -> nn.Module:
         return self.D
