@@ -40,7 +40,8 @@ def auto_iterations(n_images: int) -> int:
 
 def size_for_data(cfg: TrainConfig, n_images: int) -> TrainConfig:
     """``cfg`` with every auto (``None``) size resolved for ``n_images`` training images."""
-    arch = cfg.arch if cfg.arch != "auto" else arch_for(n_images)
+    # The VAE's decoder and critic are the residual networks (augment/training/vae.py).
+    arch = cfg.arch if cfg.arch != "auto" else ("resnet" if cfg.family == "vae" else arch_for(n_images))
     width = base_width(n_images, arch)
     return replace(cfg, arch=arch,
                    g_channels=cfg.g_channels if cfg.g_channels is not None else width,
