@@ -128,3 +128,17 @@ def copy_project(dst: Path) -> Path:
         else:
             shutil.copy2(src, dst / name)
     return dst
+
+
+@pytest.fixture
+def trained(workspace: Path):
+    """prepare + train on the tiny workspace, in-process: ``(cfg, paths)``."""
+    from augment.config import load_params
+    from augment.pipeline import stages
+    from augment.pipeline.paths import Paths
+
+    cfg = load_params(workspace / "params.yaml")
+    paths = Paths().rooted(workspace)
+    stages.run_prepare(cfg.prepare, paths)
+    stages.run_train(cfg.train, paths, progress=False)
+    return cfg, paths

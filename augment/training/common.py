@@ -90,3 +90,18 @@ def paired_labels(labels: torch.Tensor) -> torch.Tensor:
     """Labels whose second half repeats the first half (pairs for the mode-seeking term)."""
     half = labels.size(0) // 2
     return torch.cat([labels[:half], labels[:half], labels[2 * half :]])
+
+
+class ResumableCounters:
+    """The small non-tensor state every trainer resumes: ADA strength ``aug_p`` and the number of
+    optimisation steps taken (EMA / KL warm-up ramps). Mixed into the family trainers."""
+
+    aug_p: float
+    steps: int
+
+    def extra_state(self) -> dict[str, float]:
+        return {"aug_p": self.aug_p, "steps": self.steps}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.aug_p = float(state.get("aug_p", self.aug_p))
+        self.steps = int(state.get("steps", self.steps))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -11,6 +11,7 @@ from augment.config import TrainConfig
 from augment.models.gan import build_gan
 from augment.training.common import (
     Precision,
+    ResumableCounters,
     ada_update,
     discriminator_step,
     initial_aug_p,
@@ -20,7 +21,7 @@ from augment.training.common import (
 from augment.training.diffaug import diff_augment
 
 
-class GANTrainer:
+class GANTrainer(ResumableCounters):
     """One optimisation step of the conditional GAN; the loop lives in :mod:`augment.training.loop`."""
 
     family = "gan"
@@ -45,13 +46,6 @@ class GANTrainer:
     def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Wrap the trained networks (e.g. in DDP); the EMA copy is only averaged, never trained."""
         self.G, self.D = wrap(self.G), wrap(self.D)
-
-    def extra_state(self) -> dict[str, float]:
-        return {"aug_p": self.aug_p, "steps": self.steps}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.aug_p = float(state.get("aug_p", self.aug_p))
-        self.steps = int(state.get("steps", self.steps))
 
     def step(self, real: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> dict[str, float]:
         cfg, prec = self.cfg, self.prec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,7 @@ from augment.models.gan import Discriminator, Generator
 from augment.models.vae import ClassPrior, Encoder, VAESampler
 from augment.training.common import (
     Precision,
+    ResumableCounters,
     ada_update,
     discriminator_step,
     initial_aug_p,
@@ -30,7 +31,7 @@ def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: tor
     return {"loss": nll + beta * kl / d, "mse": mse, "kl": kl}
 
 
-class VAETrainer:
+class VAETrainer(ResumableCounters):
     """One optimisation step of the conditional VAE and its filter discriminator."""
 
     family = "vae"
@@ -58,13 +59,6 @@ class VAETrainer:
     def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Wrap the trained networks (e.g. in DDP)."""
         self.E, self.G, self.D = wrap(self.E), wrap(self.G), wrap(self.D)
-
-    def extra_state(self) -> dict[str, float]:
-        return {"aug_p": self.aug_p, "steps": self.steps}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.aug_p = float(state.get("aug_p", self.aug_p))
-        self.steps = int(state.get("steps", self.steps))
 
     def beta(self) -> float:
         warm = self.cfg.vae_kl_warmup

@@ -14,20 +14,6 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def trained(workspace: Path):
-    """prepare + train on the tiny workspace, in-process."""
-    from augment.config import load_params
-    from augment.pipeline import stages
-    from augment.pipeline.paths import Paths
-
-    cfg = load_params(workspace / "params.yaml")
-    paths = Paths().rooted(workspace)
-    stages.run_prepare(cfg.prepare, paths)
-    stages.run_train(cfg.train, paths, progress=False)
-    return cfg, paths
-
-
 @pytest.mark.slow
 def test_dask_sharded_generate_and_filter_equal_single_process(workspace: Path, trained, prefect_server: dict):
     from augment.core.files import load_npz

@@ -13,20 +13,6 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def trained(workspace: Path):
-    """prepare + train on the tiny workspace, in-process."""
-    from augment.config import load_params
-    from augment.pipeline import stages
-    from augment.pipeline.paths import Paths
-
-    cfg = load_params(workspace / "params.yaml")
-    paths = Paths().rooted(workspace)
-    stages.run_prepare(cfg.prepare, paths)
-    stages.run_train(cfg.train, paths, progress=False)
-    return cfg, paths
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
