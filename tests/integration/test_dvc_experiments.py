@@ -33,8 +33,6 @@ def test_exp_show_fits_120_columns_and_dvclive_leaves_dvc_yaml_alone(tmp_path: P
     make_image_folder(repo / "data" / "test", per_class=4, seed=1)
     write_params(repo / "params.yaml", {"prepare": {"test_dir": "data/test"},
                                         "evaluate": {"seeds": [0, 1], "quality": False, "ablation": False}})
-    with open(repo / "params.yaml", "a") as f:  # dvc.yaml lists the classical group for filter/merge/evaluate
-        f.write("classical: {rotate: 10.0, translate: 0.1, scale: 0.1}\n")
     _sh(["git", "init", "-q"], repo)
     _sh(["dvc", "init", "-q"], repo)
     _sh(["dvc", "add", "-q", "data/raw", "data/test"], repo)
