@@ -37,7 +37,12 @@ def test_ddp_training_with_torchrun_gloo_two_processes_writes_a_loadable_checkpo
     assert "on 2 process(es) (DDP, gloo; max weight difference between ranks 0)" in res.stdout
 
     ck = Checkpoint(ddp_models / "generator.safetensors")
-    assert ck.cfg == cfg.train  # the user's config, not a rank's
+    # the user's config (auto sizes resolved for the data), not a rank's (ranks shift the seed)
+    from augment.data.prepare import load_prepared
+    from augment.training.sizing import size_for_data
+
+    n_train = len(load_prepared(paths.prepared).subset("train")[1])
+    assert ck.cfg == size_for_data(cfg.train, n_train)
     assert (ddp_models / "sample_grid.png").is_file() and (workspace / "ddp/metrics/train_log.csv").is_file()
     ddp_paths = paths.__class__(**{**paths.__dict__, "model_dir": str(ddp_models),
                                    "generated": str(workspace / "ddp/generated")})
