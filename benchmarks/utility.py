@@ -252,6 +252,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "",
         f"Command: `{meta['command']}`",
         "",
+        *([f"**Coverage.** {meta['note']}", ""] if meta.get("note") else []),
         "Test accuracy (%) on everything not drawn as labelled. (d) - (b): paired difference in points, "
         "mean and 95 % t-interval over every (generator seed x classifier seed) pair; (d) uses the "
         "pipeline's own final choice. *forced*: the accepted samples merged at share "
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override params for every run, e.g. train.family=\"vae\" evaluate.steps=600")
     ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
                     help="no runs: aggregate these results files (e.g. of parallel runs) into --out/--json")
+    ap.add_argument("--note", default=None, help="a sentence on coverage (settings or seeds not run) for the report")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "utility.json"))
     a = ap.parse_args(argv)
@@ -310,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             d = json.loads(Path(f).read_text())
             rows += d["runs"]
             metas.append(d["meta"])
-        meta = {**metas[0], "command": " ; ".join(m["command"] for m in metas) + f" ; {meta['command']}"}
+        meta = {**metas[0], "command": " ; ".join(m["command"] for m in metas) + f" ; {meta['command']}",
+                "date": f"{min(m['date'] for m in metas)} to {max(m['date'] for m in metas)}", "note": a.note,
+                "json": meta["json"]}
         agg = aggregate(rows)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"meta": meta, "aggregate": agg, "runs": rows}, indent=1) + "\n")
