@@ -208,9 +208,11 @@ class CrossfitConfig:
     min_gain: float = 0.0  # the bound must exceed this for synthetic data to be merged
     seed: int = 0  # fold assignment
     device: str = "auto"
+    workers: Optional[int] = None  # processes for the fold generators and models; null = one per CPU (1 on CUDA)
 
     def validate(self) -> None:
         _check_range("crossfit.folds", self.folds, 2, 20)
+        _check_workers("crossfit.workers", self.workers)
         if not self.shares or not self.fractions or not self.seeds:
             raise ConfigError("crossfit.shares, crossfit.fractions and crossfit.seeds must not be empty")
         for i, v in enumerate(self.shares):
@@ -297,10 +299,12 @@ class EvaluateConfig:
     ablation_seeds: list[int] = field(default_factory=lambda: [0, 1])
     ablation_steps: int = 500
     ablation_share: float = 0.5
+    workers: Optional[int] = None  # processes for the variant x seed models; null = one per CPU (1 on CUDA)
 
     def validate(self) -> None:
         if not self.seeds:
             raise ConfigError("evaluate.seeds must list at least one seed")
+        _check_workers("evaluate.workers", self.workers)
         _check_range("evaluate.steps", self.steps, 1, 10**7)
         if self.synthetic_share is not None:
             _check_range("evaluate.synthetic_share", self.synthetic_share, 0.0, 0.99)
@@ -391,6 +395,11 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
     if value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
         raise ConfigError(f"{name} = {value!r} is out of range {bracket}{low}, {high}]")
+
+
+def _check_workers(name: str, value: Optional[int]) -> None:
+    if value is not None and not 1 <= value <= 512:
+        raise ConfigError(f"{name} = {value}: expected a number of processes >= 1, or null (one per CPU)")
 
 
 def _check_device(name: str, value: str) -> None:

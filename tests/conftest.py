@@ -27,11 +27,14 @@ TINY_PARAMS = {
     "filter": {"filters": ["discriminator"], "mode": "top_fraction", "top_fraction": 0.5,
                "calibration_fakes_per_class": 4, "classifier_steps": 20, "device": "cpu"},
     "merge": {"quota": "all", "synthetic_per_real": None, "tune_steps": 10, "device": "cpu"},
+    # workers 1: tiny models train faster than worker processes start (tests/evaluation and
+    # tests/selection run the multi-process path and check it gives the same numbers)
     "evaluate": {"seeds": [0, 1], "steps": 15, "batch_size": 8, "width": 4, "device": "cpu",
-                 "ablation_steps": 5},
+                 "ablation_steps": 5, "workers": 1},
     "classical": {"rotate": 10.0, "translate": 0.1, "scale": 0.1},  # dvc.yaml names the group: it must exist
     # likewise the crossfit group (its stage only does work with merge.quota: crossfit)
-    "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu"},
+    "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu",
+                 "workers": 1},
 }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from augment.config import ClassicalConfig, EvaluateConfig
 from augment.core.device import resolve_device
+from augment.core.parallel import process_pool, resolve_workers
 from augment.data.prepare import PreparedDataset
 from augment.downstream.classifier import (
     ClassifierSpec,
@@ -50,6 +51,14 @@ def train_variant(
                             syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share)
 
 
+def _predict_variant(variant: str, real_x: np.ndarray, real_y: np.ndarray, syn_x: np.ndarray, syn_y: np.ndarray,
+                     num_classes: int, cfg: EvaluateConfig, seed: int, classical: ClassicalConfig,
+                     test_x: np.ndarray) -> np.ndarray:
+    """Predicted test labels of one variant x seed model (a worker job)."""
+    model = train_variant(variant, real_x, real_y, syn_x, syn_y, num_classes, cfg, seed, classical)
+    return predict_proba(model, test_x, resolve_device(cfg.device)).argmax(1)
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
@@ -73,28 +82,32 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
     results: dict[str, Any] = {}
     bar = tqdm(total=len(VARIANTS) * len(cfg.seeds), desc="evaluate", unit="model", disable=not progress)
     no_synthetic = len(syn_x) == 0 or cfg.synthetic_share == 0.0
-    for name in VARIANTS:
-        if no_synthetic and VARIANTS[name][3]:
-            # Nothing synthetic to add: (c) and (d) would train exactly the models of (a) and (b)
-            # (same data, seeds and steps), so their results are those, not a second noisy draw.
-            twin = "real" if name == "synthetic" else "classical"
-            results[name] = {**results[twin], "same_as": twin}
-            bar.update(len(cfg.seeds))
-            continue
-        accs, per_class = [], []
-        for seed in cfg.seeds:
-            model = train_variant(name, real_x, real_y, syn_x, syn_y, k, cfg, seed, classical)
-            pred = predict_proba(model, test_x, device).argmax(1)
-            accs.append(float((pred == test_y).mean()))
-            per_class.append(per_class_accuracy(pred, test_y, k))
-            bar.update(1)
-        pc = np.asarray(per_class, dtype=np.float64)
-        results[name] = {
-            **summarise(accs),
-            "ci95": ci95(accs),
-            "per_seed": accs,
-            "per_class": {ds.class_names[c]: float(np.nanmean(pc[:, c])) for c in range(k)},
-        }
+    # Nothing synthetic to add: (c) and (d) would train exactly the models of (a) and (b) (same
+    # data, seeds and steps), so their results are those, not a second noisy draw.
+    trained = [n for n in VARIANTS if not (no_synthetic and VARIANTS[n][3])]
+    workers = resolve_workers(cfg.workers, len(trained) * len(cfg.seeds), device)
+    with process_pool(workers) as pool:  # independent models: over the CPUs (augment/core/parallel.py)
+        jobs = {(n, seed): pool.submit(_predict_variant, n, real_x, real_y, syn_x, syn_y, k, cfg, seed, classical, test_x)
+                for n in trained for seed in cfg.seeds}
+        for name in VARIANTS:
+            if name not in trained:
+                twin = "real" if name == "synthetic" else "classical"
+                results[name] = {**results[twin], "same_as": twin}
+                bar.update(len(cfg.seeds))
+                continue
+            accs, per_class = [], []
+            for seed in cfg.seeds:
+                pred = jobs[name, seed].result()
+                accs.append(float((pred == test_y).mean()))
+                per_class.append(per_class_accuracy(pred, test_y, k))
+                bar.update(1)
+            pc = np.asarray(per_class, dtype=np.float64)
+            results[name] = {
+                **summarise(accs),
+                "ci95": ci95(accs),
+                "per_seed": accs,
+                "per_class": {ds.class_names[c]: float(np.nanmean(pc[:, c])) for c in range(k)},
+            }
     bar.close()
     deltas = {
         "synthetic_vs_real": results["synthetic"]["mean"] - results["real"]["mean"],

@@ -111,49 +111,76 @@ def fold_candidates(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
     return load_rows_images(gen_dir, decisions, rows), decisions["labels"][rows], decisions["confidence"][rows]
 
 
+def _fold_generator(x: np.ndarray, y: np.ndarray, class_names: list[str], train_cfg: TrainConfig,
+                    gen_cfg: GenerateConfig, filter_cfg: FilterConfig, classical: ClassicalConfig
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fold's accepted samples (a worker job: its own scratch directory)."""
+    with tempfile.TemporaryDirectory(prefix="augment-crossfit-") as tmp:
+        return fold_candidates(x, y, class_names, train_cfg, gen_cfg, filter_cfg, classical, Path(tmp))
+
+
+def _fold_classifier(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, k: int, steps: int, seed: int,
+                     device: str, classical: ClassicalConfig, syn_x: np.ndarray, syn_y: np.ndarray,
+                     share: float) -> np.ndarray:
+    """Out-of-fold class probabilities of one downstream model (a worker job)."""
+    from augment.core.device import resolve_device
+    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+
+    dev = resolve_device(device)
+    model = train_downstream(x, y, k, ClassifierSpec(steps=steps), seed, dev, classical, syn_x, syn_y, share)
+    return predict_proba(model, held_x, dev)
+
+
 def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: CrossfitConfig,
                     train_cfg: TrainConfig, gen_cfg: GenerateConfig, filter_cfg: FilterConfig,
                     classical: ClassicalConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Choose the synthetic share and kept fraction by K-fold cross-fitting (module docstring).
 
-    ``x, y``: every labelled image that is not in the test split -- never test images."""
+    ``x, y``: every labelled image that is not in the test split -- never test images.
+    The fold generators and the downstream models are independent jobs, run over
+    ``crossfit.workers`` processes (augment/core/parallel.py); results are placed by job."""
     from augment.core.device import resolve_device
-    from augment.downstream.classifier import (
-        ClassifierSpec,
-        predict_proba,
-        train_downstream,
-    )
+    from augment.core.parallel import process_pool, resolve_workers
     from augment.selection.quota import select_per_class
 
     k = len(class_names)
     folds = stratified_folds(y, cfg.folds, cfg.seed)
     points = candidates(cfg)
     device = resolve_device(cfg.device)
-    spec = ClassifierSpec(steps=cfg.steps)
+    workers = resolve_workers(cfg.workers, cfg.folds * len(points) * len(cfg.seeds), device)
     # out-of-fold probability of the true class, per candidate, seed and image
     p_true = np.zeros((len(points), len(cfg.seeds), len(y)))
     correct = np.zeros_like(p_true)
     accepted_per_fold = []
-    for f in range(cfg.folds):
-        fit, held = folds != f, folds == f
-        # Each fold's generator gets its own seed, derived from the final one's.
-        fold_train = replace(train_cfg, seed=int(np.random.SeedSequence([train_cfg.seed, f]).generate_state(1)[0] % 2**31))
-        with tempfile.TemporaryDirectory(prefix=f"augment-crossfit-{f}-") as tmp:
-            syn_x, syn_y, rank = fold_candidates(x[fit], y[fit], class_names, fold_train, gen_cfg, filter_cfg,
-                                                 classical, Path(tmp))
-        accepted_per_fold.append([int(c) for c in np.bincount(syn_y, minlength=k)])
-        counts = np.bincount(syn_y, minlength=k)
-        for i, (share, frac) in enumerate(points):
-            pick = select_per_class(syn_y, np.ones(len(syn_y), bool), rank, counts, frac) if share > 0 else []
-            for j, seed in enumerate(cfg.seeds):
-                model = train_downstream(x[fit], y[fit], k, spec, seed, device, classical,
-                                         syn_x[pick], syn_y[pick], share)
-                prob = predict_proba(model, x[held], device)
-                p_true[i, j, held] = prob[np.arange(held.sum()), y[held]]
-                correct[i, j, held] = prob.argmax(1) == y[held]
-            if progress:
-                progress(f"crossfit fold {f + 1}/{cfg.folds} share {share} fraction {frac}: "
-                         f"out-of-fold accuracy {correct[i, :, held].mean():.4f}")
+    with process_pool(workers) as pool:
+        gen_jobs = []
+        for f in range(cfg.folds):
+            fit = folds != f
+            # Each fold's generator gets its own seed, derived from the final one's.
+            fold_train = replace(train_cfg, seed=int(np.random.SeedSequence([train_cfg.seed, f]).generate_state(1)[0] % 2**31))
+            gen_jobs.append(pool.submit(_fold_generator, x[fit], y[fit], class_names, fold_train, gen_cfg,
+                                        filter_cfg, classical))
+        clf_jobs = {}
+        for f, job in enumerate(gen_jobs):  # a fold's models queue as soon as its samples exist
+            fit, held = folds != f, folds == f
+            syn_x, syn_y, rank = job.result()
+            accepted_per_fold.append([int(c) for c in np.bincount(syn_y, minlength=k)])
+            counts = np.bincount(syn_y, minlength=k)
+            for i, (share, frac) in enumerate(points):
+                pick = select_per_class(syn_y, np.ones(len(syn_y), bool), rank, counts, frac) if share > 0 else []
+                for j, seed in enumerate(cfg.seeds):
+                    clf_jobs[f, i, j] = pool.submit(_fold_classifier, x[fit], y[fit], x[held], k, cfg.steps, seed,
+                                                    str(device), classical, syn_x[pick], syn_y[pick], share)
+        for f in range(cfg.folds):
+            held = folds == f
+            for i, (share, frac) in enumerate(points):
+                for j in range(len(cfg.seeds)):
+                    prob = clf_jobs[f, i, j].result()
+                    p_true[i, j, held] = prob[np.arange(held.sum()), y[held]]
+                    correct[i, j, held] = prob.argmax(1) == y[held]
+                if progress:
+                    progress(f"crossfit fold {f + 1}/{cfg.folds} share {share} fraction {frac}: "
+                             f"out-of-fold accuracy {correct[i, :, held].mean():.4f}")
     nll = -np.log(np.clip(p_true, 1e-12, 1.0)).mean(axis=1)  # (candidates, images), averaged over seeds
     acc = correct.mean(axis=1)
     table = []
@@ -177,7 +204,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     return {
         "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
-        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "images": int(len(y)),
+        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "images": int(len(y)), "workers": workers,
         "accepted_per_fold": accepted_per_fold, "table": table,
     }
 

@@ -71,7 +71,7 @@ def test_harmful_synthetic_data_is_not_merged(monkeypatch):
         return fx, wrong, np.ones(len(fx))
 
     monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
-    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.5], seeds=[0], steps=60, device="cpu")
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.5], seeds=[0], steps=60, device="cpu", workers=1)  # in-process: the patch holds
     out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
                                    FilterConfig(), ClassicalConfig())
     assert out["synthetic_share"] == 0.0 and out["no_synthetic"]
@@ -91,7 +91,8 @@ def test_helpful_synthetic_data_is_merged(monkeypatch):
         return big_x, big_y, np.ones(len(big_y))
 
     monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
-    cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0, 1], steps=80, device="cpu")
+    cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0, 1], steps=80, device="cpu",
+                              workers=1)
     out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
                                    FilterConfig(), ClassicalConfig(rotate=0.0, translate=0.0, scale=0.0))
     row = out["table"][1]
@@ -100,3 +101,27 @@ def test_helpful_synthetic_data_is_merged(monkeypatch):
         assert out["synthetic_share"] == 0.5
     else:  # the rule is conservative: never merge without evidence
         assert out["synthetic_share"] == 0.0
+
+
+def test_worker_processes_give_the_same_choice_as_one_process():
+    """The fold generators and models are independent seeded jobs: run over two processes, the
+    out-of-fold table is the one a single process computes (one torch thread per job in both)."""
+    import torch
+
+    x, y = _structured(4)
+    train = TrainConfig(device="cpu", iterations=30, batch_size=16, g_channels=8, d_channels=8, z_dim=8,
+                        checkpoint_every=1000, sample_every=1000, log_every=1000)
+    gen, filt = GenerateConfig(n_per_class=12, device="cpu"), FilterConfig(filters=[], device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as under OMP_NUM_THREADS=1; two workers then get one thread each
+    try:
+        out = {}
+        for workers in (1, 2):
+            cfg = CrossfitConfig(folds=2, shares=[0.0, 0.5], seeds=[0], steps=20, device="cpu", workers=workers)
+            out[workers] = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, train, gen, filt, ClassicalConfig())
+    finally:
+        torch.set_num_threads(before)
+    assert out[2]["workers"] == 2 and out[1]["workers"] == 1
+    assert out[1]["accepted_per_fold"] == out[2]["accepted_per_fold"]
+    for a, b in zip(out[1]["table"], out[2]["table"]):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)

@@ -1,0 +1,49 @@
+"""The evaluate stage's four variants: independent models, the same numbers over worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from augment.config import ClassicalConfig, EvaluateConfig
+from augment.data.prepare import SPLIT_CODE, PreparedDataset
+from augment.evaluation.evaluate import evaluate_variants
+
+
+def _dataset(per_class: int = 6, test_per_class: int = 5, seed: int = 0) -> PreparedDataset:
+    rng = np.random.default_rng(seed)
+    n = 3 * (per_class + test_per_class)
+    y = np.tile(np.arange(3), n // 3)
+    x = rng.integers(0, 40, size=(n, 8, 8, 1)).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, 2 * c:2 * c + 2, :, 0] = 230
+    split = np.where(np.arange(n) < 3 * per_class, SPLIT_CODE["train"], SPLIT_CODE["test"]).astype(np.int8)
+    files = [f"f{i}.png" for i in range(n)]
+    return PreparedDataset(x, y.astype(np.int64), split, ["a", "b", "c"], files, files)
+
+
+def test_worker_processes_give_the_same_accuracies_as_one_process():
+    ds = _dataset()
+    syn_x, syn_y = ds.subset("train")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as under OMP_NUM_THREADS=1: each worker also trains with one thread
+    try:
+        out = {w: evaluate_variants(ds, syn_x, syn_y, EvaluateConfig(seeds=[0, 1], steps=15, batch_size=8, width=4,
+                                                                     device="cpu", workers=w),
+                                    progress=False, classical=ClassicalConfig())
+               for w in (1, 2)}
+    finally:
+        torch.set_num_threads(before)
+    for name in ("real", "classical", "synthetic", "combined"):
+        assert out[1]["variants"][name]["per_seed"] == out[2]["variants"][name]["per_seed"]
+        assert out[1]["variants"][name]["per_class"] == out[2]["variants"][name]["per_class"]
+
+
+def test_without_synthetic_images_c_and_d_are_a_and_b():
+    ds = _dataset()
+    out = evaluate_variants(ds, ds.images[:0], ds.labels[:0], EvaluateConfig(seeds=[0], steps=10, batch_size=8,
+                                                                             width=4, device="cpu", workers=1),
+                            progress=False)
+    v = out["variants"]
+    assert v["synthetic"]["same_as"] == "real" and v["combined"]["same_as"] == "classical"
+    assert v["combined"]["per_seed"] == v["classical"]["per_seed"]
