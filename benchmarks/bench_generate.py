@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import PY, emit, machine, make_checkpoint, run_json  # noqa: E402
+from benchmarks.common import PY, emit, machine, make_checkpoint, run_json, write_section  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="filter.filters for the filter stage, comma-separated ('' = accept all); default: the config default")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a new temp dir, deleted)")
     p.add_argument("--json", default=None, help="write the summary here too")
+    p.add_argument("--markdown", default=None, help="write/replace this run's section in a markdown results file")
     # internal: one size in a child process
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
@@ -175,6 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+    if args.markdown:
+        rows = "\n".join(
+            f"| {r['n']:,} | {r['generate_images_per_s']:,.0f} | {r['generate_filter_images_per_s']:,.0f} | "
+            f"{r['generate_filter_images_per_cpu_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['all_images_mb']:.0f} |"
+            for r in results)
+        body = (f"{args.size}x{args.size}x{args.channels}, {args.classes} classes, filters "
+                f"{args.filters if args.filters is not None else 'default (params.yaml)'}, batch {args.batch_size}, "
+                f"shard {args.shard_size}, device {args.device}.\n\n"
+                "| samples | generate img/s | generate + filter img/s (wall) | img per CPU-s | peak RSS MB | all images MB |\n"
+                "|---|---|---|---|---|---|\n" + rows)
+        write_section(args.markdown, f"generate-{args.size}", f"Generation + filtering at {args.size}x{args.size}",
+                      summary, body)
     return emit(summary, args.json)
 
 

@@ -194,6 +194,10 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
             "quality": {"cas_relative": _get(q, "sets", "generated", "cas_ratio"),
                         "diversity_mean": _get(q, "sets", "generated", "diversity_ratio_mean")},
             "seconds": times,
+            # the out-of-fold evidence behind the choice (crossfit mode): per candidate share
+            "crossfit_table": [{k: r[k] for k in ("synthetic_share", "fraction", "oof_accuracy", "nll_gain",
+                                                  "nll_gain_lower", "accuracy_gain")}
+                               for r in (outs.get("crossfit") or {}).get("table", [])],
         }
         if forced:
             row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"])
