@@ -1,8 +1,8 @@
 """Class-conditional VAE for small datasets (``train.family: vae``).
 
 Encoder: convs over the image plus a learned class map, down to the generator's base grid, then
-``mu, logvar``. Decoder: the GAN's generator network (class embedding + class-conditional batch
-norm). Sampling (:class:`VAESampler`, same ``sample(labels, generator)`` as a GAN generator)
+``mu, logvar``. Decoder: the GAN's generator network of ``train.arch`` (class embedding +
+class-conditional batch norm): DCGAN-size for scarce data, residual for large sets. Sampling (:class:`VAESampler`, same ``sample(labels, generator)`` as a GAN generator)
 draws codes from :class:`ClassPrior`, a per-class Gaussian fit to the encoder's aggregate
 posterior, not from ``N(0, I)``: with few images the posteriors shrink and ``N(0, I)`` codes
 fall between them (texture instead of digits at 28x28).
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from augment.models.gan import _channels, plan_resolution
+from augment.models.gan import _channels, plan_resolution, plan_small
 
 
 class EncBlock(nn.Module):
@@ -59,6 +59,34 @@ class Encoder(nn.Module):
             h = block(h)
         mu, logvar = self.head(F.leaky_relu(h, 0.2).flatten(1)).chunk(2, dim=1)
         return mu, logvar.clamp(-10.0, 10.0)
+
+
+class SmallEncoder(nn.Module):
+    """DCGAN-size ``q(z | x, y)`` (``train.arch: small``, the decoder is the small generator):
+    4x4 stride-2 convolutions over the image plus a learned class map, then ``mu, logvar``."""
+
+    def __init__(self, z_dim: int, channels: int, image_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        h, w, c = image_shape
+        _, _, n_down = plan_small(h, w)
+        chs = [c + 4] + [channels * 2**i for i in range(n_down)]
+        self.class_map = nn.Embedding(num_classes, 4)
+        self.convs = nn.ModuleList(nn.Conv2d(chs[i], chs[i + 1], 4, 2, 1) for i in range(n_down))
+        self.head = nn.Linear(chs[-1] * (h >> n_down) * (w >> n_down), 2 * z_dim)  # k4 s2 p1: size // 2
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([x, self.class_map(y)[:, :, None, None].expand(-1, -1, x.size(2), x.size(3))], dim=1)
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+        mu, logvar = self.head(h.flatten(1)).chunk(2, dim=1)
+        return mu, logvar.clamp(-10.0, 10.0)
+
+
+def make_encoder(z_dim: int, channels: int, image_shape: tuple[int, int, int], num_classes: int,
+                 arch: str) -> nn.Module:
+    """The encoder matching the decoder of ``arch`` (resolved: ``small`` or ``resnet``)."""
+    cls = SmallEncoder if arch == "small" else Encoder
+    return cls(z_dim, channels, image_shape, num_classes)
 
 
 class ClassPrior(nn.Module):

@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from augment.config import TrainConfig
-from augment.models.gan import Discriminator, Generator
-from augment.models.vae import ClassPrior, Encoder, VAESampler
+from augment.models.gan import make_discriminator, make_generator
+from augment.models.vae import ClassPrior, VAESampler, make_encoder
 from augment.training.common import (
     Precision,
     ResumableCounters,
@@ -38,9 +38,9 @@ class VAETrainer(ResumableCounters):
 
     def __init__(self, cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.E = Encoder(cfg.z_dim, cfg.g_channels, image_shape, num_classes).to(device)
-        self.G = Generator(cfg.z_dim, cfg.g_channels, image_shape, num_classes).to(device)  # decoder
-        self.D = Discriminator(cfg.d_channels, image_shape, num_classes).to(device)
+        self.E = make_encoder(cfg.z_dim, cfg.g_channels, image_shape, num_classes, cfg.arch).to(device)
+        self.G = make_generator(cfg, image_shape, num_classes).to(device)  # decoder
+        self.D = make_discriminator(cfg, image_shape, num_classes).to(device)
         self.prior = ClassPrior(cfg.z_dim, num_classes).to(device)  # sampling prior (see ClassPrior)
         self.prec = Precision(cfg, device)
         self.prec.prepare(self.E, self.G, self.D)

@@ -34,7 +34,7 @@ def run(*args: str) -> None:
     assert main([*args, "--quiet"]) == 0
 
 
-@pytest.mark.parametrize("family, arch", [("gan", "small"), ("gan", "resnet"), ("vae", "auto")])
+@pytest.mark.parametrize("family, arch", [("gan", "small"), ("gan", "resnet"), ("vae", "auto"), ("vae", "small")])
 @pytest.mark.parametrize(
     "size, channels, counts",
     [(8, 1, None), (28, 1, [12, 4, 7]), (32, 3, None), (64, 3, [5, 12, 6])],
