@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     # the previous default for comparison: residual networks of width 32 whatever the data size
     old_cfg = size_for_data(TrainConfig(device="cpu", arch="resnet", g_channels=32, d_channels=32), a.images)
     old = GANTrainer(old_cfg, (28, 28, 1), 10, torch.device("cpu"))
+    from augment.training.vae import VAETrainer
+
+    vae = {arch: VAETrainer(size_for_data(TrainConfig(device="cpu", family="vae", arch=arch, z_dim=16), a.images),
+                            (28, 28, 1), 10, torch.device("cpu")) for arch in ("resnet", "small")}
     G, D = DCGenerator(10), DCDiscriminator(10)
     og = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.99))
     od = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.99))
@@ -115,13 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     timed(lambda r, lab: ours.step(r, lab, g))  # warm-up both
     timed(lambda r, lab: dcgan_step(G, D, og, od, r, lab, g))
     timed(lambda r, lab: old.step(r, lab, g))
+    for t in vae.values():
+        timed(lambda r, lab, t=t: t.step(r, lab, g))
     rows = []
     for _ in range(a.repeats):
         d_wall, d_cpu = timed(lambda r, lab: dcgan_step(G, D, og, od, r, lab, g))
         o_wall, o_cpu = timed(lambda r, lab: ours.step(r, lab, g))
         r_wall, r_cpu = timed(lambda r, lab: old.step(r, lab, g))
-        rows.append({"dcgan_wall": d_wall, "ours_wall": o_wall, "dcgan_cpu": d_cpu, "ours_cpu": o_cpu,
-                     "resnet32_wall": r_wall, "resnet32_cpu": r_cpu})
+        row = {"dcgan_wall": d_wall, "ours_wall": o_wall, "dcgan_cpu": d_cpu, "ours_cpu": o_cpu,
+               "resnet32_wall": r_wall, "resnet32_cpu": r_cpu}
+        for arch, t in vae.items():
+            row[f"vae_{arch}_wall"], row[f"vae_{arch}_cpu"] = timed(lambda r, lab, t=t: t.step(r, lab, g))
+        rows.append(row)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     ratio_wall = statistics.median(r["ours_wall"] / r["dcgan_wall"] for r in rows)
     ratio_cpu = statistics.median(r["ours_cpu"] / r["dcgan_cpu"] for r in rows)
@@ -140,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"| wall s/step | {med['ours_wall']:.4f} | {med['dcgan_wall']:.4f} | {ratio_wall:.2f} |\n"
                 f"| CPU s/step | {med['ours_cpu']:.4f} | {med['dcgan_cpu']:.4f} | {ratio_cpu:.2f} |\n"
                 f"| previous default (resnet, width 32), CPU s/step | {med['resnet32_cpu']:.4f} | | "
-                f"{med['resnet32_cpu'] / med['dcgan_cpu']:.2f} |")
+                f"{med['resnet32_cpu'] / med['dcgan_cpu']:.2f} |\n"
+                f"| VAE (`family: vae`, z_dim 16), auto = residual decoder, CPU s/step | {med['vae_resnet_cpu']:.4f} | | "
+                f"{med['vae_resnet_cpu'] / med['dcgan_cpu']:.2f} |\n"
+                f"| VAE with `arch: small`, CPU s/step | {med['vae_small_cpu']:.4f} | | "
+                f"{med['vae_small_cpu'] / med['dcgan_cpu']:.2f} |")
         write_section(a.markdown, "step-28", "One training step at 28x28", summary, body)
     return emit(summary, a.json)
 
