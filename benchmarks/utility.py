@@ -181,7 +181,8 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
         paired = [d - b for d, b in zip(v["combined"]["per_seed"], v["classical"]["per_seed"])]
         q = ev.get("quality", {})
         row = {
-            "setting": setting, "mode": mode, "gen_seed": gen_seed, "clf_seeds": clf_seeds,
+            "setting": setting, "mode": mode, "config": config_label(overrides), "gen_seed": gen_seed,
+            "clf_seeds": clf_seeds, "commit": _commit(),
             "labelled": int(len(names) * spec["per_class"]), "test": int(ev["test_images"]),
             "variants": {k: {"mean": r["mean"], "per_seed": r["per_seed"]} for k, r in v.items()},
             "paired_d_minus_b": paired,
@@ -212,11 +213,40 @@ def _get(d: dict, *keys: str) -> Any:
     return d
 
 
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
+def config_label(overrides: dict[str, dict[str, Any]]) -> str:
+    """The params a run changed from ``params.yaml`` (``default`` when none), e.g. ``train.family=vae``."""
+    items = [f"{g}.{k}={v}" for g, kv in sorted(overrides.items()) for k, v in sorted(kv.items())]
+    return ", ".join(items) or "default"
+
+
+def _set_args(command: str) -> dict[str, dict[str, Any]]:
+    """The ``--set`` overrides of a recorded command line (for runs saved before rows named their config)."""
+    words, out, on = command.split(), {}, False
+    for w in words:
+        if w.startswith("--"):
+            on = w == "--set"
+        elif on and "=" in w:
+            key, _, value = w.partition("=")
+            group, _, name = key.partition(".")
+            try:
+                out.setdefault(group, {})[name] = json.loads(value)
+            except ValueError:
+                out.setdefault(group, {})[name] = value.strip("'\"")
+    return out
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for key in sorted({(r["setting"], r["mode"]) for r in rows}, key=lambda k: (list(SETTINGS).index(k[0]), k[1])):
-        rs = [r for r in rows if (r["setting"], r["mode"]) == key]
-        agg = {"setting": key[0], "mode": key[1], "runs": len(rs), "labelled": rs[0]["labelled"], "test": rs[0]["test"]}
+    keys = {(r["setting"], r["mode"], r.get("config", "default")) for r in rows}
+    for key in sorted(keys, key=lambda k: (list(SETTINGS).index(k[0]), k[1], k[2] != "default", k[2])):
+        rs = [r for r in rows if (r["setting"], r["mode"], r.get("config", "default")) == key]
+        agg = {"setting": key[0], "mode": key[1], "config": key[2], "runs": len(rs), "labelled": rs[0]["labelled"],
+               "test": rs[0]["test"], "gen_seeds": sorted({r["gen_seed"] for r in rs}),
+               "commits": sorted({r.get("commit", "?") for r in rs})}
         for var in ("real", "classical", "synthetic", "combined"):
             agg[var] = float(np.mean([s for r in rs for s in r["variants"][var]["per_seed"]]))
         agg["d_minus_b"] = t_interval([d for r in rs for d in r["paired_d_minus_b"]])
@@ -252,7 +282,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "",
         f"Written by `benchmarks/utility.py` on {meta['date']} (commit {meta['commit']}); machine: "
         f"{meta['machine']['nproc']} CPU(s), {meta['machine']['cpu']}, torch {meta['machine']['torch']}, "
-        f"CUDA: {meta['machine']['cuda']}, 1-min load at start {meta['machine'].get('loadavg_1m', '?'):.1f}.",
+        f"CUDA: {meta['machine']['cuda']}, 1-min load at start {_num(meta['machine'].get('loadavg_1m'), 1)}.",
         "",
         f"Command: `{meta['command']}`",
         "",
@@ -264,20 +294,22 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "CAS: synthetic-only classifier accuracy relative to real-only; diversity: mean per-class "
         "feature-diversity ratio synthetic/real (1 = as varied as the real images).",
         "",
-        "| setting | mode | labelled | (a) real | (b) +classical | (c) +synthetic | (d) +both | (d) − (b) | forced (d) − (b) | choice | CAS | diversity | s (train/crossfit/evaluate) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | config | mode | labelled | gen seeds | (a) real | (b) +classical | (c) +synthetic | (d) +both | (d) − (b) | forced (d) − (b) | choice | CAS | diversity | s (train/crossfit/evaluate) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in agg:
         sec = a["seconds"]
         lines.append(
-            f"| {a['setting']} | {a['mode']} | {a['labelled']} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
+            f"| {a['setting']} | {a.get('config', 'default')} | {a['mode']} | {a['labelled']} | "
+            f"{','.join(str(g) for g in a.get('gen_seeds', []))} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
             f"{100 * a['synthetic']:.2f} | {100 * a['combined']:.2f} | {_ci(a['d_minus_b'])} | "
             f"{_ci(a.get('forced_d_minus_b'))} | {', '.join(a['choices'])} | "
             f"{_num(a['cas'], 3)} | {_num(a['diversity'], 2)} | "
             f"{sec.get('train', 0):.0f}/{sec.get('crossfit', 0):.0f}/{sec.get('evaluate', 0):.0f} |")
     lines += ["", "Why each run chose what it chose:", ""]
     for r in rows:
-        lines.append(f"- {r['setting']} / {r['mode']} / generator seed {r['gen_seed']}: "
+        lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / generator seed {r['gen_seed']} "
+                     f"(commit {r.get('commit', '?')}): "
                      f"{r['choice']['reason'] or 'share ' + str(r['choice']['synthetic_share'])}")
     lines += ["", f"Raw per-run numbers: `{meta['json']}`.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         group, _, name = key.partition(".")
         overrides.setdefault(group, {})[name] = json.loads(value)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = _commit()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
             "machine": machine(), "command": "python benchmarks/utility.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "json": str(Path(a.json).relative_to(ROOT)) if Path(a.json).is_absolute() and ROOT in Path(a.json).parents else a.json}
@@ -314,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         metas = []
         for f in a.from_json:
             d = json.loads(Path(f).read_text())
+            for r in d["runs"]:  # runs saved before rows named their config and commit: from the file's meta
+                r.setdefault("config", config_label(_set_args(d["meta"]["command"])))
+                r.setdefault("commit", d["meta"]["commit"])
             rows += d["runs"]
             metas.append(d["meta"])
         meta = {**metas[0], "command": " ; ".join(m["command"] for m in metas) + f" ; {meta['command']}",

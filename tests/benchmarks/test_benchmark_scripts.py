@@ -48,3 +48,37 @@ def test_gpu_check_without_cuda_exits_cleanly_after_its_cpu_half(tmp_path: Path)
     assert summary["scale"]["n"] == 40 and summary["throughput_images_per_s"]["generate_plus_filter"] > 0
 
 
+
+
+def _row(setting: str, config: str | None, gen_seed: int, d: float) -> dict:
+    row = {"setting": setting, "mode": "crossfit", "gen_seed": gen_seed, "labelled": 100, "test": 1697,
+           "variants": {v: {"per_seed": [0.9, 0.92]} for v in ("real", "classical", "synthetic", "combined")},
+           "paired_d_minus_b": [d, d + 0.01], "choice": {"synthetic_share": 0.0, "synthetic": 0, "reason": "none"},
+           "quality": {"cas_relative": 0.9, "diversity_mean": 1.0}, "seconds": {"train": 1.0}}
+    if config is not None:
+        row["config"] = config
+    return row
+
+
+def test_utility_results_of_different_configs_are_never_pooled(tmp_path: Path):
+    """Runs with other params (e.g. --set train.family="vae") are aggregated on their own row; a
+    results file saved before runs named their config gets it from the command it recorded."""
+    from benchmarks import utility
+
+    meta = {"date": "2026-11-30 05:00 UTC", "commit": "abc1234", "machine": {"nproc": 2, "cpu": "x", "torch": "t", "cuda": None},
+            "json": "x.json"}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"meta": {**meta, "command": 'python benchmarks/utility.py --settings digits28_10 --set '
+                                                 'train.family="vae" train.z_dim=16 --out o.md'},
+                               "runs": [_row("digits28_10", None, 0, -0.02)]}))
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"meta": {**meta, "command": "python benchmarks/utility.py"},
+                               "runs": [_row("digits28_10", "default", 0, 0.0), _row("digits28_10", "default", 1, 0.0)]}))
+    out_json, out_md = tmp_path / "agg.json", tmp_path / "agg.md"
+    assert utility.main(["--from-json", str(old), str(new), "--json", str(out_json), "--out", str(out_md)]) == 0
+    agg = {a["config"]: a for a in json.loads(out_json.read_text())["aggregate"]}
+    assert set(agg) == {"default", "train.family=vae, train.z_dim=16"}
+    assert agg["default"]["runs"] == 2 and agg["default"]["gen_seeds"] == [0, 1]
+    assert agg["train.family=vae, train.z_dim=16"]["d_minus_b"]["mean"] < 0
+    assert agg["train.family=vae, train.z_dim=16"]["commits"] == ["abc1234"]
+    assert "train.family=vae, train.z_dim=16" in out_md.read_text()
