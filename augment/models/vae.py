@@ -2,7 +2,8 @@
 
 Encoder: convs over the image plus a learned class map, down to the generator's base grid, then
 ``mu, logvar``. Decoder: the GAN's generator network of ``train.arch`` (class embedding +
-class-conditional batch norm): DCGAN-size for scarce data, residual for large sets. Sampling (:class:`VAESampler`, same ``sample(labels, generator)`` as a GAN generator)
+class-conditional batch norm; ``auto`` = residual, ``small`` = DCGAN-size with
+:class:`SmallEncoder`). Sampling (:class:`VAESampler`, same ``sample(labels, generator)`` as a GAN generator)
 draws codes from :class:`ClassPrior`, a per-class Gaussian fit to the encoder's aggregate
 posterior, not from ``N(0, I)``: with few images the posteriors shrink and ``N(0, I)`` codes
 fall between them (texture instead of digits at 28x28).
