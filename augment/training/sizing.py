@@ -40,10 +40,7 @@ def auto_iterations(n_images: int) -> int:
 
 def size_for_data(cfg: TrainConfig, n_images: int) -> TrainConfig:
     """``cfg`` with every auto (``None``) size resolved for ``n_images`` training images."""
-    # The VAE's auto decoder is the residual generator at every size: with ~10 images per class its
-    # samples are clean digits where the DCGAN-size decoder's are thin and noisy (28x28 grids,
-    # issue 11), at ~4x the step cost; train.arch: small selects the fast one.
-    arch = cfg.arch if cfg.arch != "auto" else ("resnet" if cfg.family == "vae" else arch_for(n_images))
+    arch = cfg.arch if cfg.arch != "auto" else arch_for(n_images)
     width = base_width(n_images, arch)
     return replace(cfg, arch=arch,
                    g_channels=cfg.g_channels if cfg.g_channels is not None else width,
