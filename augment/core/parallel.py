@@ -42,6 +42,21 @@ def resolve_workers(workers: Optional[int], jobs: int, device: torch.device) -> 
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the stage process dies (killed by DVC, Prefect or the user),
+    instead of finishing a job nobody will read. Elsewhere, workers exit after their current job."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 class _InlineExecutor(Executor):

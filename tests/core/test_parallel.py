@@ -34,3 +34,62 @@ def test_a_jobs_error_reaches_the_caller(workers):
         fut = pool.submit(_fails, "class 'b' has no images")
         with pytest.raises(DataError, match="class 'b' has no images"):
             fut.result()
+
+
+def _sleep_and_report_pid(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_workers_die_with_a_killed_stage_process(tmp_path):
+    """A stage process killed mid-job (DVC, Prefect or the user) leaves no worker running on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    pids = tmp_path / "pids"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parents[2])!r})
+        from augment.core.parallel import process_pool
+        from tests.core.test_parallel import _sleep_and_report_pid
+        if __name__ == "__main__":
+            with process_pool(2) as pool:
+                futs = [pool.submit(_sleep_and_report_pid, 0.0) for _ in range(4)]
+                open({str(pids)!r}, "w").write(" ".join(str(f.result()) for f in futs))
+                pool.submit(_sleep_and_report_pid, 600).result()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while not (pids.exists() and pids.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    workers = {int(p) for p in pids.read_text().split()}
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    alive = set(workers)
+    while alive and time.time() < deadline:
+        alive = {p for p in alive if _alive(p)}
+        time.sleep(0.2)
+    assert not alive, f"workers {alive} outlived the killed stage process"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) is dead for our purpose
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return False
