@@ -11,7 +11,7 @@ from augment.config import ClassicalConfig, TrainConfig
 from augment.training.loop import train_generator
 
 CFG = TrainConfig(iterations=6, batch_size=8, z_dim=8, g_channels=8, d_channels=8, checkpoint_every=3,
-                  sample_every=6, log_every=1, device="cpu", arch="small")
+                  sample_every=6, log_every=1, device="cpu", arch="small", real_augment="none")
 
 
 def _data():
