@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="override params for every run, e.g. train.family=\"vae\" evaluate.steps=600")
     ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
                     help="no runs: aggregate these results files (e.g. of parallel runs) into --out/--json")
+    ap.add_argument("--relabel", nargs="*", default=[], metavar="FILE=LABEL",
+                    help="with --from-json: name the config of FILE's runs LABEL (e.g. the previous default's "
+                         "settings, once params.yaml has changed); recorded in the report's command")
     ap.add_argument("--note", default=None, help="a sentence on coverage (settings or seeds not run) for the report")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "utility.json"))
@@ -344,10 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if a.from_json:
         metas = []
+        relabel = dict(item.split("=", 1) for item in a.relabel)
         for f in a.from_json:
             d = json.loads(Path(f).read_text())
             for r in d["runs"]:  # runs saved before rows named their config and commit: from the file's meta
                 r.setdefault("config", config_label(_set_args(d["meta"]["command"])))
+                if f in relabel:
+                    r["config"] = relabel[f]
                 r.setdefault("commit", d["meta"]["commit"])
             rows += d["runs"]
             metas.append(d["meta"])
