@@ -147,6 +147,10 @@ class VAESampler(nn.Module):
         super().__init__()
         self.decoder, self.prior = decoder, prior
 
+    @property
+    def z_dim(self) -> int:  # as a GAN generator's: the size of the code ``forward`` decodes
+        return int(self.prior.mean.size(1))
+
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.decoder(z, y)
 
