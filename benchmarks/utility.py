@@ -358,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += d["runs"]
             metas.append(d["meta"])
         meta = {**metas[0], "command": " ; ".join(m["command"] for m in metas) + f" ; {meta['command']}",
-                "date": f"{min(m['date'] for m in metas)} to {max(m['date'] for m in metas)}", "note": a.note,
+                "date": f"{min(d for m in metas for d in m['date'].split(' to '))} to "
+                        f"{max(d for m in metas for d in m['date'].split(' to '))}",
+                "commit": ", ".join(sorted({r.get("commit", "?") for r in rows})), "note": a.note,
                 "json": meta["json"]}
         agg = aggregate(rows)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
