@@ -17,7 +17,6 @@ this machine (e.g. no compiler for ``torch.compile``) is reported with its error
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import emit, machine, synthetic_images, write_section  # noqa: E402
+from benchmarks.common import emit, machine, step_benchmark_inputs, write_section  # noqa: E402
 
 OPTIONS = ["baseline", "threads2", "channels_last", "bf16", "channels_last+bf16", "compile"]
 
@@ -81,17 +80,8 @@ def _classifier(option: str, real: torch.Tensor, labels: torch.Tensor) -> Callab
 
 
 def main(argv: list[str] | None = None) -> int:
-    from augment.core.pixels import to_tensor
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--images", type=int, default=100)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--markdown", default=None)
-    a = ap.parse_args(argv)
-    x, y = synthetic_images(10, a.images // 10, 28, 1)
-    real, labels = to_tensor(x, torch.device("cpu")), torch.from_numpy(y)
+    a, real, labels = step_benchmark_inputs(__doc__, argv, steps=20)
     base_threads = 1
     results: dict[str, dict[str, object]] = {}
     for workload, build in (("gan", _gan), ("classifier", _classifier)):

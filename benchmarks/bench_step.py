@@ -17,7 +17,6 @@ reported: median seconds per step of each, and their ratio (wall time and proces
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import emit, machine, synthetic_images, write_section  # noqa: E402
+from benchmarks.common import emit, machine, step_benchmark_inputs, write_section  # noqa: E402
 
 
 class DCGenerator(nn.Module):
@@ -79,20 +78,12 @@ def dcgan_step(G, D, og, od, real, labels, g):
 
 def main(argv: list[str] | None = None) -> int:
     from augment.config import TrainConfig
-    from augment.core.pixels import to_tensor
     from augment.training.gan import GANTrainer
     from augment.training.sizing import size_for_data
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--images", type=int, default=100)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--markdown", default=None)
-    a = ap.parse_args(argv)
-    x, y = synthetic_images(10, a.images // 10, 28, 1)
-    real, labels = to_tensor(x, torch.device("cpu")), torch.from_numpy(y)
-    cfg = size_for_data(TrainConfig(device="cpu"), a.images)
+    a, real, labels = step_benchmark_inputs(__doc__, argv, steps=30)
+    # the GAN as it was run (z_dim 64, no real_augment); the VAE rows below use the default family
+    cfg = size_for_data(TrainConfig(device="cpu", family="gan", z_dim=64, real_augment="none"), a.images)
     torch.manual_seed(0)
     ours = GANTrainer(cfg, (28, 28, 1), 10, torch.device("cpu"))
     # the previous default for comparison: residual networks of width 32 whatever the data size

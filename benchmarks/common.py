@@ -115,3 +115,23 @@ def write_section(md_path: str | Path, key: str, title: str, summary: dict, body
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def step_benchmark_inputs(doc: str, argv: list[str] | None, steps: int):
+    """The shared CLI of the per-step benchmarks (``--steps --repeats --images --json --markdown``)
+    and their inputs: ``images`` structured 28x28 grey images of 10 classes as a CPU tensor, labels."""
+    import argparse
+
+    import torch
+
+    from augment.core.pixels import to_tensor
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None)
+    a = ap.parse_args(argv)
+    x, y = synthetic_images(10, a.images // 10, 28, 1)
+    return a, to_tensor(x, torch.device("cpu")), torch.from_numpy(y)
