@@ -139,6 +139,12 @@ class PngWriter:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def abort(self) -> None:
+        """Cancel queued writes and wait for running ones, without raising: called before the
+        folder being built is removed, so no write lands after the removal."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending = []
+
     def __enter__(self) -> "PngWriter":
         return self
 

@@ -16,6 +16,8 @@ aside and swapped in whole; the raw dataset is only ever read.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +129,7 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
     weights = draw_weights(np.r_[np.zeros(n_real, bool), np.ones(n_syn, bool)], share)
     rows: list[dict[str, Any]] = []
     writer = _Writer(cfg)
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp, _aborting(writer):
         writer.open(tmp, ds.class_names)
         for i, (img, y, origin) in enumerate(zip(train_x, train_y, train_files)):
             rel = f"{ds.class_names[y]}/real_{i:05d}_{Path(origin).stem[:40]}.png"
@@ -172,6 +174,15 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
     return summary
 
 
+@contextmanager
+def _aborting(writer: "_Writer"):
+    try:
+        yield
+    except BaseException:
+        writer.abort()
+        raise
+
+
 class _Writer:
     """Writes samples as PNG files (ImageFolder) or into npz shards of ``shard_size``."""
 
@@ -213,3 +224,8 @@ class _Writer:
             self._flush()
         else:
             self.png.close()
+
+    def abort(self) -> None:
+        """On an error: no background write may land after the unfinished folder is removed."""
+        if self.fmt == "png" and hasattr(self, "png"):
+            self.png.abort()
