@@ -8,10 +8,12 @@ fold ``k``:
 1. a generator is trained on the other ``K - 1`` folds only (the same ``train`` config as the
    final one), its samples are generated and filtered with the same ``generate`` and ``filter``
    configs as the final pipeline (filters fitted on those folds only);
-2. for every candidate (synthetic batch share x kept fraction, share 0 = real only) and every
+2. for every candidate (synthetic share x kept fraction, share 0 = real only) and every
    classifier seed, the downstream model (real + classical augmentation + synthetic at that
    share, :func:`augment.downstream.classifier.train_downstream`) is trained on the other folds
-   and scored on fold ``k``, which neither it nor the generator saw.
+   and scored on fold ``k``, which neither it nor the generator saw. The share is realised as
+   the merged folder will hold it: by count (``n_real x share / (1 - share)`` top-ranked samples
+   per class, :func:`augment.selection.quota.select_for_share`), drawn uniformly with the reals.
 
 Every labelled image thus gets one out-of-fold prediction per candidate and seed. A candidate
 with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
@@ -141,7 +143,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     ``crossfit.workers`` processes (augment/core/parallel.py); results are placed by job."""
     from augment.core.device import resolve_device
     from augment.core.parallel import process_pool, resolve_workers
-    from augment.selection.quota import select_per_class
+    from augment.selection.quota import select_for_share
 
     k = len(class_names)
     folds = stratified_folds(y, cfg.folds, cfg.seed)
@@ -152,6 +154,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     p_true = np.zeros((len(points), len(cfg.seeds), len(y)))
     correct = np.zeros_like(p_true)
     accepted_per_fold = []
+    synthetic_per_fold: list[list[int]] = [[] for _ in points]  # images the candidate adds, per fold
     with process_pool(workers) as pool:
         gen_jobs = []
         for f in range(cfg.folds):
@@ -165,12 +168,13 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             fit, held = folds != f, folds == f
             syn_x, syn_y, rank = job.result()
             accepted_per_fold.append([int(c) for c in np.bincount(syn_y, minlength=k)])
-            counts = np.bincount(syn_y, minlength=k)
+            real_counts = np.bincount(y[fit], minlength=k)
             for i, (share, frac) in enumerate(points):
-                pick = select_per_class(syn_y, np.ones(len(syn_y), bool), rank, counts, frac) if share > 0 else []
+                pick = select_for_share(syn_y, np.ones(len(syn_y), bool), rank, real_counts, share, frac)
+                synthetic_per_fold[i].append(int(len(pick)))
                 for j, seed in enumerate(cfg.seeds):
                     clf_jobs[f, i, j] = pool.submit(_fold_classifier, x[fit], y[fit], x[held], k, cfg.steps, seed,
-                                                    str(device), classical, syn_x[pick], syn_y[pick], share)
+                                                    str(device), classical, syn_x[pick], syn_y[pick], None)
         for f in range(cfg.folds):
             held = folds == f
             for i, (share, frac) in enumerate(points):
@@ -187,7 +191,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     for i, (share, frac) in enumerate(points):
         gain_nll = paired_gain(nll[0] - nll[i], cfg.confidence)  # > 0: lower log-loss than real only
         gain_acc = paired_gain(acc[i] - acc[0], cfg.confidence)
-        table.append({"synthetic_share": share, "fraction": frac, "oof_accuracy": float(acc[i].mean()),
+        table.append({"synthetic_share": share, "fraction": frac, "synthetic_per_fold": synthetic_per_fold[i],
+                      "oof_accuracy": float(acc[i].mean()),
                       "oof_nll": float(nll[i].mean()), "nll_gain": gain_nll["mean"], "nll_gain_lower": gain_nll["lower"],
                       "accuracy_gain": gain_acc["mean"], "accuracy_gain_ci_low": gain_acc["ci_low"],
                       "accuracy_gain_ci_high": gain_acc["ci_high"]})

@@ -1,8 +1,11 @@
 """The ``merge`` stage: real TRAIN images + selected synthetic ones -> one augmented dataset.
 
 Which synthetic samples: those accepted by every filter, most trusted first per class, cut to a
-quota (``merge.quota``: all, per_real, count, balanced, or tuned on the VAL split, see
-:mod:`augment.selection.tuning`). Output formats (``merge.format``):
+quota (``merge.quota``: crossfit -- the share chosen by :mod:`augment.selection.crossfit` --, all,
+per_real, count, balanced, or tuned on the VAL split, see :mod:`augment.selection.tuning`). A
+chosen share is realised by count: the folder holds ``n_real x share / (1 - share)`` synthetic
+images per class, so a classifier that reads it uniformly (ImageFolder) trains on the share
+that was tested, and every draw weight is equal. Output formats (``merge.format``):
 
 * ``png`` (default): ImageFolder ``<out>/<class>/real_*.png`` and ``<out>/<class>/syn_*.png``;
 * ``npz``: compact shards ``<out>/shard_*.npz`` (images, labels, is_synthetic, weight) for large sets.
@@ -34,7 +37,7 @@ from augment.core.images import PngWriter
 from augment.data.prepare import PreparedDataset
 from augment.errors import DataError
 from augment.generation.shards import iter_shards, load_generate_meta
-from augment.selection.quota import quota_counts, select_per_class
+from augment.selection.quota import quota_counts, realised_share, select_for_share, select_per_class
 from augment.selection.tuning import tune_selection
 
 MANIFEST_FIELDS = ["file", "class", "label", "source", "weight", "score", "confidence",
@@ -76,36 +79,35 @@ def draw_weights(is_synthetic: np.ndarray, share: float | None) -> np.ndarray:
 
 def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str, np.ndarray],
                      cfg: MergeConfig, progress: bool = False, classical: ClassicalConfig = ClassicalConfig(),
-                     selection: dict[str, Any] | None = None,
+                     selection: dict[str, Any] | None = None, real_counts: np.ndarray | None = None,
                      ) -> tuple[np.ndarray, float | None, dict[str, Any] | None, list[dict[str, Any]]]:
-    """Decision rows to merge, the synthetic share, and (tuned / cross-fitted) the choice and its curve."""
+    """Decision rows to merge, the synthetic share, and (tuned / cross-fitted) the choice and its curve.
+
+    A cross-fitted or tuned share is realised by count (``select_for_share`` over ``real_counts``,
+    the merged real images per class): the folder, drawn uniformly, is that share synthetic --
+    what the choice was scored on. The returned share is the realised one."""
     train_x, train_y = ds.subset("train")
-    real_counts = np.bincount(train_y, minlength=ds.num_classes)
+    if real_counts is None:
+        real_counts = np.bincount(train_y, minlength=ds.num_classes)
     if cfg.quota == "crossfit":
         if selection is None:
             raise DataError("merge.quota = crossfit needs the crossfit stage's selection.json: run "
                             "`augment crossfit` first")
         choice = {k: v for k, v in selection.items() if k != "table"}
-        if choice["synthetic_share"] == 0.0:  # the curve is the crossfit stage's own output
-            return np.zeros(0, np.int64), 0.0, choice, []
-        counts = np.bincount(decisions["labels"][decisions["accepted"]], minlength=ds.num_classes)
-        pick = select_per_class(decisions["labels"], decisions["accepted"], decisions["confidence"], counts,
-                                choice["fraction"])
-        return pick, choice["synthetic_share"], choice, []
-    if cfg.quota != "tuned":
+        curve: list[dict[str, Any]] = []  # the curve is the crossfit stage's own output
+    elif cfg.quota == "tuned":
+        val_x, val_y = ds.subset("val")  # tuning is scored on VAL; the test split is never read here
+        cand = np.flatnonzero(decisions["accepted"])
+        syn_x = load_rows_images(gen_dir, decisions, cand)
+        syn_y = decisions["labels"][cand]
+        choice, curve = tune_selection(train_x, train_y, val_x, val_y, syn_x, syn_y, decisions["confidence"][cand],
+                                       ds.num_classes, cfg, classical, progress=progress)
+    else:
         return select_synthetic(decisions, real_counts, cfg), cfg.synthetic_share, None, []
-    val_x, val_y = ds.subset("val")  # tuning is scored on VAL; the test split is never read here
-    cand = np.flatnonzero(decisions["accepted"])
-    syn_x = load_rows_images(gen_dir, decisions, cand)
-    syn_y = decisions["labels"][cand]
-    choice, curve = tune_selection(train_x, train_y, val_x, val_y, syn_x, syn_y, decisions["confidence"][cand],
-                                   ds.num_classes, cfg, classical, progress=progress)
-    if choice["synthetic_share"] == 0.0:
-        return np.zeros(0, np.int64), 0.0, choice, curve
-    counts = np.bincount(syn_y, minlength=ds.num_classes)
-    pick = select_per_class(decisions["labels"], decisions["accepted"], decisions["confidence"], counts,
-                            choice["fraction"])
-    return pick, choice["synthetic_share"], choice, curve
+    pick = select_for_share(decisions["labels"], decisions["accepted"], decisions["confidence"], real_counts,
+                            float(choice["synthetic_share"]), float(choice["fraction"]))
+    share = realised_share(int(real_counts.sum()), len(pick)) if len(pick) else 0.0
+    return pick, share, choice, curve
 
 
 def _score(decisions, key, r) -> str:
@@ -123,7 +125,8 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
     train_x, train_y = ds.images[keep], ds.labels[keep]
     train_files = [f for f, s in zip(ds.files, ds.split) if s in splits]
     real_counts = np.bincount(train_y, minlength=ds.num_classes)
-    pick, share, choice, curve = choose_synthetic(ds, gen_dir, decisions, cfg, progress, classical, selection)
+    pick, share, choice, curve = choose_synthetic(ds, gen_dir, decisions, cfg, progress, classical, selection,
+                                                  real_counts)
     wanted = {int(decisions["index"][r]): int(r) for r in pick}  # global sample index -> decision row
     n_real, n_syn = len(train_x), len(pick)
     weights = draw_weights(np.r_[np.zeros(n_real, bool), np.ones(n_syn, bool)], share)

@@ -37,3 +37,29 @@ def select_per_class(labels: np.ndarray, accepted: np.ndarray, rank: np.ndarray,
         n = min(int(counts[c]), int(round(len(idx) * fraction)) if fraction < 1.0 else len(idx))
         chosen.append(np.sort(idx[:n]))
     return np.concatenate(chosen).astype(np.int64) if chosen else np.zeros(0, np.int64)
+
+
+def share_counts(real_counts: np.ndarray, share: float) -> np.ndarray:
+    """Synthetic images per class that make ``share`` of the class's images in a *uniform* draw:
+    ``round(n_real x share / (1 - share))`` -- 1 per real image at 0.5, 1 per 3 at 0.25.
+
+    The merged folder realises a share by count, not by draw weights: a user who trains on the
+    folder as it is (ImageFolder, uniform sampling) gets the share that cross-fitting tested."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"synthetic share {share!r} is not in [0, 1)")
+    return np.round(np.asarray(real_counts, np.float64) * share / (1.0 - share)).astype(np.int64)
+
+
+def select_for_share(labels: np.ndarray, accepted: np.ndarray, rank: np.ndarray, real_counts: np.ndarray,
+                     share: float, fraction: float = 1.0) -> np.ndarray:
+    """Decision rows that realise ``share`` by count: per class the top-ranked accepted samples, at
+    most :func:`share_counts` of them (fewer when the filters accepted fewer)."""
+    if share <= 0.0:
+        return np.zeros(0, np.int64)
+    return select_per_class(labels, accepted, rank, share_counts(real_counts, share), fraction)
+
+
+def realised_share(n_real: int, n_synthetic: int) -> float:
+    """The synthetic fraction of a uniform draw over the merged images."""
+    total = n_real + n_synthetic
+    return float(n_synthetic / total) if total else 0.0

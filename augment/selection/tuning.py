@@ -2,9 +2,10 @@
 
 ``select_per_class`` turns filter decisions into the synthetic samples to merge: accepted samples
 of each class in rank order (calibrated discriminator confidence, most trusted first), cut to a
-per-class quota. ``tune_selection`` chooses the kept fraction and the synthetic batch share by
+per-class quota. ``tune_selection`` chooses the kept fraction and the synthetic share by
 the downstream classifier's accuracy on the VAL split, over a small grid that includes share 0
-("no synthetic"), so tuning can fall back to real data only.
+("no synthetic"), so tuning can fall back to real data only. A share is realised by count
+(:func:`augment.selection.quota.select_for_share`), as the merged folder will hold it.
 
 The test split never reaches this module: the stage adapter passes train and val arrays only
 (``tests/pipeline/test_security.py`` poisons the test images and checks nothing before
@@ -19,7 +20,7 @@ import numpy as np
 
 from augment.config import ClassicalConfig, MergeConfig
 from augment.downstream.classifier import ClassifierSpec, train_downstream
-from augment.selection.quota import select_per_class
+from augment.selection.quota import select_for_share
 
 
 def _val_scores(model, val_x, val_y, device) -> tuple[float, float]:
@@ -46,18 +47,18 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
         raise ValueError("merge.quota = tuned needs a validation split (prepare.val_fraction > 0)")
     device = resolve_device(cfg.device)
     everything = np.ones(len(syn_y), bool)
-    counts = np.bincount(syn_y, minlength=num_classes)
+    real_counts = np.bincount(train_y, minlength=num_classes)
     points = []
     for share in sorted(set(cfg.tune_shares)):
         for frac in (sorted(set(cfg.tune_fractions), reverse=True) if share > 0 else [1.0]):
             points.append((float(share), float(frac)))
     rows = []
     for i, (share, frac) in enumerate(points):
-        pick = select_per_class(syn_y, everything, syn_rank, counts, frac) if share > 0 else np.zeros(0, np.int64)
+        pick = select_for_share(syn_y, everything, syn_rank, real_counts, share, frac)
         accs, nlls = [], []
         for seed in cfg.tune_seeds:
             model = train_downstream(train_x, train_y, num_classes, ClassifierSpec(steps=cfg.tune_steps), seed,
-                                     device, classical, syn_x[pick], syn_y[pick], share)
+                                     device, classical, syn_x[pick], syn_y[pick], None)  # uniform, as merged
             a, n = _val_scores(model, val_x, val_y, device)
             accs.append(a)
             nlls.append(n)

@@ -124,4 +124,33 @@ def test_worker_processes_give_the_same_choice_as_one_process():
     assert out[2]["workers"] == 2 and out[1]["workers"] == 1
     assert out[1]["accepted_per_fold"] == out[2]["accepted_per_fold"]
     for a, b in zip(out[1]["table"], out[2]["table"]):
+        assert a.pop("synthetic_per_fold") == b.pop("synthetic_per_fold")
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+def test_a_share_is_tested_as_the_folder_will_hold_it(monkeypatch):
+    """The candidate share 0.5 adds one top-ranked synthetic image per real image of each class
+    to the fit folds (not every accepted sample at a weighted draw): what a classifier reading the
+    merged folder uniformly gets."""
+    x, y = _structured(6)  # 3 folds: 4 real images per class in each fit
+    big_x, big_y = _structured(40, seed=1)
+    seen = []
+
+    def fake_candidates(fx, fy, class_names, *args):
+        return big_x, big_y, np.arange(len(big_y), dtype=np.float64)  # rank: later rows first
+
+    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share):
+        seen.append((np.bincount(syn_y, minlength=3).tolist(), share, syn_x.copy()))
+        return np.full((len(held_x), k), 1.0 / k)
+
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25, 0.5], seeds=[0], steps=10, device="cpu", workers=1)
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig())
+    counts = sorted({tuple(c) for c, _, _ in seen})
+    assert counts == [(0, 0, 0), (1, 1, 1), (4, 4, 4)]  # share 0, 0.25 (round(4/3)), 0.5 (4 per 4 reals)
+    assert all(share is None for _, share, _ in seen)  # drawn uniformly with the reals
+    top = [s for c, _, s in seen if c == [4, 4, 4]][0]
+    assert np.array_equal(top[:4], big_x[36:40])  # the best-ranked of class 0
+    assert [r["synthetic_per_fold"] for r in out["table"]] == [[0, 0, 0], [3, 3, 3], [12, 12, 12]]
