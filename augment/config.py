@@ -143,12 +143,15 @@ class GenerateConfig:
     # Inference precision: auto = bf16 autocast on CUDA, fp32 on CPU (bit-reproducible);
     # bf16 = bf16 autocast on any device (scores shift slightly); fp32 = always full precision.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # CPU threads for the batched inference; null = one per usable CPU (a worker process keeps its share)
+    threads: Optional[int] = None
 
     def validate(self) -> None:
         _check_range("generate.n_per_class", self.n_per_class, 1, 10**9)
         _check_range("generate.batch_size", self.batch_size, 1, 1 << 20)
         _check_range("generate.shard_size", self.shard_size, 1, 1 << 24)
         _check_device("generate.device", self.device)
+        _check_threads("generate.threads", self.threads)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,11 @@ class FilterConfig:
     grid_per_class: int = 8
     seed: int = 0
     device: str = "auto"
+    # CPU threads for scoring the samples; null = one per usable CPU (a worker process keeps its share)
+    threads: Optional[int] = None
+    # The label classifier's inference (label + memorisation filters): auto = bf16 autocast on CUDA,
+    # fp32 on CPU; bf16 = bf16 on any device (about 3x faster on an AMX CPU; probabilities shift slightly)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def validate(self) -> None:
         for i, name in enumerate(self.filters):
@@ -194,6 +202,7 @@ class FilterConfig:
         _check_range("filter.memorisation_percentile", self.memorisation_percentile, 0.0, 100.0)
         _check_range("filter.grid_per_class", self.grid_per_class, 1, 1000)
         _check_device("filter.device", self.device)
+        _check_threads("filter.threads", self.threads)
 
 
 @dataclass(frozen=True)
@@ -402,6 +411,11 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
 def _check_workers(name: str, value: Optional[int]) -> None:
     if value is not None and not 1 <= value <= 512:
         raise ConfigError(f"{name} = {value}: expected a number of processes >= 1, or null (one per CPU)")
+
+
+def _check_threads(name: str, value: Optional[int]) -> None:
+    if value is not None and not 1 <= value <= 1024:
+        raise ConfigError(f"{name} = {value}: expected a number of threads >= 1, or null (one per CPU)")
 
 
 def _check_device(name: str, value: str) -> None:

@@ -33,9 +33,10 @@ def _rss_mb() -> float:
 
 
 def run_filter_stage(gen_dir: Path, checkpoint: str, num_classes: int, filters: str | None,
-                     image_shape: tuple[int, int, int], device: str = "cpu"):
+                     image_shape: tuple[int, int, int], device: str = "cpu", precision: str = "auto"):
     """The filter stage's library call, with a small real TRAIN/VAL set of the same shape (the
-    filters calibrate on VAL and compare against TRAIN). ``filters``: comma list, None = default."""
+    filters calibrate on VAL and compare against TRAIN). ``filters``: comma list, None = default;
+    ``precision``: filter.precision where this version has it."""
     import dataclasses
     import inspect
 
@@ -44,6 +45,8 @@ def run_filter_stage(gen_dir: Path, checkpoint: str, num_classes: int, filters: 
     from benchmarks.common import synthetic_images
 
     cfg = FilterConfig(device=device) if "device" in {f.name for f in dataclasses.fields(FilterConfig)} else FilterConfig()
+    if "precision" in {f.name for f in dataclasses.fields(FilterConfig)}:
+        cfg = dataclasses.replace(cfg, precision=precision)
     if filters is not None and "filters" in {f.name for f in dataclasses.fields(FilterConfig)}:
         cfg = dataclasses.replace(cfg, filters=[f for f in filters.split(",") if f])
     if "ctx" not in inspect.signature(filter_samples).parameters:
@@ -98,7 +101,8 @@ def child(args: argparse.Namespace) -> dict:
     t1 = time.perf_counter()
     c1 = time.process_time()
     rss_gen = _rss_mb()
-    decisions, report = run_filter_stage(out / "generated", args.checkpoint, k, args.filters, args.image_shape)
+    decisions, report = run_filter_stage(out / "generated", args.checkpoint, k, args.filters, args.image_shape,
+                                         precision=args.precision)
     save_filter_output(decisions, report, out / "filtered", [f"c{i}" for i in range(k)])
     t2 = time.perf_counter()
     c2 = time.process_time()
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--shard-size", type=int, default=4096)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", default="auto", help="generate.precision and filter.precision")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave)")
     p.add_argument("--raw", action="store_true", help="also time the bare networks (no shards, no I/O)")
     p.add_argument("--train-iterations", type=int, default=20)
@@ -183,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
             for r in results)
         body = (f"{args.size}x{args.size}x{args.channels}, {args.classes} classes, filters "
                 f"{args.filters if args.filters is not None else 'default (params.yaml)'}, batch {args.batch_size}, "
-                f"shard {args.shard_size}, device {args.device}.\n\n"
+                f"shard {args.shard_size}, device {args.device}, precision {args.precision}, "
+                "generate.threads and filter.threads null (one per CPU).\n\n"
                 "| samples | generate img/s | generate + filter img/s (wall) | img per CPU-s | peak RSS MB | all images MB |\n"
                 "|---|---|---|---|---|---|\n" + rows)
-        write_section(args.markdown, f"generate-{args.size}", f"Generation + filtering at {args.size}x{args.size}",
+        tag = "" if args.precision == "auto" else f"-{args.precision}"
+        write_section(args.markdown, f"generate-{args.size}{tag}",
+                      f"Generation + filtering at {args.size}x{args.size}" + (f", {args.precision}" if tag else ""),
                       summary, body)
     return emit(summary, args.json)
 

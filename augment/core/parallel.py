@@ -40,9 +40,33 @@ def resolve_workers(workers: Optional[int], jobs: int, device: torch.device) -> 
     return max(1, min(wanted, jobs))
 
 
+_IN_WORKER = False  # set in a process_pool worker: its thread share is already decided
+
+
 def _init_worker(threads: int) -> None:
+    global _IN_WORKER
+    _IN_WORKER = True
     torch.set_num_threads(threads)
     _die_with_parent()
+
+
+@contextmanager
+def inference_threads(threads: Optional[int], device: torch.device) -> Iterator[int]:
+    """Torch threads for a stage's batched inference (generation, filter scoring): ``threads``, or
+    None = one per usable CPU -- large batches split well over threads, unlike the training of
+    small networks -- except inside a pool worker, which keeps its share. Restored afterwards."""
+    before = torch.get_num_threads()
+    if device.type != "cpu":
+        yield before
+        return
+    wanted = threads if threads is not None else (before if _IN_WORKER else usable_cpus())
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _die_with_parent() -> None:

@@ -112,8 +112,11 @@ class SharedClassifier:
     """The label classifier's probabilities AND embedding from one forward pass per image; the
     label and memorisation filters both read it (the last shard's outputs are kept)."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device):
-        self.model, self.device = model, device
+    def __init__(self, model: torch.nn.Module, device: torch.device, autocast_dtype: torch.dtype | None = None):
+        from augment.downstream.classifier import for_inference
+
+        self.model, self.device = for_inference(model), device  # folded once, not per shard
+        self.autocast_dtype = autocast_dtype
         self._key: tuple[int, int] | None = None
         self._out: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -122,7 +125,7 @@ class SharedClassifier:
         if self._key != key or self._out is None:
             from augment.downstream.classifier import predict_with_embedding
 
-            self._out = predict_with_embedding(self.model, images, self.device)
+            self._out = predict_with_embedding(self.model, images, self.device, autocast_dtype=self.autocast_dtype)
             self._key = key
         return self._out
 
@@ -258,8 +261,11 @@ def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dic
     model = None
     need_model = "label" in cfg.filters or ("memorisation" in cfg.filters and cfg.memorisation_space != "pixel")
     if need_model:
+        from augment.generation.generate import resolve_precision
+
         model = SharedClassifier(
-            train_label_classifier(ctx.train_x, ctx.train_y, ctx.num_classes, cfg, device, ctx.classical), device)
+            train_label_classifier(ctx.train_x, ctx.train_y, ctx.num_classes, cfg, device, ctx.classical), device,
+            resolve_precision(cfg.precision, device, "filter.precision"))
         if len(ctx.val_x):
             info["label_classifier_val_accuracy"] = float((model.proba(ctx.val_x).argmax(1) == ctx.val_y).mean())
     for name in cfg.filters:
@@ -334,7 +340,17 @@ def dcr_report(mem: MemorisationFilter, scores: dict[str, np.ndarray], val_x: np
 
 def filter_samples(gen_dir: str | Path, cfg: FilterConfig, ctx: FilterContext
                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Score every generated sample with every named filter and decide acceptance."""
+    """Score every generated sample with every named filter and decide acceptance (on CPU over
+    ``filter.threads`` torch threads; null: one per usable CPU)."""
+    from augment.core.device import resolve_device
+    from augment.core.parallel import inference_threads
+
+    with inference_threads(cfg.threads, resolve_device(cfg.device)):
+        return _filter_samples(gen_dir, cfg, ctx)
+
+
+def _filter_samples(gen_dir: str | Path, cfg: FilterConfig, ctx: FilterContext
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     meta = load_generate_meta(gen_dir)
     class_names = meta["class_names"]
     filters, info = build_filters(ctx, cfg)

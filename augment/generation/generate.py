@@ -50,7 +50,7 @@ class LoadedGenerator:
     channels_last: bool = False
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(precision: str, device: torch.device, name: str = "generate.precision") -> torch.dtype | None:
     """``auto``: bf16 autocast on a CUDA device that supports it, fp32 elsewhere (CPU outputs stay
     bit-reproducible). ``bf16`` forces bf16 autocast (on CPU too: faster on AVX512-BF16/AMX
     machines, scores shift slightly); ``fp32`` forces full precision."""
@@ -62,7 +62,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return None
-    raise ValueError(f"generate.precision = {precision!r}: expected auto, fp32 or bf16")
+    raise ValueError(f"{name} = {precision!r}: expected auto, fp32 or bf16")
 
 
 def _bake_spectral_norm(module: torch.nn.Module) -> None:
@@ -172,12 +172,17 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
 
 
 def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: GenerateConfig, progress: bool = True) -> dict:
-    """Generate every shard into ``out_dir`` (swapped in atomically) and return a summary."""
+    """Generate every shard into ``out_dir`` (swapped in atomically) and return a summary.
+
+    On CPU the batches run on ``generate.threads`` torch threads (null: one per usable CPU)."""
+    from augment.core.parallel import inference_threads
+
     torch.manual_seed(cfg.seed)
     gen = load_generator(checkpoint_path, cfg.device, cfg.precision)
     k = len(gen.checkpoint.class_names)
     n = num_shards(k, cfg)
-    with atomic_directory(out_dir) as tmp, ThreadPoolExecutor(max_workers=1) as writer:
+    with inference_threads(cfg.threads, gen.device), atomic_directory(out_dir) as tmp, \
+            ThreadPoolExecutor(max_workers=1) as writer:
         # Shard k is written (serialise + fsync) in the background while shard k+1 is computed;
         # at most one pending write, so at most two shards are ever in memory.
         pending: Future | None = None

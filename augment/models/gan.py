@@ -233,7 +233,10 @@ def minibatch_std(h: torch.Tensor) -> torch.Tensor:
     group = min(4, b)
     while b % group:
         group -= 1
-    std = h.reshape(group, -1, *h.shape[1:]).std(dim=0, unbiased=False).mean(dim=list(range(1, h.dim())))
+    hg = h.reshape(group, -1, *h.shape[1:])
+    # the population std over the group, written out: Tensor.std over the leading dim is ~15x slower
+    # on CPU (it was a third of generation's time); + 1e-8 keeps the gradient finite on a collapsed batch
+    std = ((hg - hg.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt().mean(dim=list(range(1, h.dim())))
     return std.repeat(group)
 
 

@@ -93,3 +93,23 @@ def _alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_inference_threads_use_the_cpus_and_restore_the_setting():
+    """Generation and filter scoring run their large batches on every usable CPU (null) or the
+    configured count, then give the process its thread setting back."""
+    import torch
+
+    from augment.core.parallel import inference_threads, usable_cpus
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with inference_threads(None, torch.device("cpu")) as n:
+            assert n == usable_cpus() == torch.get_num_threads()
+        assert torch.get_num_threads() == 1
+        with inference_threads(3, torch.device("cpu")):
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -51,3 +51,18 @@ def test_plan_small_reaches_the_size():
 def test_make_generator_follows_arch():
     cfg = size_for_data(TrainConfig(), 100)
     assert isinstance(make_generator(cfg, (28, 28, 1), 10), SmallGenerator)
+
+
+def test_minibatch_std_is_the_group_std_and_trains_on_a_collapsed_batch():
+    """The discriminator's minibatch-std feature: per group of 4 samples, the mean population std
+    of the features; finite gradients even when the generator collapsed (all samples equal)."""
+    import torch
+
+    from augment.models.gan import minibatch_std
+
+    h = torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    want = h.reshape(4, 2, 3, 5, 5).std(dim=0, unbiased=False).mean(dim=(1, 2, 3)).repeat(4)
+    assert torch.allclose(minibatch_std(h), want, atol=1e-6)
+    same = torch.ones(8, 3, 5, 5, requires_grad=True)
+    minibatch_std(same).sum().backward()
+    assert torch.isfinite(same.grad).all()
