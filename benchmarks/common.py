@@ -56,8 +56,9 @@ def synthetic_images(num_classes: int, per_class: int, size: int, channels: int,
 
 def make_checkpoint(path: str | Path, size: int = 28, channels: int = 1, num_classes: int = 10,
                     width: int = 32, z_dim: int = 64, iterations: int = 20, seed: int = 0) -> Path:
-    """A checkpoint of the default family (train.family) and the given shape, trained for a few iterations on structured random
-    images (so batch-norm statistics and discriminator scores are not degenerate)."""
+    """A checkpoint of the default family (train.family) and the given shape, trained for a few
+    iterations on structured random images (so batch-norm statistics and discriminator scores are
+    not degenerate)."""
     from augment.config import TrainConfig
     from augment.models.checkpoint import save_checkpoint
     from augment.training.loop import train_generator

@@ -154,9 +154,11 @@ def run_crossfit(cfg: CrossfitConfig, paths: Paths = Paths(), progress: bool = T
         out = {"used": True, **crossfit_select(x, y, ds.class_names, cfg, train, generate, filter, classical, log)}
     with atomic_directory(paths.crossfit) as tmp:
         atomic_write_json(tmp / "selection.json", out)
-        keys = ["synthetic_share", "fraction", "oof_accuracy", "oof_nll", "nll_gain", "nll_gain_lower",
-                "accuracy_gain", "accuracy_gain_ci_low", "accuracy_gain_ci_high"]
-        atomic_write_csv(tmp / "table.csv", out["table"], keys)
+        keys = ["synthetic_share", "fraction", "synthetic_per_fold", "oof_accuracy", "oof_nll", "nll_gain",
+                "nll_gain_lower", "accuracy_gain", "accuracy_gain_ci_low", "accuracy_gain_ci_high"]
+        rows = [{**r, "synthetic_per_fold": " ".join(str(n) for n in r.get("synthetic_per_fold", []))}
+                for r in out["table"]]
+        atomic_write_csv(tmp / "table.csv", rows, keys)
     return out
 
 

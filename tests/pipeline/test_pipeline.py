@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from augment.cli import main
 from augment.core.files import read_csv, sha256_file
 from augment.data.prepare import load_prepared
 from augment.generation.shards import iter_shards
+from tests.conftest import write_params
 
 
 def run(*args: str) -> None:
@@ -101,3 +103,27 @@ def test_stage_before_its_input_exists_fails_clearly(workspace: Path, capsys):
     assert "run the train stage first" in capsys.readouterr().err
     assert main(["train", "--quiet"]) == 2
     assert "run the prepare stage first" in capsys.readouterr().err
+
+
+def test_crossfit_quota_end_to_end(workspace: Path):
+    """The default quota through the stages: crossfit writes its table (with the synthetic images
+    each candidate added per fold), and merge realises the chosen share by count, so the merged
+    folder read uniformly is that share synthetic (every manifest weight equal)."""
+    write_params(workspace / "params.yaml", {
+        "prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit"},
+        "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu", "workers": 1,
+                     "min_gain": -1.0}})  # min_gain -1: merge whenever accuracy does not drop (exercise merging)
+    for stage in ("prepare", "train", "generate", "filter", "crossfit", "merge"):
+        run(stage)
+    table = read_csv("data/crossfit/table.csv")
+    assert [r["synthetic_share"] for r in table] == ["0.0", "0.5"]
+    assert table[0]["synthetic_per_fold"] == "0 0" and len(table[1]["synthetic_per_fold"].split()) == 2
+    summary = json.loads(Path("data/augmented/summary.json").read_text())
+    rows = read_csv("data/augmented/manifest.csv")
+    assert len({r["weight"] for r in rows}) == 1  # uniform: the count realises the share
+    if summary["tuning"]["synthetic_share"] > 0:
+        assert summary["synthetic_share"] == pytest.approx(summary["synthetic"] / (summary["real"] + summary["synthetic"]))
+        for v in summary["per_class"].values():
+            assert v["synthetic"] <= v["real"]  # share 0.5: at most one per real image
+    else:
+        assert summary["synthetic"] == 0
