@@ -34,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="labelled draw and generator seed")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None)
+    p.add_argument("--from-json", default=None, help="render --markdown from this script's earlier --json output")
     args = p.parse_args(argv)
+    if args.from_json:
+        import json
+
+        out = json.loads(Path(args.from_json).read_text())
+        _markdown(args, out)
+        return 0
 
     from augment.config import FilterConfig, GenerateConfig, TrainConfig
     from augment.filters.apply import FilterContext, filter_samples
@@ -89,11 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         "per_filter_equal": {k[len("accept_"):]: float((a["dec"][k] == b["dec"][k]).mean())
                              for k in a["dec"] if k.startswith("accept_")},
     })
+    out["per_class"], out["seed"] = args.per_class, args.seed
+    _markdown(args, out)
+    return emit(out, args.json)
+
+
+def _markdown(args: argparse.Namespace, out: dict) -> None:
     if args.markdown:
-        body = (f"Default generator trained on digits 28x28, {args.per_class} labelled per class (seed {args.seed}); "
+        n = out["samples"]
+        body = (f"Default generator trained on digits 28x28, {out['per_class']} labelled per class (seed {out['seed']}); "
                 f"{n:,} samples generated and filtered (default filters) in fp32 and in bf16.\n\n"
                 "| measure | value |\n|---|---|\n"
-                f"| generate + filter wall s, fp32 / bf16 | {out['fp32_generate_filter_s']:.1f} / {out['bf16_generate_filter_s']:.1f} |\n"
+                f"| generate + filter wall s, fp32 / bf16 (1-min load at start {out['machine'].get('loadavg_1m', 0):.1f}; "
+                f"speed: the generate sections) | {out['fp32_generate_filter_s']:.1f} / {out['bf16_generate_filter_s']:.1f} |\n"
                 f"| pixels changed (uint8) / mean abs diff / max | {out['pixels_changed']:.1%} / {out['pixel_mean_abs_diff']:.3f} / {out['pixel_max_abs_diff']} |\n"
                 f"| discriminator score correlation | {out['score_corr']:.5f} |\n"
                 f"| accepted fp32 / bf16 | {out['accepted_fp32']:,} / {out['accepted_bf16']:,} |\n"
@@ -101,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"| accepted sets, Jaccard | {out['accepted_jaccard']:.3f} |\n"
                 + "".join(f"| {k} filter decisions equal | {v:.2%} |\n" for k, v in out["per_filter_equal"].items()))
         write_section(args.markdown, "precision-28", "bf16 vs fp32 inference: what the filters accept", out, body)
-    return emit(out, args.json)
 
 
 if __name__ == "__main__":
