@@ -246,6 +246,12 @@ class MergeConfig:
     # when no synthetic configuration beat real data); "tuned": fraction and synthetic share
     # chosen by downstream accuracy on the VAL split over the tune_* grid (never the test split).
     quota: Literal["all", "per_real", "count", "balanced", "tuned", "crossfit"] = "crossfit"
+    # How a crossfit / tuned share is realised (and tested): "weights" = every accepted sample
+    # (x fraction) is merged and the manifest's draw weights give the share (a consumer must sample
+    # by AugmentedDataset.weights); "count" = n_real x share / (1 - share) samples per class, so
+    # the folder read uniformly (ImageFolder) is that share -- fewer, less varied samples
+    # (docs/results.md measured both).
+    realise: Literal["weights", "count"] = "weights"
     synthetic_per_real: Optional[float] = None
     synthetic_count: int = 100
     balance_factor: float = 1.0

@@ -9,8 +9,8 @@ setting says otherwise) on a suite of scarce settings and writes ``docs/results.
   (generator seed x classifier seed) pair, with its 95 % t-interval;
 * the pipeline's own final choice (share, fraction, merged synthetic per class, why);
 * "forced": (d) - (b) when the accepted samples are merged at share 0.25 regardless of the
-  choice, realised as merge realises a share (by count: the top-ranked third of a sample per
-  real image, drawn uniformly) -- what the generator alone would do to the classifier;
+  choice, realised as merge realises a share (``merge.realise``) -- what the generator alone
+  would do to the classifier;
 * CAS (classifier trained on synthetic only, on real test, relative to real) and the per-class
   diversity ratio, from the evaluate stage's quality report; the wall time of each stage.
 
@@ -125,8 +125,8 @@ def t_interval(diffs: list[float], conf: float = 0.95) -> dict[str, float]:
 
 
 def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> list[float]:
-    """(d) - (b) per classifier seed when the accepted samples are merged at FORCED_SHARE (by count,
-    as merge does). (b) is the evaluate stage's own per-seed result (same data, seeds, steps)."""
+    """(d) - (b) per classifier seed when the accepted samples are merged at FORCED_SHARE (realised
+    as merge.realise says). (b) is the evaluate stage's own per-seed result (same data, seeds, steps)."""
     from augment.core.device import resolve_device
     from augment.data.prepare import load_prepared
     from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
@@ -137,7 +137,8 @@ def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> 
     ds = load_prepared(ws / "data/prepared")
     dec = load_decisions(ws / "data/filtered")
     real_counts = np.bincount(ds.subset("train")[1], minlength=ds.num_classes)
-    rows = select_for_share(dec["labels"], dec["accepted"], dec["confidence"], real_counts, FORCED_SHARE)
+    rows, draw = select_for_share(dec["labels"], dec["accepted"], dec["confidence"], real_counts, FORCED_SHARE,
+                                  realise=cfg.merge.realise)
     sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
     if len(rows) == 0:
         return []  # nothing accepted: nothing to force
@@ -148,7 +149,7 @@ def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> 
                           width=cfg.evaluate.width)
     out = []
     for s, base in zip(seeds, classical_acc):
-        m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, None)
+        m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, draw)
         out.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
     return out
 
@@ -205,7 +206,7 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
         }
         if forced:
             row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"])
-            row["forced_realisation"] = "count"  # older runs: every accepted sample at a weighted draw
+            row["forced_realisation"] = cfg.merge.realise  # runs without it: weights
         return row
 
 
@@ -294,9 +295,9 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "Test accuracy (%) on everything not drawn as labelled. (d) - (b): paired difference in points, "
         "mean and 95 % t-interval over every (generator seed x classifier seed) pair; (d) uses the "
         "pipeline's own final choice. *forced*: the accepted samples merged at share "
-        f"{FORCED_SHARE} regardless of that choice (runs recording `forced_realisation: count`: by count, "
-        "one top-ranked sample per 3 real images, as merge realises a share; older runs: every accepted "
-        "sample, weighted to the share). choice: share/merged synthetic images per run. "
+        f"{FORCED_SHARE} regardless of that choice, realised as the run's merge.realise says (weights: every "
+        "accepted sample, drawn at the share by weight; count: one top-ranked sample per 3 real images, "
+        "drawn uniformly). choice: share/merged synthetic images per run. "
         "CAS: synthetic-only classifier accuracy relative to real-only; diversity: mean per-class "
         "feature-diversity ratio synthetic/real (1 = as varied as the real images).",
         "",

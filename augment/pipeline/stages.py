@@ -151,7 +151,8 @@ def run_crossfit(cfg: CrossfitConfig, paths: Paths = Paths(), progress: bool = T
         ds = load_prepared(paths.prepared)
         x, y = ds.subset("train")  # every labelled image outside the test split (and val, if any) -- never test
         log = (lambda m: print(m, flush=True)) if progress else None
-        out = {"used": True, **crossfit_select(x, y, ds.class_names, cfg, train, generate, filter, classical, log)}
+        out = {"used": True, **crossfit_select(x, y, ds.class_names, cfg, train, generate, filter, classical, log,
+                                               realise=merge.realise)}
     with atomic_directory(paths.crossfit) as tmp:
         atomic_write_json(tmp / "selection.json", out)
         keys = ["synthetic_share", "fraction", "synthetic_per_fold", "oof_accuracy", "oof_nll", "nll_gain",

@@ -12,8 +12,9 @@ fold ``k``:
    classifier seed, the downstream model (real + classical augmentation + synthetic at that
    share, :func:`augment.downstream.classifier.train_downstream`) is trained on the other folds
    and scored on fold ``k``, which neither it nor the generator saw. The share is realised as
-   the merged folder will hold it: by count (``n_real x share / (1 - share)`` top-ranked samples
-   per class, :func:`augment.selection.quota.select_for_share`), drawn uniformly with the reals.
+   merge will realise it (``merge.realise``, :func:`augment.selection.quota.select_for_share`):
+   every accepted sample at per-image draw weights, or ``n_real x share / (1 - share)``
+   top-ranked samples per class drawn uniformly with the reals.
 
 Every labelled image thus gets one out-of-fold prediction per candidate and seed. A candidate
 with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
@@ -135,7 +136,8 @@ def _fold_classifier(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, k: int, s
 
 def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: CrossfitConfig,
                     train_cfg: TrainConfig, gen_cfg: GenerateConfig, filter_cfg: FilterConfig,
-                    classical: ClassicalConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    classical: ClassicalConfig, progress: Callable[[str], None] | None = None,
+                    realise: str = "weights") -> dict[str, Any]:
     """Choose the synthetic share and kept fraction by K-fold cross-fitting (module docstring).
 
     ``x, y``: every labelled image that is not in the test split -- never test images.
@@ -170,11 +172,11 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             accepted_per_fold.append([int(c) for c in np.bincount(syn_y, minlength=k)])
             real_counts = np.bincount(y[fit], minlength=k)
             for i, (share, frac) in enumerate(points):
-                pick = select_for_share(syn_y, np.ones(len(syn_y), bool), rank, real_counts, share, frac)
+                pick, draw = select_for_share(syn_y, np.ones(len(syn_y), bool), rank, real_counts, share, frac, realise)
                 synthetic_per_fold[i].append(int(len(pick)))
                 for j, seed in enumerate(cfg.seeds):
                     clf_jobs[f, i, j] = pool.submit(_fold_classifier, x[fit], y[fit], x[held], k, cfg.steps, seed,
-                                                    str(device), classical, syn_x[pick], syn_y[pick], None)
+                                                    str(device), classical, syn_x[pick], syn_y[pick], draw)
         for f in range(cfg.folds):
             held = folds == f
             for i, (share, frac) in enumerate(points):
@@ -210,6 +212,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
         "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "images": int(len(y)), "workers": workers,
+        "realise": realise,
         "accepted_per_fold": accepted_per_fold, "table": table,
     }
 

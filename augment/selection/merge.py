@@ -3,9 +3,10 @@
 Which synthetic samples: those accepted by every filter, most trusted first per class, cut to a
 quota (``merge.quota``: crossfit -- the share chosen by :mod:`augment.selection.crossfit` --, all,
 per_real, count, balanced, or tuned on the VAL split, see :mod:`augment.selection.tuning`). A
-chosen share is realised by count: the folder holds ``n_real x share / (1 - share)`` synthetic
-images per class, so a classifier that reads it uniformly (ImageFolder) trains on the share
-that was tested, and every draw weight is equal. Output formats (``merge.format``):
+chosen share is realised as ``merge.realise`` says -- and as it was tested: ``weights`` (default)
+merges every accepted sample and the manifest's draw weights give the share; ``count`` merges
+``n_real x share / (1 - share)`` per class, so the folder read uniformly (ImageFolder) is that
+share and every weight is equal. Output formats (``merge.format``):
 
 * ``png`` (default): ImageFolder ``<out>/<class>/real_*.png`` and ``<out>/<class>/syn_*.png``;
 * ``npz``: compact shards ``<out>/shard_*.npz`` (images, labels, is_synthetic, weight) for large sets.
@@ -83,9 +84,9 @@ def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[s
                      ) -> tuple[np.ndarray, float | None, dict[str, Any] | None, list[dict[str, Any]]]:
     """Decision rows to merge, the synthetic share, and (tuned / cross-fitted) the choice and its curve.
 
-    A cross-fitted or tuned share is realised by count (``select_for_share`` over ``real_counts``,
-    the merged real images per class): the folder, drawn uniformly, is that share synthetic --
-    what the choice was scored on. The returned share is the realised one."""
+    A cross-fitted or tuned share is realised as ``cfg.realise`` says (``select_for_share`` over
+    ``real_counts``, the merged real images per class) -- as the choice was scored. The returned
+    share is the one the draw weights must realise (with ``count``: the uniform one)."""
     train_x, train_y = ds.subset("train")
     if real_counts is None:
         real_counts = np.bincount(train_y, minlength=ds.num_classes)
@@ -94,6 +95,9 @@ def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[s
             raise DataError("merge.quota = crossfit needs the crossfit stage's selection.json: run "
                             "`augment crossfit` first")
         choice = {k: v for k, v in selection.items() if k != "table"}
+        if selection.get("realise", "weights") != cfg.realise:
+            raise DataError(f"data/crossfit/selection.json tested merge.realise = {selection.get('realise', 'weights')}, "
+                            f"params.yaml now says {cfg.realise}: re-run the crossfit stage (augment crossfit)")
         curve: list[dict[str, Any]] = []  # the curve is the crossfit stage's own output
     elif cfg.quota == "tuned":
         val_x, val_y = ds.subset("val")  # tuning is scored on VAL; the test split is never read here
@@ -104,10 +108,11 @@ def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[s
                                        ds.num_classes, cfg, classical, progress=progress)
     else:
         return select_synthetic(decisions, real_counts, cfg), cfg.synthetic_share, None, []
-    pick = select_for_share(decisions["labels"], decisions["accepted"], decisions["confidence"], real_counts,
-                            float(choice["synthetic_share"]), float(choice["fraction"]))
-    share = realised_share(int(real_counts.sum()), len(pick)) if len(pick) else 0.0
-    return pick, share, choice, curve
+    pick, draw = select_for_share(decisions["labels"], decisions["accepted"], decisions["confidence"], real_counts,
+                                  float(choice["synthetic_share"]), float(choice["fraction"]), cfg.realise)
+    if not len(pick):
+        return pick, 0.0, choice, curve
+    return pick, (realised_share(int(real_counts.sum()), len(pick)) if draw is None else draw), choice, curve
 
 
 def _score(decisions, key, r) -> str:

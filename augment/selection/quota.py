@@ -41,22 +41,26 @@ def select_per_class(labels: np.ndarray, accepted: np.ndarray, rank: np.ndarray,
 
 def share_counts(real_counts: np.ndarray, share: float) -> np.ndarray:
     """Synthetic images per class that make ``share`` of the class's images in a *uniform* draw:
-    ``round(n_real x share / (1 - share))`` -- 1 per real image at 0.5, 1 per 3 at 0.25.
-
-    The merged folder realises a share by count, not by draw weights: a user who trains on the
-    folder as it is (ImageFolder, uniform sampling) gets the share that cross-fitting tested."""
+    ``round(n_real x share / (1 - share))`` -- 1 per real image at 0.5, 1 per 3 at 0.25
+    (``merge.realise: count``: a user who trains on the folder as it is gets the tested share)."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"synthetic share {share!r} is not in [0, 1)")
     return np.round(np.asarray(real_counts, np.float64) * share / (1.0 - share)).astype(np.int64)
 
 
 def select_for_share(labels: np.ndarray, accepted: np.ndarray, rank: np.ndarray, real_counts: np.ndarray,
-                     share: float, fraction: float = 1.0) -> np.ndarray:
-    """Decision rows that realise ``share`` by count: per class the top-ranked accepted samples, at
-    most :func:`share_counts` of them (fewer when the filters accepted fewer)."""
+                     share: float, fraction: float = 1.0, realise: str = "count") -> tuple[np.ndarray, float | None]:
+    """Decision rows for a chosen ``share`` and the draw share to train them at.
+
+    ``realise = "count"``: per class the top-ranked accepted samples, at most :func:`share_counts`
+    of them, drawn uniformly with the reals (share None). ``"weights"``: every accepted sample
+    (x ``fraction``, most trusted first), drawn at ``share`` by per-image weights."""
     if share <= 0.0:
-        return np.zeros(0, np.int64)
-    return select_per_class(labels, accepted, rank, share_counts(real_counts, share), fraction)
+        return np.zeros(0, np.int64), 0.0
+    if realise == "count":
+        return select_per_class(labels, accepted, rank, share_counts(real_counts, share), fraction), None
+    counts = np.bincount(labels[accepted], minlength=len(real_counts))
+    return select_per_class(labels, accepted, rank, counts, fraction), share
 
 
 def realised_share(n_real: int, n_synthetic: int) -> float:

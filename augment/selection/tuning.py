@@ -4,8 +4,8 @@
 of each class in rank order (calibrated discriminator confidence, most trusted first), cut to a
 per-class quota. ``tune_selection`` chooses the kept fraction and the synthetic share by
 the downstream classifier's accuracy on the VAL split, over a small grid that includes share 0
-("no synthetic"), so tuning can fall back to real data only. A share is realised by count
-(:func:`augment.selection.quota.select_for_share`), as the merged folder will hold it.
+("no synthetic"), so tuning can fall back to real data only. A share is realised as merge will
+realise it (``merge.realise``, :func:`augment.selection.quota.select_for_share`).
 
 The test split never reaches this module: the stage adapter passes train and val arrays only
 (``tests/pipeline/test_security.py`` poisons the test images and checks nothing before
@@ -54,11 +54,11 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
             points.append((float(share), float(frac)))
     rows = []
     for i, (share, frac) in enumerate(points):
-        pick = select_for_share(syn_y, everything, syn_rank, real_counts, share, frac)
+        pick, draw = select_for_share(syn_y, everything, syn_rank, real_counts, share, frac, cfg.realise)
         accs, nlls = [], []
         for seed in cfg.tune_seeds:
             model = train_downstream(train_x, train_y, num_classes, ClassifierSpec(steps=cfg.tune_steps), seed,
-                                     device, classical, syn_x[pick], syn_y[pick], None)  # uniform, as merged
+                                     device, classical, syn_x[pick], syn_y[pick], draw)  # as merged
             a, n = _val_scores(model, val_x, val_y, device)
             accs.append(a)
             nlls.append(n)

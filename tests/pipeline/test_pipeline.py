@@ -107,10 +107,10 @@ def test_stage_before_its_input_exists_fails_clearly(workspace: Path, capsys):
 
 def test_crossfit_quota_end_to_end(workspace: Path):
     """The default quota through the stages: crossfit writes its table (with the synthetic images
-    each candidate added per fold), and merge realises the chosen share by count, so the merged
-    folder read uniformly is that share synthetic (every manifest weight equal)."""
+    each candidate added per fold), and merge.realise = count realises the chosen share by count,
+    so the merged folder read uniformly is that share synthetic (every manifest weight equal)."""
     write_params(workspace / "params.yaml", {
-        "prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit"},
+        "prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit", "realise": "count"},
         "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu", "workers": 1,
                      "min_gain": -1.0}})  # min_gain -1: merge whenever accuracy does not drop (exercise merging)
     for stage in ("prepare", "train", "generate", "filter", "crossfit", "merge"):

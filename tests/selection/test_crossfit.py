@@ -128,10 +128,10 @@ def test_worker_processes_give_the_same_choice_as_one_process():
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
 
 
-def test_a_share_is_tested_as_the_folder_will_hold_it(monkeypatch):
-    """The candidate share 0.5 adds one top-ranked synthetic image per real image of each class
-    to the fit folds (not every accepted sample at a weighted draw): what a classifier reading the
-    merged folder uniformly gets."""
+def test_a_share_is_tested_as_merge_will_realise_it(monkeypatch):
+    """merge.realise = count: the candidate share 0.5 adds one top-ranked synthetic image per real
+    image of each class to the fit folds, drawn uniformly (what a classifier reading the merged
+    folder as it is gets); weights: every accepted sample, drawn at the share by weight."""
     x, y = _structured(6)  # 3 folds: 4 real images per class in each fit
     big_x, big_y = _structured(40, seed=1)
     seen = []
@@ -147,10 +147,17 @@ def test_a_share_is_tested_as_the_folder_will_hold_it(monkeypatch):
     monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
     cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25, 0.5], seeds=[0], steps=10, device="cpu", workers=1)
     out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
-                                   FilterConfig(), ClassicalConfig())
+                                   FilterConfig(), ClassicalConfig(), realise="count")
+    assert out["realise"] == "count"
     counts = sorted({tuple(c) for c, _, _ in seen})
     assert counts == [(0, 0, 0), (1, 1, 1), (4, 4, 4)]  # share 0, 0.25 (round(4/3)), 0.5 (4 per 4 reals)
-    assert all(share is None for _, share, _ in seen)  # drawn uniformly with the reals
+    assert all(share is None for c, share, _ in seen if sum(c))  # drawn uniformly with the reals
     top = [s for c, _, s in seen if c == [4, 4, 4]][0]
     assert np.array_equal(top[:4], big_x[36:40])  # the best-ranked of class 0
     assert [r["synthetic_per_fold"] for r in out["table"]] == [[0, 0, 0], [3, 3, 3], [12, 12, 12]]
+
+    seen.clear()
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig(), realise="weights")
+    assert sorted({(tuple(c), share) for c, share, _ in seen}) == [((0, 0, 0), 0.0), ((40, 40, 40), 0.25),
+                                                                    ((40, 40, 40), 0.5)]

@@ -104,9 +104,11 @@ def test_refit_with_val_merges_val_but_never_test(workspace: Path):
     assert metrics["train_real_images"] == summary["real"]
 
 
-def test_a_cross_fitted_share_is_realised_by_count_in_the_folder():
-    """Share 0.5 with 4 and 6 real images: 4 and 6 synthetic images (the most trusted of each
-    class), so the folder read uniformly is half synthetic and every draw weight is equal."""
+def test_a_cross_fitted_share_is_realised_by_count_or_by_weights():
+    """merge.realise = count, share 0.5 with 4 and 6 real images: 4 and 6 synthetic images (the most
+    trusted of each class), so the folder read uniformly is half synthetic and every draw weight is
+    equal. weights: every accepted sample, the share in the weights. A selection cross-fitted for
+    the other realisation is refused."""
     from augment.data.prepare import PreparedDataset
     from augment.selection.merge import choose_synthetic
 
@@ -116,14 +118,21 @@ def test_a_cross_fitted_share_is_realised_by_count_in_the_folder():
     syn_labels = np.repeat([0, 1], 20)
     decisions = {"labels": syn_labels, "accepted": np.ones(40, bool), "confidence": np.arange(40.0),
                  "index": np.arange(40)}
-    selection = {"synthetic_share": 0.5, "fraction": 1.0, "used": True}
-    pick, share, choice, _ = choose_synthetic(ds, "unused", decisions, MergeConfig(quota="crossfit"),
-                                              selection=selection)
+    selection = {"synthetic_share": 0.5, "fraction": 1.0, "used": True, "realise": "count"}
+    count = MergeConfig(quota="crossfit", realise="count")
+    pick, share, choice, _ = choose_synthetic(ds, "unused", decisions, count, selection=selection)
     assert np.bincount(syn_labels[pick]).tolist() == [4, 6]
     assert pick.tolist() == list(range(16, 20)) + list(range(34, 40))  # top-ranked per class
     assert share == pytest.approx(0.5) and choice["synthetic_share"] == 0.5
     w = draw_weights(np.r_[np.zeros(10, bool), np.ones(len(pick), bool)], share)
     assert np.allclose(w, w[0])  # the realised share needs no weights
     few = {**decisions, "accepted": np.r_[np.ones(2, bool), np.zeros(18, bool), np.ones(20, bool)]}
-    pick, share, _, _ = choose_synthetic(ds, "unused", few, MergeConfig(quota="crossfit"), selection=selection)
+    pick, share, _, _ = choose_synthetic(ds, "unused", few, count, selection=selection)
     assert np.bincount(syn_labels[pick]).tolist() == [2, 6] and share == pytest.approx(8 / 18)
+    weights = MergeConfig(quota="crossfit", realise="weights")
+    pick, share, _, _ = choose_synthetic(ds, "unused", decisions, weights, selection={**selection, "realise": "weights"})
+    assert len(pick) == 40 and share == 0.5
+    from augment.errors import DataError
+
+    with pytest.raises(DataError, match="merge.realise = count.*re-run the crossfit stage"):
+        choose_synthetic(ds, "unused", decisions, weights, selection=selection)
