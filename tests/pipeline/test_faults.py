@@ -84,7 +84,7 @@ def test_kill9_during_train_resumes_to_the_same_checkpoint(tmp_path: Path, monke
     from safetensors.torch import load_file
 
     # Long enough that the kill lands mid-run even on a fast machine (the first resume state is at 10).
-    train = {"iterations": 120, "checkpoint_every": 10, "sample_every": 60, "log_every": 5}
+    train = {"iterations": 400, "checkpoint_every": 10, "sample_every": 60, "log_every": 5}
     ws = {}
     for name in ("killed", "clean"):
         ws[name] = tmp_path / name

@@ -88,7 +88,7 @@ def _env() -> dict:
 
 
 def test_ctrl_c_during_train_exits_130_with_resume_state_intact(workspace):
-    write_params(workspace / "params.yaml", {"train": {"iterations": 400, "checkpoint_every": 3}})
+    write_params(workspace / "params.yaml", {"train": {"iterations": 20000, "checkpoint_every": 3}})
     assert subprocess.run([sys.executable, "-m", "augment.cli", "prepare", "--quiet"], env=_env(),
                           capture_output=True).returncode == 0
     raw_before = tree_hash(workspace / "data" / "raw")
