@@ -60,7 +60,7 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
     from augment.core.files import atomic_save_npz, sha256_file
     from augment.generation.generate import generate_shard
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(cfg.threads or max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     gen = _generator(checkpoint, checkpoint_sha256, cfg.device, cfg.precision)
     arrays = generate_shard(gen, shard_id, len(gen.checkpoint.class_names), cfg)
     path = Path(out_dir) / f"shard_{shard_id:05d}.npz"

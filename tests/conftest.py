@@ -23,9 +23,11 @@ TINY_PARAMS = {
     "prepare": {"raw_dir": "data/raw", "test_dir": None, "val_fraction": 0.25, "test_fraction": 0.25, "seed": 0},
     "train": {"family": "gan", "iterations": 12, "batch_size": 8, "z_dim": 8, "g_channels": 8, "d_channels": 8,
               "checkpoint_every": 5, "sample_every": 6, "log_every": 2, "device": "cpu"},
-    "generate": {"n_per_class": 10, "batch_size": 7, "shard_size": 8, "seed": 3, "device": "cpu"},
+    # threads 1: the same thread count on every path a test compares bit for bit (stage, Dask
+    # shards, pool workers), whatever the CI machine's CPU count
+    "generate": {"n_per_class": 10, "batch_size": 7, "shard_size": 8, "seed": 3, "device": "cpu", "threads": 1},
     "filter": {"filters": ["discriminator"], "mode": "top_fraction", "top_fraction": 0.5,
-               "calibration_fakes_per_class": 4, "classifier_steps": 20, "device": "cpu"},
+               "calibration_fakes_per_class": 4, "classifier_steps": 20, "device": "cpu", "threads": 1},
     "merge": {"quota": "all", "synthetic_per_real": None, "tune_steps": 10, "device": "cpu"},
     # workers 1: tiny models train faster than worker processes start (tests/evaluation and
     # tests/selection run the multi-process path and check it gives the same numbers)

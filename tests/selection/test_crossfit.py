@@ -111,7 +111,8 @@ def test_worker_processes_give_the_same_choice_as_one_process():
     x, y = _structured(4)
     train = TrainConfig(device="cpu", iterations=30, batch_size=16, g_channels=8, d_channels=8, z_dim=8,
                         checkpoint_every=1000, sample_every=1000, log_every=1000)
-    gen, filt = GenerateConfig(n_per_class=12, device="cpu"), FilterConfig(filters=[], device="cpu")
+    gen = GenerateConfig(n_per_class=12, device="cpu", threads=1)  # one thread per job on both paths
+    filt = FilterConfig(filters=[], device="cpu", threads=1)
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as under OMP_NUM_THREADS=1; two workers then get one thread each
     try:
