@@ -93,8 +93,12 @@ def test_ctrl_c_during_train_exits_130_with_resume_state_intact(workspace):
                           capture_output=True).returncode == 0
     raw_before = tree_hash(workspace / "data" / "raw")
     resume = workspace / "runs" / "resume" / "train_state.safetensors"
+    # SIG_DFL in the child: an ignored SIGINT is inherited through exec, and a library earlier in the
+    # test session (in-process dvc) may have left it ignored in this process -- Ctrl-C in a terminal
+    # reaches train with the default disposition.
     proc = subprocess.Popen([sys.executable, "-m", "augment.cli", "train", "--quiet"], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not resume.is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
