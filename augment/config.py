@@ -184,7 +184,7 @@ class FilterConfig:
     # CPU threads for scoring the samples; null = one per usable CPU (a worker process keeps its share)
     threads: Optional[int] = None
     # The label classifier's inference (label + memorisation filters): auto = bf16 autocast on CUDA,
-    # fp32 on CPU; bf16 = bf16 on any device (about 3x faster on an AMX CPU; probabilities shift slightly)
+    # fp32 on CPU; bf16 = bf16 on any device (faster on a CPU with native bf16; probabilities shift slightly)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def validate(self) -> None:

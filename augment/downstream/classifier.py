@@ -185,7 +185,7 @@ def _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device) -> 
 def for_inference(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` whose Conv2d + BatchNorm2d pairs are folded into one
     convolution (the running statistics are constants at inference): the same outputs up to float
-    rounding, ~30 % less CPU per image (batch norm was a fifth of the filter stage's time)."""
+    rounding, less CPU per image (batch norm was a fifth of the filter stage's time in a profile)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     if not isinstance(model, SmallCNN):
@@ -218,8 +218,8 @@ def predict_with_embedding(model: SmallCNN, images: np.ndarray, device: torch.de
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities and the penultimate-layer embedding from ONE forward pass per image.
 
-    ``autocast_dtype`` (e.g. bf16): the convolutions run in that precision, channels-last (about
-    3x faster on a CPU with AMX / AVX512-BF16); probabilities and embeddings are returned in fp32."""
+    ``autocast_dtype`` (e.g. bf16): the convolutions run in that precision, channels-last (faster
+    on a CPU with AMX / AVX512-BF16, docs/performance.md); probabilities and embeddings are fp32."""
     model = for_inference(model)
     if autocast_dtype is not None:
         model = model.to(memory_format=torch.channels_last)
