@@ -188,8 +188,8 @@ def for_inference(model: nn.Module) -> nn.Module:
     rounding, less CPU per image (batch norm was a fifth of the filter stage's time in a profile)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    if not isinstance(model, SmallCNN):
-        return model.eval()
+    if not isinstance(model, SmallCNN) or not any(isinstance(m, nn.BatchNorm2d) for m in model.features):
+        return model.eval()  # nothing to fold (e.g. already folded): no copy per call
     fused = copy.deepcopy(model).eval()
     layers, out, i = list(fused.features), [], 0
     while i < len(layers):

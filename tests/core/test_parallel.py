@@ -47,7 +47,6 @@ def _sleep_and_report_pid(seconds: float) -> int:
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_workers_die_with_a_killed_stage_process(tmp_path):
     """A stage process killed mid-job (DVC, Prefect or the user) leaves no worker running on."""
-    import os
     import signal
     import subprocess
     import sys
