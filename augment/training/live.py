@@ -131,8 +131,13 @@ class LiveLogger:
 
     def end(self) -> None:
         if self.live is not None:
-            self.live.end()
-            self.live = None
+            live, self.live = self.live, None
+            try:
+                live.end()
+            except Exception as exc:  # noqa: BLE001 -- live metrics are optional; training must not fail on them
+                # e.g. two DDP ranks' dvclive both removing .dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED
+                log.warning("dvclive could not end cleanly (%s: %s); the metrics files are already written",
+                            type(exc).__name__, exc)
 
     def __enter__(self) -> "LiveLogger":
         return self
