@@ -160,20 +160,26 @@ def _flat(images: np.ndarray) -> np.ndarray:
 
 
 def nearest_distance(queries: np.ndarray, refs: np.ndarray, exclude_self: bool = False,
-                     block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distance from each query row to its nearest ref row (and that row's index)."""
-    rn = (refs**2).sum(1)
-    dist = np.empty(len(queries), np.float64)
-    arg = np.empty(len(queries), np.int64)
-    for s in range(0, len(queries), block):
-        q = queries[s : s + block]
-        d2 = (q**2).sum(1)[:, None] + rn[None, :] - 2.0 * q @ refs.T
-        if exclude_self:
-            d2[np.arange(len(q)), np.arange(s, s + len(q))] = np.inf
-        a = d2.argmin(1)
-        arg[s : s + block] = a
-        # recompute the winner's distance directly: the expanded form above loses exact zeros
-        dist[s : s + block] = np.sqrt(((q.astype(np.float64) - refs[a].astype(np.float64)) ** 2).sum(1))
+                     block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance from each query row to its nearest ref row (and that row's index).
+
+    The search runs in torch (its intra-op threads: ``filter.threads``; numpy's BLAS would follow
+    OMP_NUM_THREADS, often 1); the winner's distance is recomputed exactly in float64."""
+    with torch.no_grad():
+        refs_t = torch.from_numpy(np.ascontiguousarray(refs, dtype=np.float32))
+        refs64 = refs_t.double()
+        rn = (refs_t * refs_t).sum(1)
+        dist = np.empty(len(queries), np.float64)
+        arg = np.empty(len(queries), np.int64)
+        for s in range(0, len(queries), block):
+            q = torch.from_numpy(np.ascontiguousarray(queries[s : s + block], dtype=np.float32))
+            d2 = (q * q).sum(1)[:, None] + rn[None, :] - 2.0 * (q @ refs_t.T)
+            if exclude_self:
+                d2[torch.arange(len(q)), torch.arange(s, s + len(q))] = float("inf")
+            a = d2.argmin(1)
+            arg[s : s + len(q)] = a.numpy()
+            # recompute the winner's distance directly: the expanded form above loses exact zeros
+            dist[s : s + len(q)] = (q.double() - refs64[a]).square().sum(1).sqrt().numpy()
     return dist, arg
 
 

@@ -23,8 +23,9 @@ def test_classifier_prefetch_keeps_order_and_reraises():
 
 
 def test_inference_folds_batch_norm_without_changing_the_predictions():
-    """predict_proba / predict_with_embedding run a copy with Conv+BN folded: the trained model is
-    left as it was and the outputs match the unfolded eval-mode model."""
+    """predict_proba / predict_with_embedding run a copy with Conv+BN folded (and ReLU after the
+    max-pool, channels-last, in chunks): the trained model is left as it was and the outputs match
+    the unfolded eval-mode model, across a chunk boundary."""
     import torch
 
     from augment.downstream.classifier import SmallCNN, for_inference, predict_with_embedding
@@ -37,7 +38,7 @@ def test_inference_folds_batch_norm_without_changing_the_predictions():
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.normal_()
     model.train()
-    x = np.random.default_rng(0).integers(0, 256, (9, 12, 12, 1), dtype=np.uint8)
+    x = np.random.default_rng(0).integers(0, 256, (300, 12, 12, 1), dtype=np.uint8)  # > one CPU chunk
     probs, feats = predict_with_embedding(model, x)
     assert model.training  # the caller's model is not switched or changed
     fused = for_inference(model)
