@@ -78,6 +78,54 @@ def _bake_spectral_norm(module: torch.nn.Module) -> None:
                 parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
 
 
+class SubPixelConv(torch.nn.Module):
+    """``ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)`` rewritten as a 3x3 convolution to
+    ``4 * c_out`` channels followed by a 2x pixel shuffle: the same function (up to float
+    rounding), computed the way oneDNN does fast when ``c_out`` is small. On the 2-core CPU the
+    28x28 image layer (32 -> 1 channel) took 7.6 instead of 16.6 us per image; with 32 output
+    channels it was 2x slower, so only image layers are rewritten (``subpixel_image_layers``)."""
+
+    # Phase a of the output row 2i + a reads input rows i + d through kernel row k: {d: k}.
+    _TAPS = {0: {-1: 3, 0: 1}, 1: {0: 2, 1: 0}}
+
+    def __init__(self, ct: torch.nn.ConvTranspose2d):
+        super().__init__()
+        c_in, c_out = ct.in_channels, ct.out_channels
+        w = ct.weight.detach()  # (c_in, c_out, 4, 4)
+        k = torch.zeros(c_out, 2, 2, c_in, 3, 3, dtype=w.dtype, device=w.device)
+        for a, rows in self._TAPS.items():
+            for b, cols in self._TAPS.items():
+                for di, ki in rows.items():
+                    for dj, kj in cols.items():
+                        k[:, a, b, :, di + 1, dj + 1] = w[:, :, ki, kj].T
+        self.conv = torch.nn.Conv2d(c_in, 4 * c_out, 3, padding=1, bias=ct.bias is not None,
+                                    device=w.device, dtype=w.dtype)
+        self.conv.weight.data.copy_(k.reshape(4 * c_out, c_in, 3, 3))
+        if ct.bias is not None:
+            self.conv.bias.data.copy_(ct.bias.detach().repeat_interleave(4))
+
+    @staticmethod
+    def applies(m: torch.nn.Module, max_out_channels: int = 4) -> bool:
+        return (isinstance(m, torch.nn.ConvTranspose2d) and m.kernel_size == (4, 4) and m.stride == (2, 2)
+                and m.padding == (1, 1) and m.output_padding == (0, 0) and m.dilation == (1, 1)
+                and m.groups == 1 and m.out_channels <= max_out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pixel_shuffle(self.conv(x), 2)
+
+
+def subpixel_image_layers(module: torch.nn.Module) -> int:
+    """Replace every image-producing ``ConvTranspose2d`` (<= 4 output channels) inside ``module``
+    by a :class:`SubPixelConv`, in place; returns how many. For inference copies only."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if SubPixelConv.applies(child):
+                setattr(parent, name, SubPixelConv(child))
+                count += 1
+    return count
+
+
 def load_generator(path: str | Path, device: str = "auto", precision: str = "auto") -> LoadedGenerator:
     """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference)."""
     ck = Checkpoint(path)
@@ -90,6 +138,8 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
         p.requires_grad_(False)
     with torch.no_grad():
         _bake_spectral_norm(disc)
+        if dev.type == "cpu":
+            subpixel_image_layers(sampler)
     # Channels-last: cuDNN's fast convolution layout on CUDA, and on CPU oneDNN's too (measured
     # 1.4x for G + D at 28x28, benchmarks/RESULTS.md). Outputs stay deterministic for a seed.
     channels_last = dev.type in ("cuda", "cpu")

@@ -37,3 +37,44 @@ def test_cpu_generation_is_reproducible_and_bf16_stays_close(tmp_path: Path):
         assert np.abs(x["scores"] - y["scores"]).max() < 0.1 * (np.abs(x["scores"]).max() + 1.0)
     # reading only the metadata never loads images
     assert set(next(iter_shards(tmp_path / "a", keys=("scores", "index")))) == {"scores", "index"}
+
+
+@pytest.mark.parametrize("c_out,size", [(1, 14), (3, 5)])
+def test_subpixel_rewrite_computes_the_transposed_convolution(c_out: int, size: int):
+    """The CPU inference copy's image layer (ConvTranspose2d 4x4, stride 2) rewritten as a 3x3
+    convolution + pixel shuffle gives the same image, and only image layers are rewritten."""
+    import torch
+
+    from augment.generation.generate import SubPixelConv, subpixel_image_layers
+
+    torch.manual_seed(0)
+    ct = torch.nn.ConvTranspose2d(6, c_out, 4, 2, 1)
+    x = torch.randn(5, 6, size, size)
+    with torch.no_grad():
+        assert torch.allclose(SubPixelConv(ct)(x), ct(x), atol=1e-5)
+    net = torch.nn.Sequential(torch.nn.ConvTranspose2d(6, 16, 4, 2, 1), torch.nn.ReLU(), ct)
+    assert subpixel_image_layers(net) == 1
+    assert isinstance(net[0], torch.nn.ConvTranspose2d) and isinstance(net[2], SubPixelConv)
+
+
+def test_loaded_cpu_sampler_draws_what_the_trained_one_draws(tmp_path: Path):
+    """load_generator's CPU inference copy (sub-pixel image layer, channels-last) samples the
+    same images as the generator it was saved from, for the same latents."""
+    import torch
+
+    from augment.generation.generate import SubPixelConv, load_generator
+    from augment.models.checkpoint import Checkpoint
+    from augment.training.families import get_trainer_class
+    from benchmarks.common import make_checkpoint
+
+    ck_path = make_checkpoint(tmp_path / "g.safetensors", size=28, width=8, z_dim=8, num_classes=3, iterations=2)
+    gen = load_generator(ck_path, "cpu", "fp32")
+    assert any(isinstance(m, SubPixelConv) for m in gen.sampler.modules())
+    ck = Checkpoint(ck_path)
+    trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), torch.device("cpu"))
+    ck.load_into(dict(trainer.modules()))
+    ref = trainer.sampler().eval()
+    y = torch.arange(9) % 3
+    a = gen.sampler.sample(y, torch.Generator().manual_seed(3))
+    b = ref.sample(y, torch.Generator().manual_seed(3))
+    assert a.shape == b.shape == (9, 1, 28, 28) and torch.allclose(a, b, atol=1e-5)
