@@ -126,6 +126,38 @@ def subpixel_image_layers(module: torch.nn.Module) -> int:
     return count
 
 
+class FoldedClassBatchNorm(torch.nn.Module):
+    """An eval-mode :class:`~augment.models.gan.ClassBatchNorm` (running statistics, then a
+    per-class gain and bias) as one per-class affine map ``x * scale[y] + shift[y]``: the same
+    function up to float rounding, one pass over the activations instead of three."""
+
+    def __init__(self, cbn: torch.nn.Module):
+        super().__init__()
+        bn = cbn.bn
+        inv = torch.rsqrt(bn.running_var.detach() + bn.eps)
+        scale = cbn.gain.weight.detach() * inv  # (classes, channels)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", cbn.bias.weight.detach() - bn.running_mean.detach() * scale)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift[y][:, :, None, None], x, self.scale[y][:, :, None, None])
+
+
+def fold_class_batchnorm(module: torch.nn.Module) -> int:
+    """Replace every eval-mode ``ClassBatchNorm`` with running statistics inside ``module`` by a
+    :class:`FoldedClassBatchNorm`, in place; returns how many. For inference copies only."""
+    from augment.models.gan import ClassBatchNorm
+
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, ClassBatchNorm) and not child.training and child.bn.track_running_stats
+                    and child.bn.running_mean is not None):
+                setattr(parent, name, FoldedClassBatchNorm(child))
+                count += 1
+    return count
+
+
 def load_generator(path: str | Path, device: str = "auto", precision: str = "auto") -> LoadedGenerator:
     """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference)."""
     ck = Checkpoint(path)
@@ -138,6 +170,7 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
         p.requires_grad_(False)
     with torch.no_grad():
         _bake_spectral_norm(disc)
+        fold_class_batchnorm(sampler)
         if dev.type == "cpu":
             subpixel_image_layers(sampler)
     # Channels-last: cuDNN's fast convolution layout on CUDA, and on CPU oneDNN's too (measured

@@ -58,11 +58,12 @@ def test_subpixel_rewrite_computes_the_transposed_convolution(c_out: int, size: 
 
 
 def test_loaded_cpu_sampler_draws_what_the_trained_one_draws(tmp_path: Path):
-    """load_generator's CPU inference copy (sub-pixel image layer, channels-last) samples the
-    same images as the generator it was saved from, for the same latents."""
+    """load_generator's CPU inference copy (class batch norms folded, sub-pixel image layer,
+    channels-last) samples the same images as the generator it was saved from, for the same
+    latents."""
     import torch
 
-    from augment.generation.generate import SubPixelConv, load_generator
+    from augment.generation.generate import FoldedClassBatchNorm, SubPixelConv, load_generator
     from augment.models.checkpoint import Checkpoint
     from augment.training.families import get_trainer_class
     from benchmarks.common import make_checkpoint
@@ -70,6 +71,7 @@ def test_loaded_cpu_sampler_draws_what_the_trained_one_draws(tmp_path: Path):
     ck_path = make_checkpoint(tmp_path / "g.safetensors", size=28, width=8, z_dim=8, num_classes=3, iterations=2)
     gen = load_generator(ck_path, "cpu", "fp32")
     assert any(isinstance(m, SubPixelConv) for m in gen.sampler.modules())
+    assert any(isinstance(m, FoldedClassBatchNorm) for m in gen.sampler.modules())
     ck = Checkpoint(ck_path)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), torch.device("cpu"))
     ck.load_into(dict(trainer.modules()))
@@ -78,3 +80,24 @@ def test_loaded_cpu_sampler_draws_what_the_trained_one_draws(tmp_path: Path):
     a = gen.sampler.sample(y, torch.Generator().manual_seed(3))
     b = ref.sample(y, torch.Generator().manual_seed(3))
     assert a.shape == b.shape == (9, 1, 28, 28) and torch.allclose(a, b, atol=1e-5)
+
+
+def test_folded_class_batch_norm_is_the_eval_mode_class_batch_norm():
+    import torch
+
+    from augment.generation.generate import FoldedClassBatchNorm, fold_class_batchnorm
+    from augment.models.gan import ClassBatchNorm
+
+    torch.manual_seed(0)
+    cbn = ClassBatchNorm(5, 3)
+    cbn.bn.running_mean.normal_()
+    cbn.bn.running_var.uniform_(0.2, 3.0)
+    cbn.gain.weight.data.normal_()
+    cbn.bias.weight.data.normal_()
+    x, y = torch.randn(7, 5, 4, 4), torch.tensor([0, 1, 2, 2, 1, 0, 1])
+    net = torch.nn.ModuleList([cbn]).eval()
+    with torch.no_grad():
+        ref = cbn(x, y)
+        assert fold_class_batchnorm(net) == 1 and isinstance(net[0], FoldedClassBatchNorm)
+        assert torch.allclose(net[0](x, y), ref, atol=1e-5)
+    assert fold_class_batchnorm(torch.nn.ModuleList([ClassBatchNorm(5, 3)])) == 0  # training mode: left alone
