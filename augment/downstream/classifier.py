@@ -209,9 +209,9 @@ def for_inference(model: nn.Module) -> nn.Module:
 
 
 # Inference layout: channels-last convolutions in chunks of 256 images on CPU. Measured on the
-# 2-core CPU for the filter's 28x28 classifier (docs/performance.md, classifier inference): fp32
-# contiguous ran 200-270 us per image at any chunk size; channels-last 65-70 us at 128-256 images,
-# 115-125 us at 512-1024 (the activations leave the cache). On CUDA large chunks win.
+# 2-core CPU for the filter's 28x28 classifier (docs/performance.md, "Inference layouts"): fp32
+# contiguous ran 190-310 us per image at any chunk size; channels-last about 70 us at 128-256
+# images and 90-105 us at 512-1024 (the activations leave the cache). On CUDA large chunks win.
 CPU_INFERENCE_BATCH = 256
 
 

@@ -82,8 +82,9 @@ class SubPixelConv(torch.nn.Module):
     """``ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)`` rewritten as a 3x3 convolution to
     ``4 * c_out`` channels followed by a 2x pixel shuffle: the same function (up to float
     rounding), computed the way oneDNN does fast when ``c_out`` is small. On the 2-core CPU the
-    28x28 image layer (32 -> 1 channel) took 7.6 instead of 16.6 us per image; with 32 output
-    channels it was 2x slower, so only image layers are rewritten (``subpixel_image_layers``)."""
+    28x28 image layer (32 -> 1 channel) took about half the time (docs/performance.md, "Inference
+    layouts"); with 32 output channels it was 2x slower in a one-off timing, so only image layers
+    are rewritten (``subpixel_image_layers``)."""
 
     # Phase a of the output row 2i + a reads input rows i + d through kernel row k: {d: k}.
     _TAPS = {0: {-1: 3, 0: 1}, 1: {0: 2, 1: 0}}

@@ -27,6 +27,14 @@ def test_benchmark_scripts_run_at_tiny_sizes(tmp_path: Path):
     assert bench_train.main(["--size", "8", "--classes", "2", "--per-class", "4", "--width", "4",
                              "--batch-size", "8", "--iterations", "2", "--repeats", "1", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["results"][0]["ratio_wall_median"] > 0
+    from benchmarks import bench_inference
+
+    out, md = tmp_path / "inference.json", tmp_path / "perf.md"
+    assert bench_inference.main(["--threads", "1", "--chunks", "8", "--repeats", "1", "--json", str(out),
+                                 "--markdown", str(md)]) == 0
+    assert {r["case"] for r in json.loads(out.read_text())["results"]} >= {"classifier, channels-last, chunk 8",
+                                                                          "image layer 32->1, sub-pixel conv"}
+    assert "<!-- inference-28 -->" in md.read_text()
 
 
 @pytest.mark.slow
