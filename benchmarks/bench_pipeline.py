@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
     rows = []
+    at_start = machine()  # the load average before the stages add their own
     try:
         shutil.copy2(args.params, work / "params.yaml")
         if args.dataset == "default":
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    summary = {"benchmark": f"pipeline per stage ({args.dataset})", "machine": machine(),
+    summary = {"benchmark": f"pipeline per stage ({args.dataset})", "machine": at_start,
                "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "total_wall_s": round(sum(r["wall_s"] for r in rows), 1),
                "total_cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "stages": rows}
