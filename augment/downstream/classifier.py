@@ -234,7 +234,7 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device = t
     model, batch, cl = _inference_model(model, device)
     out = []
     for s in range(0, len(images), batch):
-        out.append(F.softmax(model(_inputs(images[s : s + batch], device, cl)), dim=1).float().cpu().numpy())
+        out.append(F.softmax(model(_inputs(images[s : s + batch], device, cl)), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from augment.config import MergeConfig
@@ -49,7 +51,8 @@ def share_counts(real_counts: np.ndarray, share: float) -> np.ndarray:
 
 
 def select_for_share(labels: np.ndarray, accepted: np.ndarray, rank: np.ndarray, real_counts: np.ndarray,
-                     share: float, fraction: float = 1.0, realise: str = "count") -> tuple[np.ndarray, float | None]:
+                     share: float, fraction: float = 1.0, realise: Literal["weights", "count"] = "weights"
+                     ) -> tuple[np.ndarray, float | None]:
     """Decision rows for a chosen ``share`` and the draw share to train them at.
 
     ``realise = "count"``: per class the top-ranked accepted samples, at most :func:`share_counts`

@@ -164,3 +164,19 @@ def test_filter_stage_with_every_filter(workspace: Path):
     _run("filter")  # same seed, same decisions
     again = load_decisions("data/filtered")
     assert all(np.array_equal(first[k], again[k]) for k in first)
+
+
+def test_nearest_distance_matches_brute_force_across_blocks():
+    """The memorisation filter's search (torch, in blocks) finds each query's nearest reference and
+    its exact distance, leaving an image itself out when asked."""
+    from augment.filters.apply import nearest_distance
+
+    rng = np.random.default_rng(0)
+    q, r = rng.random((70, 16)).astype(np.float32), rng.random((9, 16)).astype(np.float32)
+    full = np.sqrt(((q[:, None, :].astype(np.float64) - r[None].astype(np.float64)) ** 2).sum(2))
+    dist, arg = nearest_distance(q, r, block=32)  # three blocks, the last one partial
+    assert np.array_equal(arg, full.argmin(1)) and np.allclose(dist, full.min(1), atol=1e-12)
+    d_self, a_self = nearest_distance(r, r, exclude_self=True, block=4)
+    rr = np.sqrt(((r[:, None, :].astype(np.float64) - r[None].astype(np.float64)) ** 2).sum(2))
+    np.fill_diagonal(rr, np.inf)
+    assert np.array_equal(a_self, rr.argmin(1)) and np.allclose(d_self, rr.min(1), atol=1e-12)
