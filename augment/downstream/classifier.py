@@ -2,7 +2,8 @@
 
 A small CNN whose depth adapts to the image size. Training runs a fixed number of optimisation
 steps (the same for every variant, so adding data never means "more training"); batches are
-drawn with a seeded numpy generator and augmented with a seeded albumentations pipeline.
+drawn with a seeded numpy generator and augmented with the seeded classical transform
+(augment/data/classical.py).
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ def _threads_for(images: np.ndarray, device: torch.device):
 def _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device) -> None:
     batches = _batch_stream(images, spec, rng, p, augment)
     if augment is not None:
-        # Per-image albumentations calls dominate a small CNN's step on CPU: prepare the next
-        # batches in one background thread while this one trains. One producer draws from
+        # Augmentation is a share of a small CNN's step on CPU: prepare the next batches in one
+        # background thread while this one trains. One producer draws from
         # ``rng`` and the augmentation's own generator in the same order as a plain loop, so
         # the batches (and the trained model) are identical.
         batches = _prefetch(batches, depth=2)

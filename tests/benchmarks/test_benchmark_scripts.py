@@ -35,6 +35,15 @@ def test_benchmark_scripts_run_at_tiny_sizes(tmp_path: Path):
     assert {r["case"] for r in json.loads(out.read_text())["results"]} >= {"classifier, channels-last, chunk 8",
                                                                           "image layer 32->1, sub-pixel conv"}
     assert "<!-- inference-28 -->" in md.read_text()
+    from benchmarks import bench_classifier
+
+    out = tmp_path / "classifier.json"
+    assert bench_classifier.main(["--sizes", "8", "--classes", "2", "--per-class", "4", "--steps", "2",
+                                  "--batch-size", "8", "--width", "4", "--repeats", "1", "--json", str(out),
+                                  "--markdown", str(md)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert {r["augmentation"] for r in res} == {"none", "albumentations", "batched"}
+    assert all(r["steps_per_s"] > 0 for r in res) and "<!-- classifier -->" in md.read_text()
 
 
 @pytest.mark.slow

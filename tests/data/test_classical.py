@@ -1,0 +1,108 @@
+"""The batched classical augmentation is albumentations' Affine + RandomBrightnessContrast: same
+output for the same parameters, same parameter distributions, seeded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from augment.config import ClassicalConfig
+from augment.data.classical import (
+    BatchedClassical,
+    albumentations_pipeline,
+    augment_batch,
+    classical_augmentation,
+)
+
+KEYS = ("translate_x", "translate_y", "shear_x", "shear_y", "scale_x", "scale_y", "rotate")
+
+
+def _albumentations_with(params: dict[str, np.ndarray], i: int, img: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
+    """Image ``i`` through albumentations' own transforms, given the batched engine's parameters."""
+    import albumentations.augmentations.geometric.functional as fg
+
+    affine, bc = albumentations_pipeline(cfg, 0).transforms
+    shape = img.shape[:2]
+    if params["affine"][i]:
+        m = fg.create_affine_transformation_matrix(
+            {"x": params["translate_x"][i], "y": params["translate_y"][i]},
+            {"x": params["shear_x"][i], "y": params["shear_y"][i]},
+            {"x": params["scale_x"][i], "y": params["scale_y"][i]}, params["rotate"][i], fg.center(shape))
+        img = affine.apply(img, matrix=m, output_shape=shape)
+    if params["brightness_contrast"][i]:
+        img = bc.apply(img, alpha=float(params["alpha"][i]), beta=float(params["beta"][i]) * 255)
+    return img.reshape(img.shape[:2] + (-1,))
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (25, 25, 1), (32, 32, 3), (16, 20, 6)])
+def test_same_parameters_give_albumentations_output_exactly(shape):
+    cfg = ClassicalConfig(rotate=15.0, translate=0.15, scale=0.2)
+    batch = np.random.default_rng(1).integers(0, 256, (64,) + shape, dtype=np.uint8)
+    eng = BatchedClassical(cfg, seed=3)
+    params = eng.draw(len(batch), shape[:2])
+    assert 0 < params["affine"].sum() < len(batch) and 0 < params["brightness_contrast"].sum() < len(batch)
+    ours = eng.apply(batch, params)
+    for i in range(len(batch)):
+        np.testing.assert_array_equal(ours[i], _albumentations_with(params, i, batch[i], cfg), err_msg=f"image {i}")
+    np.testing.assert_array_equal(batch, np.random.default_rng(1).integers(0, 256, (64,) + shape, dtype=np.uint8))
+
+
+def _albumentations_draws(cfg: ClassicalConfig, shape: tuple[int, int], n: int) -> dict[str, np.ndarray]:
+    """The parameters albumentations' Compose draws for ``n`` images (its own sampling code)."""
+    aug = albumentations_pipeline(cfg, 0)
+    affine, bc = aug.transforms
+    img = np.zeros(shape + (1,), np.uint8)
+    rows = {k: [] for k in ("rotate", "translate_x", "scale_x", "scale_y", "alpha", "beta")}
+    for _ in range(n):
+        p = affine.get_params_dependent_on_data({"shape": img.shape}, {"image": img})
+        rows["rotate"].append(p["rotate"])
+        rows["scale_x"].append(p["scale"]["x"])
+        rows["scale_y"].append(p["scale"]["y"])
+        rows["translate_x"].append(affine._get_translate_params(shape)["x"])
+        q = bc.get_params_dependent_on_data({}, {"image": img})
+        rows["alpha"].append(q["alpha"])
+        rows["beta"].append(q["beta"] / 255)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+@pytest.mark.parametrize("size", [8, 28])
+def test_parameter_distributions_match_albumentations(size):
+    from scipy import stats
+
+    cfg = ClassicalConfig()
+    ref = _albumentations_draws(cfg, (size, size), 3000)
+    ours = BatchedClassical(cfg, seed=0).draw(3000, (size, size))
+    for k, v in ref.items():
+        assert stats.ks_2samp(v, ours[k]).pvalue > 1e-3, k
+    # translate is whole pixels, truncated toward 0 as albumentations does (none at all at 8x8)
+    np.testing.assert_array_equal(np.unique(ours["translate_x"]), np.unique(ref["translate_x"]))
+    assert not np.array_equal(ours["scale_x"], ours["scale_y"])  # independent x / y scale (keep_ratio off)
+
+
+def test_probabilities_of_applying_each_transform():
+    p = BatchedClassical(ClassicalConfig(), seed=0).draw(20000, (8, 8))
+    assert abs(p["affine"].mean() - 0.9) < 0.01 and abs(p["brightness_contrast"].mean() - 0.5) < 0.015
+
+
+def test_seeded_reseedable_and_varied():
+    cfg = ClassicalConfig()
+    batch = np.random.default_rng(0).integers(0, 256, (32, 12, 12, 1), dtype=np.uint8)
+    a, b = BatchedClassical(cfg, 5), BatchedClassical(cfg, 5)
+    first = a(batch)
+    np.testing.assert_array_equal(first, b(batch))
+    assert not np.array_equal(first, a(batch))  # the stream moves on
+    a.set_random_seed(5)
+    np.testing.assert_array_equal(first, a(batch))
+    assert not np.array_equal(first, BatchedClassical(cfg, 6)(batch))
+
+
+def test_engine_switch_and_bad_input():
+    cfg = ClassicalConfig()
+    assert isinstance(classical_augmentation(cfg, 0), BatchedClassical)
+    ref = classical_augmentation(dataclasses.replace(cfg, engine="albumentations"), 0)
+    batch = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    assert augment_batch(ref, batch).shape == batch.shape
+    with pytest.raises(TypeError, match="uint8"):
+        BatchedClassical(cfg, 0)(batch.astype(np.float32))
