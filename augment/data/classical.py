@@ -10,7 +10,7 @@ builds exactly that ``Compose``. Two engines apply it (``classical.engine``):
   ``Compose`` for a whole batch at once (numpy), builds the affine matrices with albumentations'
   formula vectorised, warps each image with the same OpenCV call albumentations makes and applies
   brightness/contrast with albumentations' lookup table. Given the same parameters its output is
-  albumentations' output (tests/unit/test_classical.py); only the random stream differs.
+  albumentations' output (tests/data/test_classical.py); only the random stream differs.
   albumentations' per-image Python overhead (~100 us per image at 8x8 on this project's 2-core
   machine, against ~5 us for the warp itself) was a third of every small classifier's training step.
 * ``albumentations``: the ``Compose`` itself, called per image -- the random stream of runs
