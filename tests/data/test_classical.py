@@ -16,9 +16,6 @@ from augment.data.classical import (
     classical_augmentation,
 )
 
-KEYS = ("translate_x", "translate_y", "shear_x", "shear_y", "scale_x", "scale_y", "rotate")
-
-
 def _albumentations_with(params: dict[str, np.ndarray], i: int, img: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
     """Image ``i`` through albumentations' own transforms, given the batched engine's parameters."""
     import albumentations.augmentations.geometric.functional as fg
@@ -37,15 +34,19 @@ def _albumentations_with(params: dict[str, np.ndarray], i: int, img: np.ndarray,
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (25, 25, 1), (32, 32, 3), (16, 20, 6)])
-def test_same_parameters_give_albumentations_output_exactly(shape):
+def test_same_parameters_give_albumentations_output(shape):
     cfg = ClassicalConfig(rotate=15.0, translate=0.15, scale=0.2)
     batch = np.random.default_rng(1).integers(0, 256, (64,) + shape, dtype=np.uint8)
     eng = BatchedClassical(cfg, seed=3)
     params = eng.draw(len(batch), shape[:2])
     assert 0 < params["affine"].sum() < len(batch) and 0 < params["brightness_contrast"].sum() < len(batch)
     ours = eng.apply(batch, params)
-    for i in range(len(batch)):
-        np.testing.assert_array_equal(ours[i], _albumentations_with(params, i, batch[i], cfg), err_msg=f"image {i}")
+    ref = np.stack([_albumentations_with(params, i, batch[i], cfg) for i in range(len(batch))])
+    # Identical on this project's machine. The matrices are products of the same factors in the same
+    # order, but a stacked matmul and albumentations' 3x3 one may round differently on another CPU,
+    # and OpenCV's fixed-point warp can then move a pixel by one grey level: allow that, no more.
+    diff = np.abs(ours.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001, (diff.max(), (diff > 0).mean())
     np.testing.assert_array_equal(batch, np.random.default_rng(1).integers(0, 256, (64,) + shape, dtype=np.uint8))
 
 
