@@ -31,6 +31,7 @@ def test_repository_params_load_and_validate():
         ({"filter": {"threads": -2}}, "filter.threads"),
         ({"filter": {"precision": "fp16"}}, "filter.precision"),
         ({"merge": {"realise": "both"}}, "merge.realise"),
+        ({"classical": {"engine": "torch"}}, "classical.engine"),
         ({"bogus": {}}, "bogus"),
         ({"train": [1, 2]}, "train"),
     ],
