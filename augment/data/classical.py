@@ -152,8 +152,9 @@ class BatchedClassical:
         sel = np.flatnonzero(params["brightness_contrast"])
         if len(sel):
             luts = brightness_contrast_luts(params["alpha"][sel], params["beta"][sel])
-            out[sel] = np.take_along_axis(luts, out[sel].reshape(len(sel), -1).astype(np.intp), axis=1
-                                          ).reshape(out[sel].shape)
+            warped = out[sel]  # one gather, not three
+            out[sel] = np.take_along_axis(luts, warped.reshape(len(sel), -1).astype(np.intp), axis=1
+                                          ).reshape(warped.shape)
         return out
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
