@@ -246,12 +246,14 @@ class MergeConfig:
     # when no synthetic configuration beat real data); "tuned": fraction and synthetic share
     # chosen by downstream accuracy on the VAL split over the tune_* grid (never the test split).
     quota: Literal["all", "per_real", "count", "balanced", "tuned", "crossfit"] = "crossfit"
-    # How a crossfit / tuned share is realised (and tested): "weights" = every accepted sample
-    # (x fraction) is merged and the manifest's draw weights give the share (a consumer must sample
-    # by AugmentedDataset.weights); "count" = n_real x share / (1 - share) samples per class, so
-    # the folder read uniformly (ImageFolder) is that share -- fewer, less varied samples
-    # (docs/results.md measured both).
-    realise: Literal["weights", "count"] = "weights"
+    # How a crossfit / tuned share is realised (and tested): "replicate" (default) = every accepted
+    # sample (x fraction) is merged, the manifest's draw weights give the share, and every real
+    # image is written as k copies so the folder read as is (ImageFolder, weights ignored) is that
+    # share too (summary.json: real_copies, uniform_share); "weights" = the same without copies (a
+    # consumer must sample by AugmentedDataset.weights: read as is, the synthetic images dominate);
+    # "count" = n_real x share / (1 - share) samples per class, no copies -- fewer, less varied
+    # samples (docs/results.md measured them).
+    realise: Literal["replicate", "weights", "count"] = "replicate"
     synthetic_per_real: Optional[float] = None
     synthetic_count: int = 100
     balance_factor: float = 1.0

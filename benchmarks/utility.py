@@ -154,6 +154,42 @@ def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> 
     return out
 
 
+def as_is_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], merge: dict[str, Any]
+               ) -> dict[str, list[float]]:
+    """(d) - (b) per classifier seed for a consumer that trains on the merged folder as it is
+    (every file drawn uniformly, the manifest's weights ignored; the same classifier, classical
+    augmentation, seeds and steps as evaluate): ``as_is`` the folder the run wrote,
+    ``as_is_no_copies`` the folder merge.realise = weights would have written for the same choice
+    (each real image once: the synthetic images dominate). Empty when nothing was merged."""
+    from augment.core.device import resolve_device
+    from augment.data.prepare import load_prepared
+    from augment.data.torch_dataset import load_augmented
+    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+
+    if not merge.get("synthetic"):
+        return {}
+    ds = load_prepared(ws / "data/prepared")
+    images, labels, synthetic, _ = load_augmented(ws / "data/augmented")
+    n_orig = int(merge["real"])
+    real_x, real_y = images[~synthetic][:n_orig], labels[~synthetic][:n_orig]
+    tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
+    dev = resolve_device("auto")
+    spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
+                          width=cfg.evaluate.width)
+    folders = {"as_is": (images, labels, None, None)}
+    if int(merge.get("real_copies", 1)) > 1:
+        folders["as_is_no_copies"] = (real_x, real_y, images[synthetic], labels[synthetic])
+    out: dict[str, list[float]] = {}
+    for name, (x, y, sx, sy) in folders.items():
+        out[name] = []
+        for s, base in zip(seeds, classical_acc):
+            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, None)
+            out[name].append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
+    if "as_is_no_copies" not in out:
+        out["as_is_no_copies"] = out["as_is"]
+    return out
+
+
 def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_seed: int, forced: bool,
             overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from augment.config import load_params
@@ -191,6 +227,7 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
             "variants": {k: {"mean": r["mean"], "per_seed": r["per_seed"]} for k, r in v.items()},
             "paired_d_minus_b": paired,
             "choice": {"synthetic_share": merge.get("synthetic_share"), "synthetic": merge["synthetic"],
+                       "real_copies": merge.get("real_copies", 1), "uniform_share": merge.get("uniform_share"),
                        "per_class": {n: c["synthetic"] for n, c in merge["per_class"].items()},
                        "reason": (merge.get("tuning") or {}).get("reason")},
             "accepted": outs["filter"]["accepted"], "generated": outs["filter"]["generated"],
@@ -204,6 +241,8 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
                                                   "nll_gain_lower", "accuracy_gain")}
                                for r in (outs.get("crossfit") or {}).get("table", [])],
         }
+        for name, diffs in as_is_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"], merge).items():
+            row[f"{name}_d_minus_b"] = diffs
         if forced:
             row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"])
             row["forced_realisation"] = cfg.merge.realise  # runs without it: weights
@@ -258,6 +297,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         forced = [d for r in rs for d in r.get("forced_d_minus_b", [])]
         if forced:
             agg["forced_d_minus_b"] = t_interval(forced)
+        for name in ("as_is", "as_is_no_copies"):  # runs that merged nothing: the folder is (b)'s data
+            if any(f"{name}_d_minus_b" in r for r in rs):
+                agg[f"{name}_d_minus_b"] = t_interval([d for r in rs for d in r.get(f"{name}_d_minus_b") or
+                                                       [0.0] * len(r["paired_d_minus_b"])])
         agg["choices"] = [f"{r['choice']['synthetic_share']}/{r['choice']['synthetic']}" for r in rs]
         agg["cas"] = _mean([r["quality"]["cas_relative"] for r in rs])
         agg["diversity"] = _mean([r["quality"]["diversity_mean"] for r in rs])
@@ -297,12 +340,15 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "pipeline's own final choice. *forced*: the accepted samples merged at share "
         f"{FORCED_SHARE} regardless of that choice, realised as the run's merge.realise says (weights: every "
         "accepted sample, drawn at the share by weight; count: one top-ranked sample per 3 real images, "
-        "drawn uniformly). choice: share/merged synthetic images per run. "
+        "drawn uniformly). *read as is*: (d) - (b) when the merged folder is read as it is, every file "
+        "drawn uniformly and the manifest's weights ignored (a consumer's ImageFolder), for the folder the "
+        "run wrote / for the folder without copies of the real images (merge.realise weights); runs that "
+        "merged nothing count as 0 (their folder is the real images). choice: share/merged synthetic images per run. "
         "CAS: synthetic-only classifier accuracy relative to real-only; diversity: mean per-class "
         "feature-diversity ratio synthetic/real (1 = as varied as the real images).",
         "",
-        "| setting | config | mode | labelled | gen seeds | (a) real | (b) +classical | (c) +synthetic | (d) +both | (d) − (b) | forced (d) − (b) | choice | CAS | diversity | s (train/crossfit/evaluate) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | config | mode | labelled | gen seeds | (a) real | (b) +classical | (c) +synthetic | (d) +both | (d) − (b) | forced (d) − (b) | read as is: folder / no copies | choice | CAS | diversity | s (train/crossfit/evaluate) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in agg:
         sec = a["seconds"]
@@ -310,7 +356,8 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
             f"| {a['setting']} | {a.get('config', 'default')} | {a['mode']} | {a['labelled']} | "
             f"{','.join(str(g) for g in a.get('gen_seeds', []))} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
             f"{100 * a['synthetic']:.2f} | {100 * a['combined']:.2f} | {_ci(a['d_minus_b'])} | "
-            f"{_ci(a.get('forced_d_minus_b'))} | {', '.join(a['choices'])} | "
+            f"{_ci(a.get('forced_d_minus_b'))} | {_ci(a.get('as_is_d_minus_b'))} / {_ci(a.get('as_is_no_copies_d_minus_b'))} | "
+            f"{', '.join(a['choices'])} | "
             f"{_num(a['cas'], 3)} | {_num(a['diversity'], 2)} | "
             f"{sec.get('train', 0):.0f}/{sec.get('crossfit', 0):.0f}/{sec.get('evaluate', 0):.0f} |")
     lines += ["", "Why each run chose what it chose:", ""]

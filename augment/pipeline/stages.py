@@ -231,6 +231,7 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     with ``headline`` and ``table`` added."""
     from augment.data.prepare import load_prepared
     from augment.data.torch_dataset import load_augmented
+    from augment.errors import DataError
     from augment.evaluation.evaluate import (
         classes_without_synthetic,
         evaluate_variants,
@@ -253,7 +254,14 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
         # the share the merge stage chose (tuned on VAL when merge.quota is "tuned")
         cfg = dataclasses.replace(cfg, synthetic_share=merge_summary["synthetic_share"])
     # merge.refit_with_val: every variant trains on the merged real images (train + val)
-    real = (images[~synthetic], labels[~synthetic]) if "val" in merge_summary.get("real_splits", []) else None
+    # (the originals: merge.realise replicate writes the copies of the real images after them)
+    n_orig = int(merge_summary.get("real", int((~synthetic).sum())))
+    if merge_summary and int((~synthetic).sum()) != n_orig * int(merge_summary.get("real_copies", 1)):
+        raise DataError(f"{merge_summary_path}: {n_orig} real images x {merge_summary.get('real_copies', 1)} copies, "
+                        f"but the merged set holds {int((~synthetic).sum())} real rows; re-run the merge stage "
+                        "(augment merge)")
+    real = ((images[~synthetic][:n_orig], labels[~synthetic][:n_orig])
+            if "val" in merge_summary.get("real_splits", []) else None)
     metrics = evaluate_variants(ds, images[synthetic], labels[synthetic], cfg, progress=progress, real=real,
                                 classical=classical)
     metrics["synthetic_share"] = cfg.synthetic_share
@@ -301,6 +309,8 @@ def _check_merge_summary(path: Path, s: dict[str, Any], class_names: list[str]) 
         bad = f"class_names {s['class_names']!r:.80} differ from the prepared data's {class_names!r:.80}"
     elif s["real"] < 0 or s["synthetic"] < 0:
         bad = "negative counts"
+    elif "real_copies" in s and not (type(s["real_copies"]) is int and s["real_copies"] >= 1):
+        bad = f"real_copies = {s['real_copies']!r:.40} is not a whole number >= 1"
     if bad:
         raise DataError(f"{path}: {bad}; re-run the merge stage (augment merge)")
 

@@ -3,10 +3,14 @@
 Which synthetic samples: those accepted by every filter, most trusted first per class, cut to a
 quota (``merge.quota``: crossfit -- the share chosen by :mod:`augment.selection.crossfit` --, all,
 per_real, count, balanced, or tuned on the VAL split, see :mod:`augment.selection.tuning`). A
-chosen share is realised as ``merge.realise`` says -- and as it was tested: ``weights`` (default)
-merges every accepted sample and the manifest's draw weights give the share; ``count`` merges
-``n_real x share / (1 - share)`` per class, so the folder read uniformly (ImageFolder) is that
-share and every weight is equal. Output formats (``merge.format``):
+chosen share is realised as ``merge.realise`` says -- and as it was tested: ``replicate`` (default)
+merges every accepted sample, the manifest's draw weights give the share, and every real image is
+written ``k`` times (:func:`augment.selection.quota.replicate_factor`) so that the folder read as
+is (ImageFolder, weights ignored) is that share as well; ``weights`` is the same without the copies
+(read as is, the synthetic images dominate); ``count`` merges ``n_real x share / (1 - share)`` per
+class, so the folder read uniformly is that share and every weight is equal. The copies of a real
+image follow all the originals (the first ``summary["real"]`` real rows are the originals) and
+carry the same ``origin``. Output formats (``merge.format``):
 
 * ``png`` (default): ImageFolder ``<out>/<class>/real_*.png`` and ``<out>/<class>/syn_*.png``;
 * ``npz``: compact shards ``<out>/shard_*.npz`` (images, labels, is_synthetic, weight) for large sets.
@@ -38,7 +42,14 @@ from augment.core.images import PngWriter
 from augment.data.prepare import PreparedDataset
 from augment.errors import DataError
 from augment.generation.shards import iter_shards, load_generate_meta
-from augment.selection.quota import quota_counts, realised_share, select_for_share, select_per_class
+from augment.selection.quota import (
+    quota_counts,
+    realised_share,
+    replicate_factor,
+    scored_as,
+    select_for_share,
+    select_per_class,
+)
 from augment.selection.tuning import tune_selection
 
 MANIFEST_FIELDS = ["file", "class", "label", "source", "weight", "score", "confidence",
@@ -95,7 +106,7 @@ def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[s
             raise DataError("merge.quota = crossfit needs the crossfit stage's selection.json: run "
                             "`augment crossfit` first")
         choice = {k: v for k, v in selection.items() if k != "table"}
-        if selection.get("realise", "weights") != cfg.realise:
+        if scored_as(selection.get("realise", "weights")) != scored_as(cfg.realise):
             raise DataError(f"data/crossfit/selection.json tested merge.realise = {selection.get('realise', 'weights')}, "
                             f"params.yaml now says {cfg.realise}: re-run the crossfit stage (augment crossfit)")
         curve: list[dict[str, Any]] = []  # the curve is the crossfit stage's own output
@@ -134,17 +145,22 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
                                                   real_counts)
     wanted = {int(decisions["index"][r]): int(r) for r in pick}  # global sample index -> decision row
     n_real, n_syn = len(train_x), len(pick)
-    weights = draw_weights(np.r_[np.zeros(n_real, bool), np.ones(n_syn, bool)], share)
+    copies = replicate_factor(n_real, n_syn, share) if cfg.realise == "replicate" else 1
+    # the draw weights spread each real image's weight over its copies: the same distribution
+    weights = draw_weights(np.r_[np.zeros(n_real * copies, bool), np.ones(n_syn, bool)], share)
     rows: list[dict[str, Any]] = []
     writer = _Writer(cfg)
     with atomic_directory(out_dir) as tmp, _aborting(writer):
         writer.open(tmp, ds.class_names)
-        for i, (img, y, origin) in enumerate(zip(train_x, train_y, train_files)):
-            rel = f"{ds.class_names[y]}/real_{i:05d}_{Path(origin).stem[:40]}.png"
-            row = {"file": rel, "class": ds.class_names[y], "label": int(y), "source": "real",
-                   "weight": f"{weights[i]:.8g}", "origin": origin}
-            rows.append(writer.add(row, img, False, weights[i]))
-        k = n_real
+        k = 0
+        for c in range(copies):  # the originals first, then each further copy of all of them
+            tag = "" if c == 0 else f"_copy{c:03d}"
+            for i, (img, y, origin) in enumerate(zip(train_x, train_y, train_files)):
+                rel = f"{ds.class_names[y]}/real_{i:05d}{tag}_{Path(origin).stem[:40]}.png"
+                row = {"file": rel, "class": ds.class_names[y], "label": int(y), "source": "real",
+                       "weight": f"{weights[k]:.8g}", "origin": origin}
+                rows.append(writer.add(row, img, False, weights[k]))
+                k += 1
         for shard in iter_shards(gen_dir, keys=("images", "index")):
             for j, gidx in enumerate(shard["index"]):
                 r = wanted.get(int(gidx))
@@ -167,7 +183,11 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
         summary = {
             "real": int(n_real),
             "synthetic": int(n_syn),
+            "real_copies": int(copies),
+            # the synthetic fraction of a uniform draw over the folder (weights ignored)
+            "uniform_share": realised_share(n_real * copies, n_syn),
             "quota": cfg.quota,
+            "realise": cfg.realise,
             "real_splits": ["train", "val"] if cfg.refit_with_val else ["train"],
             "synthetic_share": share,
             "format": cfg.format,

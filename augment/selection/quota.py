@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -50,20 +51,45 @@ def share_counts(real_counts: np.ndarray, share: float) -> np.ndarray:
     return np.round(np.asarray(real_counts, np.float64) * share / (1.0 - share)).astype(np.int64)
 
 
+Realise = Literal["replicate", "weights", "count"]
+
+
+def scored_as(realise: str) -> str:
+    """The training distribution a realisation gives a consumer that samples by the manifest's
+    weights: ``replicate`` only adds copies of the real images, so it trains as ``weights`` does
+    (a selection cross-fitted under one is valid for the other)."""
+    return "count" if realise == "count" else "weights"
+
+
 def select_for_share(labels: np.ndarray, accepted: np.ndarray, rank: np.ndarray, real_counts: np.ndarray,
-                     share: float, fraction: float = 1.0, realise: Literal["weights", "count"] = "weights"
+                     share: float, fraction: float = 1.0, realise: Realise = "replicate"
                      ) -> tuple[np.ndarray, float | None]:
     """Decision rows for a chosen ``share`` and the draw share to train them at.
 
     ``realise = "count"``: per class the top-ranked accepted samples, at most :func:`share_counts`
-    of them, drawn uniformly with the reals (share None). ``"weights"``: every accepted sample
-    (x ``fraction``, most trusted first), drawn at ``share`` by per-image weights."""
+    of them, drawn uniformly with the reals (share None). ``"weights"`` and ``"replicate"``: every
+    accepted sample (x ``fraction``, most trusted first), drawn at ``share`` by per-image weights
+    (``replicate`` also copies the real images in the merged folder, :func:`replicate_factor`)."""
     if share <= 0.0:
         return np.zeros(0, np.int64), 0.0
     if realise == "count":
         return select_per_class(labels, accepted, rank, share_counts(real_counts, share), fraction), None
     counts = np.bincount(labels[accepted], minlength=len(real_counts))
     return select_per_class(labels, accepted, rank, counts, fraction), share
+
+
+def replicate_factor(n_real: int, n_synthetic: int, share: float | None) -> int:
+    """Copies of every real image that make a *uniform* draw over the merged folder closest to
+    ``share`` synthetic: one of the whole numbers either side of ``n_syn x (1 - share) / (share x
+    n_real)``, at least 1 (``merge.realise: replicate``). 1 when nothing synthetic is merged or the
+    share is unset."""
+    if share is None or share <= 0.0 or n_synthetic <= 0 or n_real <= 0:
+        return 1
+    if not share < 1.0:
+        raise ValueError(f"synthetic share {share!r} is not in [0, 1)")
+    exact = n_synthetic * (1.0 - share) / (share * n_real)
+    options = {max(1, math.floor(exact)), max(1, math.ceil(exact))}
+    return min(sorted(options), key=lambda k: abs(realised_share(k * n_real, n_synthetic) - share))
 
 
 def realised_share(n_real: int, n_synthetic: int) -> float:

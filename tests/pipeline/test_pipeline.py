@@ -127,3 +127,45 @@ def test_crossfit_quota_end_to_end(workspace: Path):
             assert v["synthetic"] <= v["real"]  # share 0.5: at most one per real image
     else:
         assert summary["synthetic"] == 0
+
+
+@pytest.mark.slow
+def test_a_replicated_share_holds_read_as_is_and_by_weight(workspace: Path):
+    """merge.realise = replicate (the default) at share 0.25: every accepted sample is merged and
+    each real image written k times, so a consumer that reads the folder as is (ImageFolder, no
+    weights) trains at close to the share the pipeline tested, and one that samples by the
+    manifest's weights at exactly it. The copies are the real images, byte for byte; evaluate
+    reads the merged set. With realise = weights (no copies) the folder read as is would be
+    mostly synthetic."""
+    from augment.data.torch_dataset import AugmentedDataset
+    from augment.selection.quota import realised_share
+
+    write_params(workspace / "params.yaml", {"generate": {"n_per_class": 40},
+                                             "merge": {"quota": "all", "synthetic_share": 0.25},
+                                             "evaluate": {"seeds": [0], "steps": 5, "ablation": False,
+                                                          "quality": False}})
+    for stage in ("prepare", "train", "generate", "filter", "merge", "evaluate"):
+        run(stage)
+    summary = json.loads(Path("data/augmented/summary.json").read_text())
+    n_real, n_syn, k = summary["real"], summary["synthetic"], summary["real_copies"]
+    assert n_syn > 3 * n_real  # enough accepted samples that the copies matter
+    assert k == round(n_syn * 0.75 / (0.25 * n_real)) >= 2
+    ds = AugmentedDataset("data/augmented", return_meta=True)
+    uniform = float(ds.is_synthetic.mean())
+    assert uniform == pytest.approx(summary["uniform_share"]) and abs(uniform - 0.25) < 0.25 / k
+    assert ds.weights[ds.is_synthetic].sum() / ds.weights.sum() == pytest.approx(0.25)
+    assert realised_share(n_real, n_syn) > 0.5  # what realise = weights would leave read as is
+    real_rows = [i for i, r in enumerate(ds.rows) if r["source"] == "real"]
+    assert len(real_rows) == n_real * k
+    by_origin: dict[str, list[int]] = {}
+    for i in real_rows:
+        by_origin.setdefault(ds.rows[i]["origin"], []).append(i)
+    assert len(by_origin) == n_real and {len(v) for v in by_origin.values()} == {k}
+    for rows in list(by_origin.values())[:5]:
+        first = ds[rows[0]][0]
+        assert all(torch_equal(ds[i][0], first) for i in rows[1:])
+    assert json.loads(Path("metrics/evaluate.json").read_text())["share"] == 0.25
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

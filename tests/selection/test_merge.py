@@ -136,3 +136,40 @@ def test_a_cross_fitted_share_is_realised_by_count_or_by_weights():
 
     with pytest.raises(DataError, match="merge.realise = count.*re-run the crossfit stage"):
         choose_synthetic(ds, "unused", decisions, weights, selection=selection)
+
+
+def test_replicate_factor_makes_the_folder_read_as_is_the_share():
+    """merge.realise = replicate: k copies of every real image so that a uniform draw over the
+    folder is close to the share; the weights still give it exactly."""
+    from augment.selection.quota import realised_share, replicate_factor
+
+    for n_real, n_syn, share in [(100, 850, 0.25), (100, 840, 0.5), (3000, 2000, 0.25), (40, 7, 0.5)]:
+        k = replicate_factor(n_real, n_syn, share)
+        assert k >= 1
+        best = min(range(1, 200), key=lambda j: abs(realised_share(j * n_real, n_syn) - share))
+        assert k == best  # the whole number of copies that comes closest to the share
+    assert replicate_factor(100, 850, 0.25) == 26 and abs(realised_share(2600, 850) - 0.25) < 0.01
+    assert replicate_factor(100, 0, 0.5) == replicate_factor(100, 50, None) == replicate_factor(100, 50, 0.0) == 1
+    with pytest.raises(ValueError, match="not in"):
+        replicate_factor(10, 10, 1.0)
+
+
+def test_a_replicated_share_uses_a_selection_cross_fitted_by_weights():
+    """replicate trains as weights does (the copies only repeat the reals): a selection made for
+    either serves the other; one made for count does not."""
+    from augment.data.prepare import PreparedDataset
+    from augment.errors import DataError
+    from augment.selection.merge import choose_synthetic
+
+    ds = PreparedDataset(np.zeros((10, 8, 8, 1), np.uint8), np.repeat([0, 1], [4, 6]), np.zeros(10, np.int8),
+                         ["a", "b"], [f"f{i}" for i in range(10)], [str(i) for i in range(10)])
+    decisions = {"labels": np.repeat([0, 1], 20), "accepted": np.ones(40, bool), "confidence": np.arange(40.0),
+                 "index": np.arange(40)}
+    cfg = MergeConfig(quota="crossfit", realise="replicate")
+    for tested in ("weights", "replicate"):
+        pick, share, _, _ = choose_synthetic(ds, "unused", decisions, cfg,
+                                             selection={"synthetic_share": 0.25, "fraction": 1.0, "realise": tested})
+        assert len(pick) == 40 and share == 0.25
+    with pytest.raises(DataError, match="merge.realise = count"):
+        choose_synthetic(ds, "unused", decisions, cfg, selection={"synthetic_share": 0.25, "fraction": 1.0,
+                                                                  "realise": "count"})
