@@ -14,7 +14,9 @@ It follows torchvision's ``ImageFolder`` conventions (``classes``, ``class_to_id
     ds.classes, ds.class_to_idx, ds.targets[:5]                # as ImageFolder
     ds.is_synthetic, ds.weights                                # per-sample flag and draw weight
 
-    # Draw synthetic images at the share the merge stage chose (the manifest's weights):
+    # Draw synthetic images at the share the merge stage chose (the manifest's weights). With
+    # merge.realise: replicate (the default) the real images are copied so that a plain shuffle
+    # (DataLoader(ds, shuffle=True), or torchvision's ImageFolder) gives close to that share too:
     sampler = WeightedRandomSampler(torch.as_tensor(ds.weights), num_samples=len(ds), replacement=True,
                                     generator=torch.Generator().manual_seed(0))
     loader = DataLoader(ds, batch_size=64, sampler=sampler, num_workers=2)
