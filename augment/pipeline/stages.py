@@ -341,7 +341,13 @@ def _merge_warnings(r: dict[str, Any]) -> list[str]:
         if r.get("tuning") and r["tuning"].get("synthetic_share") == 0:
             return ["WARNING: merge chose no synthetic sample (tuned synthetic share 0.0 on val)"]
         return ["WARNING: merge left every class with no synthetic sample"]
-    return no_synthetic_warnings(r.get("per_class", {}), "synthetic", "merge")
+    out = no_synthetic_warnings(r.get("per_class", {}), "synthetic", "merge")
+    share, uniform = r.get("synthetic_share"), r.get("uniform_share")
+    if share is not None and uniform is not None and abs(uniform - share) > 0.05:
+        out.append(f"WARNING: read as is (ImageFolder, weights ignored) the merged folder is {uniform:.0%} synthetic, "
+                   f"not the chosen {share:.0%}: sample by the manifest's weight column, or set "
+                   "merge.realise: replicate")
+    return out
 
 
 def _evaluate_warnings(r: dict[str, Any]) -> list[str]:

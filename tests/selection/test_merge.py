@@ -173,3 +173,16 @@ def test_a_replicated_share_uses_a_selection_cross_fitted_by_weights():
     with pytest.raises(DataError, match="merge.realise = count"):
         choose_synthetic(ds, "unused", decisions, cfg, selection={"synthetic_share": 0.25, "fraction": 1.0,
                                                                   "realise": "count"})
+
+
+def test_merge_warns_when_the_folder_read_as_is_is_not_the_chosen_share():
+    """realise = weights leaves a folder that is mostly synthetic when read uniformly: the merge
+    stage says so and names the fix; a replicated folder close to the share gets no warning."""
+    from augment.pipeline.stages import _merge_warnings
+
+    per_class = {"a": {"synthetic": 400}, "b": {"synthetic": 450}}
+    weights = _merge_warnings({"synthetic": 850, "synthetic_share": 0.25, "uniform_share": 850 / 950,
+                               "per_class": per_class})
+    assert len(weights) == 1 and "89% synthetic" in weights[0] and "merge.realise: replicate" in weights[0]
+    assert _merge_warnings({"synthetic": 850, "synthetic_share": 0.25, "uniform_share": 850 / 3450,
+                            "per_class": per_class}) == []
