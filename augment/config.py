@@ -145,6 +145,10 @@ class GenerateConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # CPU threads for the batched inference; null = one per usable CPU (a worker process keeps its share)
     threads: Optional[int] = None
+    # Codes the VAE decodes (train.family vae): "prior" = the per-class Gaussian fit to the codes of
+    # the training images; "interpolate" = a random point between the codes of two training images
+    # of the class (saved with the checkpoint). A GAN samples its N(0, I) prior either way.
+    sampler: Literal["prior", "interpolate"] = "prior"
 
     def validate(self) -> None:
         _check_range("generate.n_per_class", self.n_per_class, 1, 10**9)

@@ -36,6 +36,7 @@ from augment.core.files import (
     sha256_file,
 )
 from augment.core.pixels import to_uint8_tensor
+from augment.errors import CheckpointError
 from augment.models.checkpoint import Checkpoint
 from augment.training.families import get_trainer_class
 
@@ -159,14 +160,43 @@ def fold_class_batchnorm(module: torch.nn.Module) -> int:
     return count
 
 
-def load_generator(path: str | Path, device: str = "auto", precision: str = "auto") -> LoadedGenerator:
-    """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference)."""
+def interpolation_anchors(ck: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images' codes and labels a VAE checkpoint carries, checked (shape, finite,
+    labels in range) so that a damaged file fails here with the fix named."""
+    extra = ck.extra_tensors()
+    where = f"checkpoint {ck.path}"
+    if ck.family != "vae":
+        raise CheckpointError(f"{where}: generate.sampler = interpolate needs a train.family vae checkpoint "
+                              f"(this one is {ck.family}); set generate.sampler: prior")
+    if "anchors" not in extra or "anchor_labels" not in extra:
+        raise CheckpointError(f"{where} carries no training codes (written before generate.sampler: interpolate "
+                              "existed): re-run the train stage, or set generate.sampler: prior")
+    z, y = extra["anchors"], extra["anchor_labels"]
+    if (z.dim() != 2 or z.size(1) != ck.cfg.z_dim or y.dim() != 1 or len(y) != len(z) or y.dtype != torch.int64
+            or not z.dtype.is_floating_point or not bool(torch.isfinite(z).all())
+            or (len(y) and not (0 <= int(y.min()) and int(y.max()) < len(ck.class_names)))):
+        raise CheckpointError(f"{where}: its training codes are damaged (shape {tuple(z.shape)}, labels "
+                              f"{tuple(y.shape)}); re-run the train stage")
+    return z.float(), y
+
+
+def load_generator(path: str | Path, device: str = "auto", precision: str = "auto",
+                   sampler: str = "prior") -> LoadedGenerator:
+    """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference).
+
+    ``sampler``: ``generate.sampler`` (``interpolate``: a VAE's :class:`InterpolatingSampler`)."""
     ck = Checkpoint(path)
     ck.check_architecture()  # metadata vs weights, on the meta device: nothing allocated yet
+    anchors = interpolation_anchors(ck) if sampler == "interpolate" else None
     dev = resolve_device(device)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), dev)
     ck.load_into({k: v for k, v in trainer.modules().items()})
-    sampler, disc = trainer.sampler().eval(), trainer.discriminator().eval()
+    sampler_mod = trainer.sampler()
+    if anchors is not None:
+        from augment.models.vae import InterpolatingSampler
+
+        sampler_mod = InterpolatingSampler(sampler_mod.decoder, sampler_mod.prior, anchors[0].to(dev), anchors[1].to(dev))
+    sampler, disc = sampler_mod.eval(), trainer.discriminator().eval()
     for p in list(sampler.parameters()) + list(disc.parameters()):
         p.requires_grad_(False)
     with torch.no_grad():
@@ -251,6 +281,7 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
         "seed": cfg.seed,
         "device": device,
         "precision": "bf16" if autocast_dtype == torch.bfloat16 else "fp32",
+        "sampler": cfg.sampler,
         "shards": [{k: s[k] for k in ("shard", "file", "samples", "sha256")} for s in shards],
     }
 
@@ -262,7 +293,7 @@ def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: Gene
     from augment.core.parallel import inference_threads
 
     torch.manual_seed(cfg.seed)
-    gen = load_generator(checkpoint_path, cfg.device, cfg.precision)
+    gen = load_generator(checkpoint_path, cfg.device, cfg.precision, cfg.sampler)
     k = len(gen.checkpoint.class_names)
     n = num_shards(k, cfg)
     with inference_threads(cfg.threads, gen.device), atomic_directory(out_dir) as tmp, \

@@ -158,3 +158,53 @@ class VAESampler(nn.Module):
     def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         eps = torch.randn(labels.size(0), self.prior.mean.size(1), generator=generator, device=generator.device)
         return self.decoder(self.prior.sample(labels, eps.to(labels.device)), labels)
+
+
+@torch.no_grad()
+def encode_anchors(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Posterior means ``mu(x, y)`` of the training images (float ``(N, C, H, W)`` in [-1, 1]),
+    the codes :class:`InterpolatingSampler` blends. The encoder is put in eval mode and restored."""
+    was = encoder.training
+    encoder.eval()
+    try:
+        return torch.cat([encoder(images[i : i + batch], labels[i : i + batch])[0].float()
+                          for i in range(0, len(images), batch)]) if len(images) else images.new_zeros(0)
+    finally:
+        encoder.train(was)
+
+
+class InterpolatingSampler(VAESampler):
+    """``generate.sampler: interpolate``: decode blends of two training images of the class.
+
+    For a sample of class ``c``: two different training images ``i, j`` of ``c`` (uniformly; the
+    same one when ``c`` has only one), ``lambda ~ U(0, 1)``, ``z = mu_i + lambda (mu_j - mu_i)``.
+    The codes stay on the segments between codes the decoder reconstructs, where the Gaussian
+    prior's draws also go off in directions no training image took. A class with no anchor falls
+    back to the class prior. ``anchors`` / ``anchor_labels`` are the posterior means and labels
+    of the training images (saved with the checkpoint, :func:`encode_anchors`)."""
+
+    def __init__(self, decoder: nn.Module, prior: ClassPrior, anchors: torch.Tensor, anchor_labels: torch.Tensor):
+        super().__init__(decoder, prior)
+        k = prior.mean.size(0)
+        order = torch.argsort(anchor_labels, stable=True)
+        counts = torch.bincount(anchor_labels, minlength=k)
+        self.register_buffer("anchors", anchors.float()[order].contiguous())
+        self.register_buffer("counts", counts)
+        self.register_buffer("starts", torch.cumsum(counts, 0) - counts)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b = labels.size(0)
+        u = torch.rand(b, 3, generator=generator, device=generator.device).to(labels.device)
+        eps = torch.randn(b, self.prior.mean.size(1), generator=generator, device=generator.device).to(labels.device)
+        n = self.counts[labels]
+        i = (u[:, 0] * n).long().clamp_max((n - 1).clamp_min(0))
+        j = torch.where(n >= 2, (i + 1 + (u[:, 1] * (n - 1)).long().clamp_max((n - 2).clamp_min(0))) % n.clamp_min(1), i)
+        base = self.starts[labels]
+        has = n > 0
+        zi = self.anchors[(base + i).clamp_max(max(len(self.anchors) - 1, 0))] if len(self.anchors) else None
+        zj = self.anchors[(base + j).clamp_max(max(len(self.anchors) - 1, 0))] if len(self.anchors) else None
+        z = self.prior.sample(labels, eps)
+        if zi is not None:
+            z = torch.where(has[:, None], zi + u[:, 2:3] * (zj - zi), z)
+        return self.decoder(z, labels)

@@ -54,7 +54,7 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     from augment.data.prepare import load_prepared
     from augment.models.checkpoint import save_checkpoint
     from augment.training.live import LiveLogger
-    from augment.training.loop import train_generator
+    from augment.training.loop import sampler_tensors, train_generator
 
     ds = load_prepared(paths.prepared)
     x, y = ds.subset("train")  # the generator sees the TRAIN split only -- never val, never test
@@ -68,7 +68,8 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     cfg = result.cfg  # auto sizes resolved for this data: the checkpoint records what was trained
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
-                        ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x))})
+                        ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x))},
+                        extra_tensors=sampler_tensors(result.trainer, x, y))
         last = max(result.grids)
         save_png(result.grids[last], tmp / "sample_grid.png")
         (tmp / "samples").mkdir()

@@ -98,12 +98,13 @@ def fold_candidates(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
     from augment.generation.generate import generate_samples
     from augment.models.checkpoint import save_checkpoint
     from augment.selection.merge import load_rows_images
-    from augment.training.loop import train_generator
+    from augment.training.loop import sampler_tensors, train_generator
 
     result = train_generator(x, y, class_names, train_cfg, progress=False, classical=classical)
     ckpt = workdir / "generator.safetensors"
     save_checkpoint(ckpt, result.trainer.modules(), result.cfg, tuple(x.shape[1:]), class_names,
-                    extra={"iteration": result.cfg.iterations, "train_images": int(len(x))})
+                    extra={"iteration": result.cfg.iterations, "train_images": int(len(x))},
+                    extra_tensors=sampler_tensors(result.trainer, x, y))
     gen_dir = workdir / "generated"
     generate_samples(ckpt, gen_dir, gen_cfg, progress=False)
     empty = x[:0]

@@ -49,6 +49,13 @@ def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, classical:
     return h.hexdigest()[:16]
 
 
+def sampler_tensors(trainer: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    """What the trained family saves with its checkpoint for sampling beyond its weights (the
+    VAE: the training images' codes, for ``generate.sampler: interpolate``); ``{}`` for a GAN."""
+    fn = getattr(trainer, "sampler_tensors", None)
+    return fn(images, labels) if fn is not None else {}
+
+
 def class_balanced_indices(labels_t: torch.Tensor, num_classes: int, batch: int, g: torch.Generator):
     """Draw a batch: classes uniformly, then an image of that class (rare classes get trained)."""
     cls = torch.randint(0, num_classes, (batch,), generator=g)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from augment.config import TrainConfig
+from augment.core.pixels import to_tensor
 from augment.models.gan import make_discriminator, make_generator
-from augment.models.vae import ClassPrior, VAESampler, make_encoder
+from augment.models.vae import ClassPrior, VAESampler, encode_anchors, make_encoder
 from augment.training.common import (
     Precision,
     ResumableCounters,
@@ -96,6 +98,14 @@ class VAETrainer(ResumableCounters):
         self.aug_p = ada_update(p, d["r_t"], cfg)
         return {**d, "loss_vae": float(terms["loss"].detach()), "mse": float(terms["mse"].detach()),
                 "kl": float(terms["kl"].detach()), "beta": beta, "aug_p": p}
+
+    def sampler_tensors(self, images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+        """Saved with the checkpoint: the posterior means of the training images (uint8 N,H,W,C)
+        and their labels, the anchors of ``generate.sampler: interpolate``."""
+        E = getattr(self.E, "module", self.E)
+        x = to_tensor(np.ascontiguousarray(images), self.device)
+        y = torch.as_tensor(np.asarray(labels, np.int64), device=self.device)
+        return {"anchors": encode_anchors(E, x, y).cpu(), "anchor_labels": y.cpu()}
 
     def sampler(self) -> nn.Module:
         G = getattr(self.G, "module", self.G)  # DDP-wrapped after distribute()

@@ -44,6 +44,15 @@ def test_benchmark_scripts_run_at_tiny_sizes(tmp_path: Path):
     res = json.loads(out.read_text())["results"]
     assert {r["augmentation"] for r in res} == {"none", "albumentations", "batched"}
     assert all(r["steps_per_s"] > 0 for r in res) and "<!-- classifier -->" in md.read_text()
+    from benchmarks import bench_sampler
+
+    out, md = tmp_path / "sampler.json", tmp_path / "sampler.md"
+    assert bench_sampler.main(["--setting", "digits8_5", "--gen-seeds", "0", "--set", "train.iterations=4",
+                               "generate.n_per_class=6", "filter.classifier_steps=5", "--json", str(out),
+                               "--markdown", str(md), "--grids-dir", str(tmp_path / "grids")]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert [r["sampler"] for r in res] == ["prior", "interpolate"] and all(r["generated"] == 60 for r in res)
+    assert "| 0 | interpolate | 60 |" in md.read_text() and len(list((tmp_path / "grids").glob("*.png"))) == 2
 
 
 @pytest.mark.slow

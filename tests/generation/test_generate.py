@@ -101,3 +101,74 @@ def test_folded_class_batch_norm_is_the_eval_mode_class_batch_norm():
         assert fold_class_batchnorm(net) == 1 and isinstance(net[0], FoldedClassBatchNorm)
         assert torch.allclose(net[0](x, y), ref, atol=1e-5)
     assert fold_class_batchnorm(torch.nn.ModuleList([ClassBatchNorm(5, 3)])) == 0  # training mode: left alone
+
+
+def test_interpolated_codes_lie_between_two_training_codes_of_the_class():
+    """generate.sampler = interpolate: every code is mu_i + lambda (mu_j - mu_i) for two different
+    training images i, j of the sample's class (lambda in [0, 1]); a class with one image gets its
+    code; the draws are seeded."""
+    import torch
+
+    from augment.models.vae import ClassPrior, InterpolatingSampler
+
+    class Codes(torch.nn.Module):  # a "decoder" that returns the code it is given
+        def forward(self, z, y):
+            return z
+
+    anchors = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [10.0, 10.0], [-5.0, 3.0]])
+    labels = torch.tensor([0, 0, 0, 1, 2])  # class 1 has a single training image
+    s = InterpolatingSampler(Codes(), ClassPrior(2, 3), anchors, labels[[0, 1, 2, 3, 4]])
+    y = torch.tensor([0] * 400 + [1] * 5 + [2] * 5)
+    z = s.sample(y, torch.Generator().manual_seed(0))
+    assert torch.equal(z, s.sample(y, torch.Generator().manual_seed(0)))
+    assert torch.allclose(z[400:405], anchors[3].expand(5, 2)) and torch.allclose(z[405:], anchors[4].expand(5, 2))
+    c0 = z[:400]
+    # the class-0 codes lie on the triangle's edges (x = 0, y = 0 or x + y = 4), strictly inside
+    # the class's hull, never on a code of another class
+    on_edge = (c0[:, 0].abs() < 1e-5) | (c0[:, 1].abs() < 1e-5) | ((c0.sum(1) - 4).abs() < 1e-4)
+    assert bool(on_edge.all()) and bool((c0 >= -1e-6).all()) and bool((c0.sum(1) <= 4 + 1e-4).all())
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # every pair of different images is drawn
+        d = anchors[b] - anchors[a]
+        t = ((c0 - anchors[a]) @ d) / (d @ d)
+        near = ((anchors[a] + t[:, None] * d - c0).norm(dim=1) < 1e-4) & (t > 0.05) & (t < 0.95)
+        assert int(near.sum()) > 20
+
+
+@pytest.mark.slow
+def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(workspace: Path):
+    """train saves the training images' codes with a VAE checkpoint; generate.sampler =
+    interpolate uses them (reproducibly). A GAN checkpoint, or a VAE checkpoint without codes,
+    is refused with the fix named."""
+    from augment.cli import main
+    from augment.errors import CheckpointError
+    from augment.generation.generate import load_generator
+    from augment.generation.shards import iter_shards
+    from augment.models.checkpoint import Checkpoint, save_checkpoint
+    from tests.conftest import write_params
+
+    write_params(workspace / "params.yaml", {"train": {"family": "vae"}, "generate": {"sampler": "interpolate"}})
+    assert main(["prepare", "--quiet"]) == 0 and main(["train", "--quiet"]) == 0
+    ck = Checkpoint("models/generator.safetensors")
+    codes = ck.extra_tensors()
+    train_images = ck.extra["train_images"]
+    assert codes["anchors"].shape == (train_images, ck.cfg.z_dim) and codes["anchor_labels"].shape == (train_images,)
+    shards = []
+    for _ in range(2):
+        assert main(["generate", "--quiet"]) == 0
+        shards.append([s["images"] for s in iter_shards("data/generated")])
+    assert all(np.array_equal(a, b) for a, b in zip(*shards))
+    # without its codes (a checkpoint written before they were saved): the same weights, re-saved
+    import torch
+
+    from augment.training.families import get_trainer_class
+
+    t = get_trainer_class("vae")(ck.cfg, ck.image_shape, len(ck.class_names), torch.device("cpu"))
+    ck.load_into(t.modules())
+    save_checkpoint(workspace / "old.safetensors", t.modules(), ck.cfg, ck.image_shape, ck.class_names)
+    assert load_generator(workspace / "old.safetensors", "cpu").checkpoint.family == "vae"  # prior: fine
+    with pytest.raises(CheckpointError, match="carries no training codes.*re-run the train stage"):
+        load_generator(workspace / "old.safetensors", "cpu", sampler="interpolate")
+    write_params(workspace / "params.yaml", {"generate": {"sampler": "interpolate"}})  # a GAN
+    assert main(["train", "--quiet"]) == 0
+    with pytest.raises(CheckpointError, match="needs a train.family vae checkpoint"):
+        load_generator("models/generator.safetensors", "cpu", sampler="interpolate")
