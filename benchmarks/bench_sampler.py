@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, machine  # noqa: E402
-from benchmarks.utility import SETTINGS, _commit, configure, load_data, write_split  # noqa: E402
+from benchmarks.utility import SETTINGS, _commit, configure, load_data, parse_set, write_split  # noqa: E402
 
 SAMPLERS = ("prior", "interpolate")
 
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", default=str(ROOT / "benchmarks" / "results" / "sampler.md"))
     ap.add_argument("--grids-dir", default=str(ROOT / "docs" / "images"))
     a = ap.parse_args(argv)
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in a.set:
-        key, _, value = item.partition("=")
-        group, _, name = key.partition(".")
-        overrides.setdefault(group, {})[name] = json.loads(value)
+    overrides = parse_set(a.set)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _commit(),
             "machine": machine(),
             "command": "python benchmarks/bench_sampler.py " + " ".join(argv if argv is not None else sys.argv[1:])}

@@ -261,6 +261,16 @@ def _commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set GROUP.KEY=JSON ...`` -> ``{group: {key: value}}`` (the params overrides of a run)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        group, _, name = key.partition(".")
+        overrides.setdefault(group, {})[name] = json.loads(value)
+    return overrides
+
+
 def config_label(overrides: dict[str, dict[str, Any]]) -> str:
     """The params a run changed from ``params.yaml`` (``default`` when none), e.g. ``train.family=vae``."""
     items = [f"{g}.{k}={v}" for g, kv in sorted(overrides.items()) for k, v in sorted(kv.items())]
@@ -389,11 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "utility.json"))
     a = ap.parse_args(argv)
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in a.set:
-        key, _, value = item.partition("=")
-        group, _, name = key.partition(".")
-        overrides.setdefault(group, {})[name] = json.loads(value)
+    overrides = parse_set(a.set)
     commit = _commit()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
             "machine": machine(), "command": "python benchmarks/utility.py " + " ".join(argv if argv is not None else sys.argv[1:]),

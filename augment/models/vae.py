@@ -197,14 +197,14 @@ class InterpolatingSampler(VAESampler):
         b = labels.size(0)
         u = torch.rand(b, 3, generator=generator, device=generator.device).to(labels.device)
         eps = torch.randn(b, self.prior.mean.size(1), generator=generator, device=generator.device).to(labels.device)
-        n = self.counts[labels]
-        i = (u[:, 0] * n).long().clamp_max((n - 1).clamp_min(0))
-        j = torch.where(n >= 2, (i + 1 + (u[:, 1] * (n - 1)).long().clamp_max((n - 2).clamp_min(0))) % n.clamp_min(1), i)
-        base = self.starts[labels]
-        has = n > 0
-        zi = self.anchors[(base + i).clamp_max(max(len(self.anchors) - 1, 0))] if len(self.anchors) else None
-        zj = self.anchors[(base + j).clamp_max(max(len(self.anchors) - 1, 0))] if len(self.anchors) else None
-        z = self.prior.sample(labels, eps)
-        if zi is not None:
-            z = torch.where(has[:, None], zi + u[:, 2:3] * (zj - zi), z)
+        z = self.prior.sample(labels, eps)  # classes without an anchor keep their prior code
+        if len(self.anchors):
+            n = self.counts[labels]
+            m = n.clamp_min(1)
+            i = (u[:, 0] * m).long().clamp_max(m - 1)
+            # j != i: an offset in [1, n - 1] (the same image when the class has only one)
+            j = (i + 1 + (u[:, 1] * (m - 1)).long().clamp_max((m - 2).clamp_min(0))) % m
+            base, last = self.starts[labels], len(self.anchors) - 1
+            zi, zj = self.anchors[(base + i).clamp_max(last)], self.anchors[(base + j).clamp_max(last)]
+            z = torch.where((n > 0)[:, None], zi + u[:, 2:3] * (zj - zi), z)
         return self.decoder(z, labels)
