@@ -172,3 +172,28 @@ def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(works
     assert main(["train", "--quiet"]) == 0
     with pytest.raises(CheckpointError, match="needs a train.family vae checkpoint"):
         load_generator("models/generator.safetensors", "cpu", sampler="interpolate")
+
+
+def test_damaged_training_codes_are_refused_with_the_fix_named(tmp_path: Path):
+    """A VAE checkpoint whose saved codes do not fit it (wrong width, labels out of range, NaN)
+    is refused by generate.sampler = interpolate before anything is generated."""
+    import torch
+
+    from augment.config import TrainConfig
+    from augment.errors import CheckpointError
+    from augment.generation.generate import load_generator
+    from augment.models.checkpoint import save_checkpoint
+    from augment.training.families import get_trainer_class
+
+    cfg = TrainConfig(family="vae", arch="small", z_dim=4, g_channels=4, d_channels=4, iterations=1, device="cpu")
+    t = get_trainer_class("vae")(cfg, (8, 8, 1), 2, torch.device("cpu"))
+    good = {"anchors": torch.zeros(3, 4), "anchor_labels": torch.tensor([0, 1, 1])}
+    bad = {"width": {**good, "anchors": torch.zeros(3, 5)},
+           "labels": {**good, "anchor_labels": torch.tensor([0, 1, 2])},
+           "nan": {**good, "anchors": torch.full((3, 4), float("nan"))}}
+    save_checkpoint(tmp_path / "good.safetensors", t.modules(), cfg, (8, 8, 1), ["a", "b"], extra_tensors=good)
+    assert load_generator(tmp_path / "good.safetensors", "cpu", sampler="interpolate").sampler.counts.tolist() == [1, 2]
+    for name, tensors in bad.items():
+        save_checkpoint(tmp_path / f"{name}.safetensors", t.modules(), cfg, (8, 8, 1), ["a", "b"], extra_tensors=tensors)
+        with pytest.raises(CheckpointError, match="training codes are damaged.*re-run the train stage"):
+            load_generator(tmp_path / f"{name}.safetensors", "cpu", sampler="interpolate")

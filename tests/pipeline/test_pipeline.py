@@ -130,7 +130,7 @@ def test_crossfit_quota_end_to_end(workspace: Path):
 
 
 @pytest.mark.slow
-def test_a_replicated_share_holds_read_as_is_and_by_weight(workspace: Path):
+def test_a_replicated_share_holds_read_as_is_and_by_weight(workspace: Path, capsys):
     """merge.realise = replicate (the default) at share 0.25: every accepted sample is merged and
     each real image written k times, so a consumer that reads the folder as is (ImageFolder, no
     weights) trains at close to the share the pipeline tested, and one that samples by the
@@ -165,6 +165,11 @@ def test_a_replicated_share_holds_read_as_is_and_by_weight(workspace: Path):
         first = ds[rows[0]][0]
         assert all(torch_equal(ds[i][0], first) for i in rows[1:])
     assert json.loads(Path("metrics/evaluate.json").read_text())["share"] == 0.25
+    # a summary that does not match the folder (copies) is detected, never trusted
+    for bad, says in ((k + 1, "real rows"), (0, "real_copies = 0 is not a whole number")):
+        Path("data/augmented/summary.json").write_text(json.dumps({**summary, "real_copies": bad}))
+        assert main(["evaluate", "--quiet"]) == 2
+        assert says in capsys.readouterr().err
 
 
 def torch_equal(a, b) -> bool:
