@@ -22,7 +22,7 @@ from augment.errors import ConfigError
 # DiffAugment policy names (augment/training/diffaug.py registers one list of ops for each).
 DIFFAUG_OPS = ("color", "translation", "cutout")
 # Sample filters (augment/filters/apply.py builds one for each name), in their canonical order.
-FILTER_NAMES = ("discriminator", "label", "memorisation")
+FILTER_NAMES = ("discriminator", "label", "memorisation", "coverage")
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,10 @@ class FilterConfig:
     memorisation_percentile: float = 5.0
     memorisation_scope: Literal["per_class", "global"] = "per_class"
     memorisation_space: Literal["pixel", "feature", "both"] = "both"
+    # Coverage: of the samples every earlier filter accepted, keep this fraction per class, picked
+    # farthest-point first in the label classifier's feature space, the class's TRAIN images counting
+    # as already covered (favours what the real data does not cover over near-duplicates of it).
+    coverage_fraction: float = 0.5
     grid_per_class: int = 8
     seed: int = 0
     device: str = "auto"
@@ -204,6 +208,10 @@ class FilterConfig:
         _check_range("filter.label_min_confidence", self.label_min_confidence, 0.0, 1.0)
         _check_range("filter.classifier_steps", self.classifier_steps, 1, 10**7)
         _check_range("filter.memorisation_percentile", self.memorisation_percentile, 0.0, 100.0)
+        _check_range("filter.coverage_fraction", self.coverage_fraction, 0.0, 1.0, low_open=True)
+        if "coverage" in self.filters and self.filters[-1] != "coverage":
+            raise ConfigError(f"filter.filters = {self.filters!r}: 'coverage' must come last (it picks among the "
+                              "samples every other filter accepted)")
         _check_range("filter.grid_per_class", self.grid_per_class, 1, 1000)
         _check_device("filter.device", self.device)
         _check_threads("filter.threads", self.threads)

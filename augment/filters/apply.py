@@ -19,6 +19,10 @@ Filters are named in ``filter.filters`` and composed by AND:
 * ``memorisation`` -- the nearest TRAIN image (pixel space and/or classifier-feature space) must be
   farther than the ``memorisation_percentile`` of real train->train nearest-neighbour distances
   (rejects copies); DCR vs the val->train baseline is reported.
+* ``coverage`` (last, opt-in) -- of the samples every earlier filter accepted, keeps
+  ``coverage_fraction`` per class by farthest-point selection in the label classifier's feature
+  space, the class's TRAIN images counting as already covered: it favours samples the real data
+  does not cover yet over near-duplicates of it. Its accept sees the earlier filters' AND (``prior``).
 
 Only the train split (classifier, nearest neighbours) and the val split (calibration, DCR baseline)
 are used here. The TEST split is never passed to any filter.
@@ -236,6 +240,74 @@ class MemorisationFilter:
                 "thresholds": {sp: [float(t) for t in thr] for sp, thr in self.thresholds.items()}}
 
 
+def farthest_point_pick(candidates: np.ndarray, covered: np.ndarray, k: int) -> np.ndarray:
+    """Indices (into ``candidates``) of ``k`` rows picked greedily, each the row farthest from
+    everything covered so far (``covered`` rows, then the rows already picked). Deterministic:
+    ties go to the lower index."""
+    n = len(candidates)
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if len(covered):
+        gap, _ = nearest_distance(candidates, covered)
+    else:
+        gap = np.full(n, np.inf)
+    cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float64))
+    gap_t = torch.from_numpy(gap.astype(np.float64))
+    picked = np.empty(k, np.int64)
+    for i in range(k):
+        j = int(torch.argmax(gap_t))  # first maximum: the lower index wins a tie
+        picked[i] = j
+        gap_t = torch.minimum(gap_t, (cand - cand[j]).square().sum(1).sqrt())
+        gap_t[j] = -1.0  # never picked twice (every other gap is >= 0)
+    return picked
+
+
+@dataclass
+class CoverageFilter:
+    """Keeps ``fraction`` of each class's accepted samples, those that cover the class's feature
+    space where its TRAIN images do not (farthest-point selection seeded with the train images)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    fraction: float
+    embed_fn: Any  # images -> (N, F) features (the label classifier's embedding)
+    name: str = "coverage"
+    sequential: bool = True  # decide() passes the earlier filters' AND as ``prior``
+    _train_feat: np.ndarray | None = None
+    _feats: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._train_feat = self.embed_fn(self.train_x).astype(np.float32)
+
+    def score(self, images, labels):
+        feat = self.embed_fn(images).astype(np.float32)
+        self._feats.append(feat)  # accept() runs once on every shard's features, in shard order
+        gap = np.zeros(len(labels), np.float64)
+        for c in np.unique(labels):
+            m, ref = labels == c, self._train_feat[self.train_y == c]
+            gap[m] = nearest_distance(feat[m], ref)[0] if len(ref) else np.inf
+        return {"coverage": gap.astype(np.float32)}  # feature distance to the class's nearest train image
+
+    def accept(self, scores, labels, prior: np.ndarray | None = None):
+        feats = np.concatenate(self._feats) if self._feats else np.zeros((0, 1), np.float32)
+        if len(feats) != len(labels):
+            raise DataError(f"coverage filter: {len(feats)} scored samples but {len(labels)} labels; "
+                            "score every shard once before accepting")
+        pool = np.ones(len(labels), bool) if prior is None else np.asarray(prior, bool)
+        accepted = np.zeros(len(labels), bool)
+        for c in np.unique(labels):
+            idx = np.flatnonzero(pool & (labels == c))
+            if not len(idx):
+                continue
+            k = max(1, int(round(len(idx) * self.fraction)))
+            accepted[idx[farthest_point_pick(feats[idx], self._train_feat[self.train_y == c], k)]] = True
+        return accepted
+
+    def describe(self):
+        return {"fraction": self.fraction, "space": "feature", "seeded_with": "train images of the class"}
+
+
 @dataclass
 class FilterContext:
     """What the filters may see: TRAIN and VAL images, never test; and the checkpoint."""
@@ -265,7 +337,8 @@ def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dic
     info: dict[str, Any] = {}
     filters: list[Any] = []
     model = None
-    need_model = "label" in cfg.filters or ("memorisation" in cfg.filters and cfg.memorisation_space != "pixel")
+    need_model = ("label" in cfg.filters or "coverage" in cfg.filters
+                  or ("memorisation" in cfg.filters and cfg.memorisation_space != "pixel"))
     if need_model:
         from augment.generation.generate import resolve_precision
 
@@ -290,6 +363,8 @@ def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dic
             fn = model.embed if model is not None else None
             filters.append(MemorisationFilter(ctx.train_x, ctx.train_y, ctx.num_classes, cfg.memorisation_percentile,
                                               cfg.memorisation_scope, cfg.memorisation_space, fn))
+        elif name == "coverage":
+            filters.append(CoverageFilter(ctx.train_x, ctx.train_y, cfg.coverage_fraction, model.embed))
     return filters, info
 
 
@@ -307,12 +382,14 @@ def score_stream(filters: list[Any], shards) -> dict[str, np.ndarray]:
 
 
 def decide(filters: list[Any], scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-filter accept masks, their AND, and the rank score merge uses (most trusted first)."""
+    """Per-filter accept masks, their AND, and the rank score merge uses (most trusted first).
+    A ``sequential`` filter (coverage) picks among what the filters before it accepted."""
     labels = scores["labels"]
     out = dict(scores)
     accepted = np.ones(len(labels), dtype=bool)
     for f in filters:
-        m = np.asarray(f.accept(scores, labels), dtype=bool)
+        extra = {"prior": accepted.copy()} if getattr(f, "sequential", False) else {}
+        m = np.asarray(f.accept(scores, labels, **extra), dtype=bool)
         out[f"accept_{f.name}"] = m
         accepted &= m
     out["accepted"] = accepted

@@ -14,11 +14,13 @@ from augment.cli import main
 from augment.config import FilterConfig, from_dict
 from augment.errors import ConfigError
 from augment.filters.apply import (
+    CoverageFilter,
     LabelFilter,
     MemorisationFilter,
     SharedClassifier,
     accept_by_confidence,
     decide,
+    farthest_point_pick,
     train_label_classifier,
 )
 from augment.filters.calibration import (
@@ -126,6 +128,52 @@ def test_filters_compose_by_and():
     assert out["accepted"].tolist() == [True, False, False, True]
     assert out["accept_label"].tolist() == [True, False, True, True]
     assert np.allclose(out["confidence"], scores["discriminator"])  # merge ranks by calibrated D
+
+
+def test_farthest_point_pick_covers_what_the_real_points_leave_open():
+    covered = np.array([[0.0, 0.0], [0.1, 0.0]])
+    # a clump next to the real points, one far point, one clump of three far away
+    cand = np.array([[0.05, 0.0], [0.0, 0.1], [5.0, 0.0], [9.0, 9.0], [9.0, 9.1], [9.1, 9.0]])
+    first = farthest_point_pick(cand, covered, 2)
+    assert first.tolist() == [4, 2]  # the farthest clump once, then the far point, not its neighbours
+    assert set(farthest_point_pick(cand, covered, 6).tolist()) == set(range(6))  # every row once
+    assert farthest_point_pick(cand, covered, 0).size == 0
+    assert farthest_point_pick(cand, covered[:0], 1).tolist() == [0]  # nothing covered: first row
+
+
+def test_coverage_picks_among_the_earlier_filters_accepted_per_class():
+    train_x, train_y = structured(2, 4, seed=0)
+    syn_x, syn_y = structured(2, 10, seed=1)
+
+    def embed(images):  # a fixed feature map: the mean of each row
+        return images.reshape(len(images), 8, 8).mean(axis=2).astype(np.float32)
+
+    f = CoverageFilter(train_x, train_y, fraction=0.5, embed_fn=embed)
+    scores = {"labels": syn_y, "index": np.arange(len(syn_y))}
+    for s in (slice(0, 7), slice(7, 20)):  # two shards
+        scores.update({k: np.r_[scores.get(k, np.zeros(0, np.float32)), v]
+                       for k, v in f.score(syn_x[s], syn_y[s]).items()})
+    gap = scores["coverage"]
+    ref = np.array([np.linalg.norm(embed(syn_x[i:i + 1]) - embed(train_x[train_y == syn_y[i]]), axis=1).min()
+                    for i in range(len(syn_y))])
+    assert np.allclose(gap, ref, atol=1e-4)  # feature distance to the class's nearest train image
+    prior = np.ones(len(syn_y), bool)
+    prior[[0, 1, 12]] = False
+    out = decide([type("Earlier", (), {"name": "label", "accept": lambda self, s, y: prior})(), f], scores)
+    acc = out["accept_coverage"]
+    assert not (acc & ~prior).any()  # only among what the earlier filters accepted
+    assert [int(acc[syn_y == c].sum()) for c in (0, 1)] == [4, 4]  # round(0.5 x 8) and round(0.5 x 9)
+    # the first pick of each class is its sample farthest from that class's train images
+    for c in (0, 1):
+        idx = np.flatnonzero(prior & (syn_y == c))
+        assert acc[idx[np.argmax(gap[idx])]]
+    assert out["accepted"].tolist() == (acc & prior).tolist()
+
+
+def test_coverage_must_come_last():
+    with pytest.raises(ConfigError, match="'coverage' must come last"):
+        from_dict(FilterConfig, {"filters": ["coverage", "label"]}, "filter").validate()
+    from_dict(FilterConfig, {"filters": ["label", "memorisation", "coverage"]}, "filter").validate()
 
 
 @pytest.mark.parametrize("bad, key", [({"filters": ["discriminator", "vibes"]}, "filter.filters[1]"),
