@@ -182,10 +182,12 @@ class FilterConfig:
     memorisation_percentile: float = 5.0
     memorisation_scope: Literal["per_class", "global"] = "per_class"
     memorisation_space: Literal["pixel", "feature", "both"] = "both"
-    # Coverage: of the samples every earlier filter accepted, keep this fraction per class, picked
-    # farthest-point first in the label classifier's feature space, the class's TRAIN images counting
-    # as already covered (favours what the real data does not cover over near-duplicates of it).
+    # Coverage: of the samples every earlier filter accepted, keep this fraction per class among those
+    # inside the class's real manifold (within the coverage_k-NN radius of one of its TRAIN images,
+    # label-classifier features), picked farthest-point first with the TRAIN images counting as
+    # already covered (favours what the real data does not cover over near-duplicates of it).
     coverage_fraction: float = 0.5
+    coverage_k: int = 3
     grid_per_class: int = 8
     seed: int = 0
     device: str = "auto"
@@ -209,6 +211,7 @@ class FilterConfig:
         _check_range("filter.classifier_steps", self.classifier_steps, 1, 10**7)
         _check_range("filter.memorisation_percentile", self.memorisation_percentile, 0.0, 100.0)
         _check_range("filter.coverage_fraction", self.coverage_fraction, 0.0, 1.0, low_open=True)
+        _check_range("filter.coverage_k", self.coverage_k, 1, 1000)
         if "coverage" in self.filters and self.filters[-1] != "coverage":
             raise ConfigError(f"filter.filters = {self.filters!r}: 'coverage' must come last (it picks among the "
                               "samples every other filter accepted)")

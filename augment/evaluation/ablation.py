@@ -7,6 +7,8 @@ discriminator is in the set, otherwise in a seeded random order. Each is trained
 (real + classical + synthetic at the same share) over ``evaluate.ablation_seeds``, next to
 variant (b) (real + classical) with the same seeds and steps, and scored on the TEST split --
 this is part of the evaluate stage, the only place test images are used.
+A sequential filter (``coverage``) picked among what the filters before it accepted, so its
+"alone" set still carries their choice.
 """
 
 from __future__ import annotations

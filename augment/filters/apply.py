@@ -19,10 +19,11 @@ Filters are named in ``filter.filters`` and composed by AND:
 * ``memorisation`` -- the nearest TRAIN image (pixel space and/or classifier-feature space) must be
   farther than the ``memorisation_percentile`` of real train->train nearest-neighbour distances
   (rejects copies); DCR vs the val->train baseline is reported.
-* ``coverage`` (last, opt-in) -- of the samples every earlier filter accepted, keeps
-  ``coverage_fraction`` per class by farthest-point selection in the label classifier's feature
-  space, the class's TRAIN images counting as already covered: it favours samples the real data
-  does not cover yet over near-duplicates of it. Its accept sees the earlier filters' AND (``prior``).
+* ``coverage`` (last, opt-in) -- of the samples every earlier filter accepted that lie inside the
+  class's real manifold (the k-NN ball of one of its TRAIN images, label-classifier features),
+  keeps ``coverage_fraction`` per class by farthest-point selection, the class's TRAIN images
+  counting as already covered: it favours samples the real data does not cover yet over
+  near-duplicates of it. Its accept sees the earlier filters' AND (``prior``).
 
 Only the train split (classifier, nearest neighbours) and the val split (calibration, DCR baseline)
 are used here. The TEST split is never passed to any filter.
@@ -263,31 +264,59 @@ def farthest_point_pick(candidates: np.ndarray, covered: np.ndarray, k: int) -> 
     return picked
 
 
+def knn_radii(feat: np.ndarray, k: int) -> np.ndarray:
+    """Each row's distance to its k-th nearest other row (k capped at len - 1; NaN for a lone row)."""
+    n = len(feat)
+    if n < 2:
+        return np.full(n, np.nan)
+    f = torch.from_numpy(np.ascontiguousarray(feat, dtype=np.float64))
+    d = torch.cdist(f, f)
+    d.fill_diagonal_(float("inf"))
+    return torch.sort(d, dim=1).values[:, min(k, n - 1) - 1].numpy()
+
+
 @dataclass
 class CoverageFilter:
-    """Keeps ``fraction`` of each class's accepted samples, those that cover the class's feature
-    space where its TRAIN images do not (farthest-point selection seeded with the train images)."""
+    """Keeps ``fraction`` of each class's accepted samples: those inside the class's real manifold
+    (within the k-NN radius of one of its TRAIN images, the "precision" test of Kynkaenniemi et
+    al. 2019, in the label classifier's feature space) that cover it where the train images do not
+    (farthest-point selection seeded with the train images). Samples outside every ball (off the
+    class's data: the farthest-point pick would take them first) are never kept."""
 
     train_x: np.ndarray
     train_y: np.ndarray
+    num_classes: int
     fraction: float
+    k: int
     embed_fn: Any  # images -> (N, F) features (the label classifier's embedding)
     name: str = "coverage"
     sequential: bool = True  # decide() passes the earlier filters' AND as ``prior``
     _train_feat: np.ndarray | None = None
+    _radii: np.ndarray | None = None
     _feats: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self):
         self._train_feat = self.embed_fn(self.train_x).astype(np.float32)
+        radii = np.full(len(self.train_y), np.nan)
+        for c in range(self.num_classes):
+            m = self.train_y == c
+            radii[m] = knn_radii(self._train_feat[m], self.k)
+        # a class with one train image has no radius of its own: the median of the others'
+        fallback = float(np.nanmedian(radii)) if np.isfinite(radii).any() else 0.0
+        self._radii = np.where(np.isfinite(radii), radii, fallback)
 
     def score(self, images, labels):
         feat = self.embed_fn(images).astype(np.float32)
         self._feats.append(feat)  # accept() runs once on every shard's features, in shard order
-        gap = np.zeros(len(labels), np.float64)
+        ratio = np.full(len(labels), np.inf)
         for c in np.unique(labels):
-            m, ref = labels == c, self._train_feat[self.train_y == c]
-            gap[m] = nearest_distance(feat[m], ref)[0] if len(ref) else np.inf
-        return {"coverage": gap.astype(np.float32)}  # feature distance to the class's nearest train image
+            m, ref = labels == c, self.train_y == c
+            if ref.any():
+                d = torch.cdist(torch.from_numpy(feat[m].astype(np.float64)),
+                                torch.from_numpy(self._train_feat[ref].astype(np.float64))).numpy()
+                ratio[m] = (d / np.maximum(self._radii[ref], 1e-12)[None, :]).min(axis=1)
+        # <= 1: inside the k-NN ball of one of the class's train images
+        return {"coverage": ratio.astype(np.float32)}
 
     def accept(self, scores, labels, prior: np.ndarray | None = None):
         feats = np.concatenate(self._feats) if self._feats else np.zeros((0, 1), np.float32)
@@ -295,17 +324,20 @@ class CoverageFilter:
             raise DataError(f"coverage filter: {len(feats)} scored samples but {len(labels)} labels; "
                             "score every shard once before accepting")
         pool = np.ones(len(labels), bool) if prior is None else np.asarray(prior, bool)
+        inside = scores["coverage"] <= 1.0
         accepted = np.zeros(len(labels), bool)
         for c in np.unique(labels):
-            idx = np.flatnonzero(pool & (labels == c))
-            if not len(idx):
+            n = int((pool & (labels == c)).sum())
+            idx = np.flatnonzero(pool & inside & (labels == c))
+            if not n or not len(idx):
                 continue
-            k = max(1, int(round(len(idx) * self.fraction)))
+            k = max(1, int(round(n * self.fraction)))  # of what the earlier filters accepted (fewer inside: all)
             accepted[idx[farthest_point_pick(feats[idx], self._train_feat[self.train_y == c], k)]] = True
         return accepted
 
     def describe(self):
-        return {"fraction": self.fraction, "space": "feature", "seeded_with": "train images of the class"}
+        return {"fraction": self.fraction, "k": self.k, "space": "feature",
+                "inside": "k-NN ball of a train image of the class", "seeded_with": "train images of the class"}
 
 
 @dataclass
@@ -364,7 +396,8 @@ def build_filters(ctx: FilterContext, cfg: FilterConfig) -> tuple[list[Any], dic
             filters.append(MemorisationFilter(ctx.train_x, ctx.train_y, ctx.num_classes, cfg.memorisation_percentile,
                                               cfg.memorisation_scope, cfg.memorisation_space, fn))
         elif name == "coverage":
-            filters.append(CoverageFilter(ctx.train_x, ctx.train_y, cfg.coverage_fraction, model.embed))
+            filters.append(CoverageFilter(ctx.train_x, ctx.train_y, ctx.num_classes, cfg.coverage_fraction,
+                                          cfg.coverage_k, model.embed))
     return filters, info
 
 

@@ -141,33 +141,35 @@ def test_farthest_point_pick_covers_what_the_real_points_leave_open():
     assert farthest_point_pick(cand, covered[:0], 1).tolist() == [0]  # nothing covered: first row
 
 
-def test_coverage_picks_among_the_earlier_filters_accepted_per_class():
-    train_x, train_y = structured(2, 4, seed=0)
-    syn_x, syn_y = structured(2, 10, seed=1)
-
-    def embed(images):  # a fixed feature map: the mean of each row
-        return images.reshape(len(images), 8, 8).mean(axis=2).astype(np.float32)
-
-    f = CoverageFilter(train_x, train_y, fraction=0.5, embed_fn=embed)
+def test_coverage_keeps_samples_inside_the_real_manifold_that_fill_its_gaps():
+    # features = the "images" themselves (2-d points); class 0: a unit square of train points
+    # (k = 1: every radius is 1), class 1: one train point far away (its radius: the median, 1)
+    train_x = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [10, 10]], np.float32)
+    train_y = np.array([0, 0, 0, 0, 1])
+    syn_x = np.array([[0.5, 0.5], [0.1, 0], [5, 5], [1.5, 1], [0.5, 0], [0.9, 0],   # class 0
+                      [10.5, 10], [10, 10.2], [0, 0]], np.float32)                      # class 1
+    syn_y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    f = CoverageFilter(train_x, train_y, 2, fraction=0.4, k=1, embed_fn=lambda a: np.asarray(a, np.float32))
     scores = {"labels": syn_y, "index": np.arange(len(syn_y))}
-    for s in (slice(0, 7), slice(7, 20)):  # two shards
-        scores.update({k: np.r_[scores.get(k, np.zeros(0, np.float32)), v]
-                       for k, v in f.score(syn_x[s], syn_y[s]).items()})
-    gap = scores["coverage"]
-    ref = np.array([np.linalg.norm(embed(syn_x[i:i + 1]) - embed(train_x[train_y == syn_y[i]]), axis=1).min()
-                    for i in range(len(syn_y))])
-    assert np.allclose(gap, ref, atol=1e-4)  # feature distance to the class's nearest train image
-    prior = np.ones(len(syn_y), bool)
-    prior[[0, 1, 12]] = False
-    out = decide([type("Earlier", (), {"name": "label", "accept": lambda self, s, y: prior})(), f], scores)
-    acc = out["accept_coverage"]
-    assert not (acc & ~prior).any()  # only among what the earlier filters accepted
-    assert [int(acc[syn_y == c].sum()) for c in (0, 1)] == [4, 4]  # round(0.5 x 8) and round(0.5 x 9)
-    # the first pick of each class is its sample farthest from that class's train images
-    for c in (0, 1):
-        idx = np.flatnonzero(prior & (syn_y == c))
-        assert acc[idx[np.argmax(gap[idx])]]
-    assert out["accepted"].tolist() == (acc & prior).tolist()
+    for s in (slice(0, 4), slice(4, 9)):  # two shards
+        for key, v in f.score(syn_x[s], syn_y[s]).items():
+            scores[key] = np.r_[scores.get(key, np.zeros(0, np.float32)), v]
+    assert np.allclose(scores["coverage"], [0.5 ** 0.5, 0.1, 32 ** 0.5, 0.5, 0.5, 0.1, 0.5, 0.2, 200 ** 0.5])
+    prior = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1], bool)  # an earlier filter rejected sample 5
+
+    class Earlier:
+        name = "label"
+
+        def accept(self, scores, labels):
+            return prior
+
+    out = decide([Earlier(), f], scores)
+    # class 0: 5 passed the earlier filter -> keep round(0.4 x 5) = 2 of the 4 inside: the gap
+    # filler (0.5, 0.5) first, then the farther of the rest ((1.5, 1) and (0.5, 0) tie: the lower
+    # index); never the outlier (5, 5) nor the rejected (0.9, 0). Class 1 (radius: the class-0
+    # median, 1): round(0.4 x 3) = 1 of the 2 inside, the farther from (10, 10); never (0, 0).
+    assert np.flatnonzero(out["accept_coverage"]).tolist() == [0, 3, 6]
+    assert out["accepted"].tolist() == (out["accept_coverage"] & prior).tolist()
 
 
 def test_coverage_must_come_last():
