@@ -215,6 +215,22 @@ def test_filter_stage_with_every_filter(workspace: Path):
     again = load_decisions("data/filtered")
     assert all(np.array_equal(first[k], again[k]) for k in first)
 
+    # coverage last: it keeps at most half of each class's survivors, all inside the real manifold
+    write_params(workspace / "params.yaml", {"filter": {"filters": ["discriminator", "label", "memorisation",
+                                                                    "coverage"],
+                                                        "mode": "threshold", "threshold": 0.0,
+                                                        "coverage_fraction": 0.5}})
+    _run("filter")
+    cov = load_decisions("data/filtered")
+    assert np.array_equal(cov["accept_label"], d["accept_label"])  # the earlier filters did not change
+    assert np.array_equal(cov["accepted"], both & cov["accept_coverage"])
+    # (the 12-iteration GAN's samples lie about 2 radii off the real images: few or none are kept)
+    assert np.isfinite(cov["coverage"]).all() and (cov["coverage"][cov["accepted"]] <= 1.0).all()
+    for c in np.unique(cov["labels"]):
+        m = cov["labels"] == c
+        assert (cov["accepted"] & m).sum() <= max(1, round(0.5 * (both & m).sum()))
+    assert json.loads(Path("data/filtered/report.json").read_text())["per_filter"]["coverage"]["fraction"] == 0.5
+
 
 def test_nearest_distance_matches_brute_force_across_blocks():
     """The memorisation filter's search (torch, in blocks) finds each query's nearest reference and
