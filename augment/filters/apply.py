@@ -7,7 +7,8 @@ Every filter has one small interface (:class:`SampleFilter`):
   images of one shard are in memory at a time); the column named ``name`` is the filter's score;
   extra columns (distances, raw logits) are recorded too.
 * ``accept(scores, labels) -> bool mask`` -- called once on the whole score column (scores are
-  small; quotas such as "top fraction per class" need them all).
+  small; quotas such as "top fraction per class" need them all); a filter with ``sequential =
+  True`` also gets ``prior``, the AND of the filters before it.
 
 Filters are named in ``filter.filters`` and composed by AND:
 
@@ -270,9 +271,9 @@ def knn_radii(feat: np.ndarray, k: int) -> np.ndarray:
     if n < 2:
         return np.full(n, np.nan)
     f = torch.from_numpy(np.ascontiguousarray(feat, dtype=np.float64))
-    d = torch.cdist(f, f)
+    d = torch.cdist(f, f)  # n x n: fine for one class of a scarce dataset
     d.fill_diagonal_(float("inf"))
-    return torch.sort(d, dim=1).values[:, min(k, n - 1) - 1].numpy()
+    return torch.topk(d, min(k, n - 1), dim=1, largest=False).values[:, -1].numpy()
 
 
 @dataclass
@@ -301,8 +302,14 @@ class CoverageFilter:
         for c in range(self.num_classes):
             m = self.train_y == c
             radii[m] = knn_radii(self._train_feat[m], self.k)
-        # a class with one train image has no radius of its own: the median of the others'
-        fallback = float(np.nanmedian(radii)) if np.isfinite(radii).any() else 0.0
+        # a class with one train image has no radius of its own: the median of the other classes'
+        # radii; when no class has two, the median k-NN radius over all train images (any class)
+        if np.isfinite(radii).any():
+            fallback = float(np.nanmedian(radii))
+        elif len(self._train_feat) > 1:
+            fallback = float(np.median(knn_radii(self._train_feat, self.k)))
+        else:
+            fallback = float("inf")  # one train image in all: no scale to test against
         self._radii = np.where(np.isfinite(radii), radii, fallback)
 
     def score(self, images, labels):
@@ -337,7 +344,8 @@ class CoverageFilter:
 
     def describe(self):
         return {"fraction": self.fraction, "k": self.k, "space": "feature",
-                "inside": "k-NN ball of a train image of the class", "seeded_with": "train images of the class"}
+                "inside": "k-NN ball of a train image of the class", "seeded_with": "train images of the class",
+                "counts": "accepted is a subset of the earlier filters' accepted; their rejections count here too"}
 
 
 @dataclass

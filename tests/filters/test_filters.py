@@ -172,6 +172,16 @@ def test_coverage_keeps_samples_inside_the_real_manifold_that_fill_its_gaps():
     assert out["accepted"].tolist() == (out["accept_coverage"] & prior).tolist()
 
 
+def test_coverage_with_one_train_image_per_class_takes_its_scale_from_all_train_images():
+    # no class has a k-NN radius of its own: the radius is the distance between the two images
+    f = CoverageFilter(np.array([[0, 0], [2, 0]], np.float32), np.array([0, 1]), 2, fraction=1.0, k=3,
+                       embed_fn=lambda a: np.asarray(a, np.float32))
+    syn_y = np.array([0, 0, 1])
+    scores = {"labels": syn_y, **f.score(np.array([[1, 0], [5, 0], [2.5, 0]], np.float32), syn_y)}
+    assert np.allclose(scores["coverage"], [0.5, 2.5, 0.25])
+    assert f.accept(scores, syn_y).tolist() == [True, False, True]  # not only exact copies
+
+
 def test_coverage_must_come_last():
     with pytest.raises(ConfigError, match="'coverage' must come last"):
         from_dict(FilterConfig, {"filters": ["coverage", "label"]}, "filter").validate()
