@@ -336,7 +336,7 @@ class CoverageFilter:
         for c in np.unique(labels):
             n = int((pool & (labels == c)).sum())
             idx = np.flatnonzero(pool & inside & (labels == c))
-            if not n or not len(idx):
+            if not len(idx):  # (also when no sample of the class survived: n = 0)
                 continue
             k = max(1, int(round(n * self.fraction)))  # of what the earlier filters accepted (fewer inside: all)
             accepted[idx[farthest_point_pick(feats[idx], self._train_feat[self.train_y == c], k)]] = True

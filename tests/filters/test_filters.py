@@ -190,7 +190,9 @@ def test_coverage_must_come_last():
 
 @pytest.mark.parametrize("bad, key", [({"filters": ["discriminator", "vibes"]}, "filter.filters[1]"),
                                       ({"memorisation_percentile": 120.0}, "filter.memorisation_percentile"),
-                                      ({"mode": "best"}, "filter.mode")])
+                                      ({"mode": "best"}, "filter.mode"),
+                                      ({"coverage_fraction": 0.0}, "filter.coverage_fraction"),
+                                      ({"coverage_k": 0}, "filter.coverage_k")])
 def test_bad_filter_params_name_the_key(bad, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         from_dict(FilterConfig, bad, "filter").validate()
