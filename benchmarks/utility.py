@@ -11,6 +11,9 @@ setting says otherwise) on a suite of scarce settings and writes ``docs/results.
 * "forced": (d) - (b) when the accepted samples are merged at share 0.25 regardless of the
   choice, realised as merge realises a share (``merge.realise``) -- what the generator alone
   would do to the classifier;
+* the same checks for downstream classifier families the pipeline never trains (``--families``:
+  a pixel MLP and a LeNet-5-style CNN): their own (b), and (d) - (b) for the merged folder read as
+  is and at the forced share -- does the result hold for a classifier the choices were not made with?
 * CAS (classifier trained on synthetic only, on real test, relative to real) and the per-class
   diversity ratio, from the evaluate stage's quality report; the wall time of each stage.
 
@@ -41,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -124,9 +129,10 @@ def t_interval(diffs: list[float], conf: float = 0.95) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(a))}
 
 
-def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> list[float]:
+def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], make_model=None) -> list[float]:
     """(d) - (b) per classifier seed when the accepted samples are merged at FORCED_SHARE (realised
-    as merge.realise says). (b) is the evaluate stage's own per-seed result (same data, seeds, steps)."""
+    as merge.realise says). (b) is the evaluate stage's own per-seed result (same data, seeds, steps),
+    or with ``make_model`` (another classifier family) that family's (b)."""
     from augment.core.device import resolve_device
     from augment.data.prepare import load_prepared
     from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
@@ -149,13 +155,13 @@ def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float]) -> 
                           width=cfg.evaluate.width)
     out = []
     for s, base in zip(seeds, classical_acc):
-        m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, draw)
+        m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, draw, make_model)
         out.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
     return out
 
 
-def as_is_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], merge: dict[str, Any]
-               ) -> dict[str, list[float]]:
+def as_is_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], merge: dict[str, Any],
+               make_model=None) -> dict[str, list[float]]:
     """(d) - (b) per classifier seed for a consumer that trains on the merged folder as it is
     (every file drawn uniformly, the manifest's weights ignored; the same classifier, classical
     augmentation, seeds and steps as evaluate): ``as_is`` the folder the run wrote,
@@ -183,15 +189,83 @@ def as_is_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], merg
     for name, (x, y, sx, sy) in folders.items():
         out[name] = []
         for s, base in zip(seeds, classical_acc):
-            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, None)
+            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, None, make_model)
             out[name].append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
     if "as_is_no_copies" not in out:
         out["as_is_no_copies"] = out["as_is"]
     return out
 
 
+class PixelMLP(nn.Module):
+    """Another classifier family: a two-hidden-layer perceptron on the raw pixels (no convolution,
+    no batch norm)."""
+
+    def __init__(self, in_channels: int, num_classes: int, size: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, hidden), nn.ReLU(),
+                                 nn.Dropout(0.3), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.3),
+                                 nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LeNet(nn.Module):
+    """Another classifier family: LeNet-5's layout (two 5x5 convolutions, fixed widths 6 and 16, two
+    fully connected layers) with ReLU and max-pooling, and no batch norm."""
+
+    def __init__(self, in_channels: int, num_classes: int, size: int):
+        super().__init__()
+        s = size // 2 // 2
+        self.net = nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Linear(16 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                 nn.Linear(84, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# Downstream classifiers the pipeline never trains: its choices (label filter, cross-fitting) all
+# use the SmallCNN, and users train their own. Each is trained exactly as the SmallCNN is
+# (augment.downstream.classifier: steps, batch, optimiser, classical augmentation, seeds).
+FAMILIES = {"mlp": PixelMLP, "lenet": LeNet}
+
+
+def family_rows(ws: Path, cfg, seeds: list[int], merge: dict[str, Any], forced: bool, families: list[str]
+                ) -> dict[str, dict[str, list[float]]]:
+    """Per other classifier family: its (b) accuracy per classifier seed (``classical``), and
+    (d) - (b) per seed for the merged folder read as is (``as_is``, ``as_is_no_copies``: 0 when
+    nothing was merged, the folder is (b)'s data) and for the forced share (``forced``)."""
+    from augment.core.device import resolve_device
+    from augment.data.prepare import load_prepared
+    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+
+    ds = load_prepared(ws / "data/prepared")
+    x, y = ds.subset("train")
+    tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
+    dev = resolve_device("auto")
+    spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
+                          width=cfg.evaluate.width)
+    out: dict[str, dict[str, list[float]]] = {}
+    for name in families:
+        make = FAMILIES[name]
+        base = []
+        for s in seeds:
+            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, make_model=make)
+            base.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()))
+        r = {"classical": base}
+        as_is = as_is_rows(ws, cfg, seeds, base, merge, make)
+        for key in ("as_is", "as_is_no_copies"):
+            r[key] = as_is.get(key) or [0.0] * len(seeds)
+        if forced:
+            r["forced"] = forced_rows(ws, cfg, seeds, base, make)
+        out[name] = r
+    return out
+
+
 def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_seed: int, forced: bool,
-            overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            overrides: dict[str, dict[str, Any]], families: list[str] = ()) -> dict[str, Any]:
     from augment.config import load_params
     from augment.pipeline.paths import Paths
     from augment.pipeline.stages import STAGES
@@ -246,6 +320,8 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
         if forced:
             row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"])
             row["forced_realisation"] = cfg.merge.realise  # runs without it: weights
+        if families:
+            row["families"] = family_rows(ws, cfg, clf_seeds, merge, forced, list(families))
         return row
 
 
@@ -311,6 +387,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if any(f"{name}_d_minus_b" in r for r in rs):
                 agg[f"{name}_d_minus_b"] = t_interval([d for r in rs for d in r.get(f"{name}_d_minus_b") or
                                                        [0.0] * len(r["paired_d_minus_b"])])
+        fams = sorted({f for r in rs for f in r.get("families", {})})
+        if fams:  # only over the runs that measured them
+            agg["families"] = {}
+            for f in fams:
+                fr = [r["families"][f] for r in rs if f in r.get("families", {})]
+                agg["families"][f] = {"runs": len(fr), "classical": float(np.mean([a for x in fr for a in x["classical"]])),
+                                      **{k: t_interval([d for x in fr for d in x[k]])
+                                         for k in ("as_is", "as_is_no_copies", "forced")
+                                         if all(k in x for x in fr) and any(x[k] for x in fr)}}
         agg["choices"] = [f"{r['choice']['synthetic_share']}/{r['choice']['synthetic']}" for r in rs]
         agg["cas"] = _mean([r["quality"]["cas_relative"] for r in rs])
         agg["diversity"] = _mean([r["quality"]["diversity_mean"] for r in rs])
@@ -370,6 +455,21 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
             f"{', '.join(a['choices'])} | "
             f"{_num(a['cas'], 3)} | {_num(a['diversity'], 2)} | "
             f"{sec.get('train', 0):.0f}/{sec.get('crossfit', 0):.0f}/{sec.get('evaluate', 0):.0f} |")
+    fam = [a for a in agg if a.get("families")]
+    if fam:
+        lines += ["", "Other downstream classifiers: families the pipeline never trains (all its choices use the "
+                  "SmallCNN above), each trained as the SmallCNN is (steps, optimiser, classical augmentation, "
+                  "classifier seeds) on the same runs' data. (b): that family's real + classical accuracy; "
+                  "(d) − (b) for the merged folder read as is (the pipeline's own choice; 0 when it merged "
+                  "nothing), without the copies of the real images, and at the forced share.", "",
+                  "| setting | config | gen seeds (runs) | family | (b) +classical | read as is (d) − (b) | no copies | forced (d) − (b) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for a in fam:
+            for f, r in a["families"].items():
+                lines.append(f"| {a['setting']} | {a.get('config', 'default')} | "
+                             f"{','.join(str(g) for g in a.get('gen_seeds', []))} ({r['runs']}) | {f} | "
+                             f"{100 * r['classical']:.2f} | {_ci(r.get('as_is'))} | {_ci(r.get('as_is_no_copies'))} | "
+                             f"{_ci(r.get('forced'))} |")
     lines += ["", "Why each run chose what it chose:", ""]
     for r in rows:
         lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / generator seed {r['gen_seed']} "
@@ -388,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--no-forced", action="store_true", help="skip the forced-share rows")
+    ap.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES),
+                    help="other downstream classifier families to check each run's result on (none: skip)")
     ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON",
                     help="override params for every run, e.g. train.family=\"vae\" evaluate.steps=600")
     ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
@@ -431,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in a.modes:
             for g in a.gen_seeds:
                 t0 = time.perf_counter()
-                row = run_one(setting, mode, g, a.clf_seeds, a.data_seed, not a.no_forced, overrides)
+                row = run_one(setting, mode, g, a.clf_seeds, a.data_seed, not a.no_forced, overrides, a.families)
                 rows.append(row)
                 print(f"{setting} {mode} gen {g}: (d)-(b) {np.mean(row['paired_d_minus_b']):+.4f} choice "
                       f"{row['choice']['synthetic_share']} ({row['choice']['synthetic']} synthetic) "

@@ -13,7 +13,7 @@ import queue
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -111,6 +111,10 @@ class _Failure:
     exc: BaseException
 
 
+# (in_channels, num_classes, image size) -> an untrained network that maps (B, C, H, W) to logits
+ModelFactory = Callable[[int, int, int], nn.Module]
+
+
 @dataclass
 class ClassifierSpec:
     steps: int = 1500
@@ -129,11 +133,17 @@ def train_classifier(
     augment=None,
     device: torch.device = torch.device("cpu"),
     sample_weights: np.ndarray | None = None,
-) -> SmallCNN:
-    """Train on uint8 ``(N, H, W, C)`` images. ``sample_weights`` sets how often each is drawn."""
+    make_model: ModelFactory | None = None,
+) -> nn.Module:
+    """Train on uint8 ``(N, H, W, C)`` images. ``sample_weights`` sets how often each is drawn.
+
+    ``make_model(in_channels, num_classes, size)`` builds another network to train the same way
+    (default: :class:`SmallCNN`); it is called after the seed is set, so its initialisation is seeded."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = SmallCNN(images.shape[3], num_classes, min(images.shape[1:3]), spec.width).to(device)
+    size = min(images.shape[1:3])
+    model = (make_model(images.shape[3], num_classes, size) if make_model is not None
+             else SmallCNN(images.shape[3], num_classes, size, spec.width)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.steps)
     p = None if sample_weights is None else sample_weights / sample_weights.sum()
@@ -285,16 +295,20 @@ def mixing_weights(is_synthetic: np.ndarray, share: float | None) -> np.ndarray 
 def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, spec: ClassifierSpec, seed: int,
                      device: torch.device, classical: ClassicalConfig | None = None,
                      syn_x: np.ndarray | None = None, syn_y: np.ndarray | None = None,
-                     share: float | None = None) -> SmallCNN:
+                     share: float | None = None, make_model: ModelFactory | None = None) -> nn.Module:
     """The one downstream model every part of the pipeline trains: real images, optionally with
     classical augmentation (``classical``), optionally with synthetic images drawn at ``share`` of
     each batch (``None``: in proportion to their count; 0: no synthetic at all).
 
-    Used by the label filter, the tuner, the evaluation's four variants and the filter ablation."""
+    Used by the label filter, the tuner, the evaluation's four variants and the filter ablation
+    (all with the default :class:`SmallCNN`); ``make_model`` trains another network the same way
+    (the utility benchmark uses it to check a result on classifier families the pipeline never
+    chose with)."""
     x, y, w = real_x, real_y, None
     if syn_x is not None and syn_y is not None and len(syn_x) and (share is None or share > 0):
         x = np.concatenate([real_x, syn_x])
         y = np.concatenate([real_y, syn_y])
         w = mixing_weights(np.r_[np.zeros(len(real_x), bool), np.ones(len(syn_x), bool)], share)
     aug = classical_augmentation(classical, seed) if classical is not None else None
-    return train_classifier(x, y, num_classes, spec, seed, augment=aug, device=device, sample_weights=w)
+    return train_classifier(x, y, num_classes, spec, seed, augment=aug, device=device, sample_weights=w,
+                            make_model=make_model)

@@ -108,3 +108,26 @@ def test_utility_results_of_different_configs_are_never_pooled(tmp_path: Path):
     assert agg["train.family=vae, train.z_dim=16"]["d_minus_b"]["mean"] < 0
     assert agg["train.family=vae, train.z_dim=16"]["commits"] == ["abc1234"]
     assert "train.family=vae, train.z_dim=16" in out_md.read_text()
+
+
+@pytest.mark.slow
+def test_utility_checks_the_merged_folder_on_other_classifier_families(tmp_path: Path):
+    """Each run also trains the classifier families the pipeline never chose with, and reports
+    their (b) and (d) - (b) for the merged folder and the forced share (tiny sizes, a forced merge)."""
+    from benchmarks import utility
+
+    out_json, out_md = tmp_path / "u.json", tmp_path / "u.md"
+    assert utility.main(["--settings", "digits8_5", "--gen-seeds", "0", "--clf-seeds", "0", "1", "--set",
+                         "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
+                         "evaluate.steps=5", "crossfit.steps=5", "filter.filters=[]", 'merge.quota="per_real"',
+                         "--json", str(out_json), "--out", str(out_md)]) == 0
+    res = json.loads(out_json.read_text())
+    run = res["runs"][0]
+    assert run["choice"]["synthetic"] == 60
+    assert set(run["families"]) == {"mlp", "lenet"}
+    for fam in run["families"].values():
+        assert len(fam["classical"]) == 2 and all(0.0 <= a <= 1.0 for a in fam["classical"])
+        assert len(fam["as_is"]) == 2 and len(fam["forced"]) == 2
+    agg = res["aggregate"][0]["families"]
+    assert agg["mlp"]["runs"] == 1 and {"as_is", "forced"} <= set(agg["mlp"])
+    assert "| digits8_5 |" in out_md.read_text().split("Other downstream classifiers")[1]
