@@ -340,7 +340,8 @@ def _filter_warnings(r: dict[str, Any]) -> list[str]:
 def _merge_warnings(r: dict[str, Any]) -> list[str]:
     if not r.get("synthetic"):
         if r.get("tuning") and r["tuning"].get("synthetic_share") == 0:
-            return ["WARNING: merge chose no synthetic sample (tuned synthetic share 0.0 on val)"]
+            how = "cross-fitted over every labelled image" if r.get("quota") == "crossfit" else "tuned on val"
+            return [f"WARNING: merge chose no synthetic sample (synthetic share 0.0, {how})"]
         return ["WARNING: merge left every class with no synthetic sample"]
     out = no_synthetic_warnings(r.get("per_class", {}), "synthetic", "merge")
     share, uniform = r.get("synthetic_share"), r.get("uniform_share")

@@ -186,3 +186,12 @@ def test_merge_warns_when_the_folder_read_as_is_is_not_the_chosen_share():
     assert len(weights) == 1 and "89% synthetic" in weights[0] and "merge.realise: replicate" in weights[0]
     assert _merge_warnings({"synthetic": 850, "synthetic_share": 0.25, "uniform_share": 850 / 3450,
                             "per_class": per_class}) == []
+
+
+def test_merge_warning_for_no_synthetic_names_how_the_share_was_chosen():
+    """A run that merged nothing says whether cross-fitting or a val split chose share 0."""
+    from augment.pipeline.stages import _merge_warnings
+
+    none = {"synthetic": 0, "tuning": {"synthetic_share": 0.0}, "per_class": {}}
+    assert "cross-fitted over every labelled image" in _merge_warnings({**none, "quota": "crossfit"})[0]
+    assert "tuned on val" in _merge_warnings({**none, "quota": "tuned"})[0]
