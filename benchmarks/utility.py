@@ -129,70 +129,83 @@ def t_interval(diffs: list[float], conf: float = 0.95) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(a))}
 
 
-def forced_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], make_model=None) -> list[float]:
-    """(d) - (b) per classifier seed when the accepted samples are merged at FORCED_SHARE (realised
-    as merge.realise says). (b) is the evaluate stage's own per-seed result (same data, seeds, steps),
-    or with ``make_model`` (another classifier family) that family's (b)."""
-    from augment.core.device import resolve_device
+@dataclasses.dataclass
+class ExtraSets:
+    """What the rows beyond evaluate's own train on, loaded once per run: the labelled (train) and
+    test images, evaluate's classifier recipe, and per extra row its training set
+    ``(x, y, syn_x, syn_y, share)``:
+
+    * ``as_is``: the merged folder as it is (every file drawn uniformly, the manifest's weights
+      ignored: a consumer's ImageFolder); only when something was merged;
+    * ``as_is_no_copies``: the folder merge.realise = weights would have written for the same
+      choice (each real image once: the synthetic images dominate); only when the run wrote copies;
+    * ``forced``: the accepted samples at FORCED_SHARE regardless of the choice, realised as
+      merge.realise says; only when something was accepted."""
+
+    x: np.ndarray
+    y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    cfg: Any
+    sets: dict[str, tuple]
+
+    def accuracy(self, x, y, syn_x, syn_y, share, seed: int, make_model=None) -> float:
+        """Test accuracy of evaluate's classifier recipe (or ``make_model``'s network) on that data."""
+        from augment.core.device import resolve_device
+        from augment.downstream.classifier import predict_proba, train_downstream
+        from augment.evaluation.evaluate import classifier_spec
+
+        dev = resolve_device("auto")
+        m = train_downstream(x, y, self.num_classes, classifier_spec(self.cfg.evaluate), seed, dev, self.cfg.classical,
+                             syn_x, syn_y, share, make_model)
+        return float((predict_proba(m, self.test_x, dev).argmax(1) == self.test_y).mean())
+
+    def deltas(self, name: str, seeds: list[int], base: list[float], make_model=None) -> list[float]:
+        """(d) - (b) per classifier seed for extra row ``name`` against the per-seed (b) ``base``."""
+        return [self.accuracy(*self.sets[name], s, make_model) - b for s, b in zip(seeds, base)]
+
+
+def load_extra_sets(ws: Path, cfg, merge: dict[str, Any], forced: bool) -> ExtraSets:
     from augment.data.prepare import load_prepared
-    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+    from augment.data.torch_dataset import load_augmented
     from augment.filters.apply import load_decisions
     from augment.selection.merge import load_rows_images
     from augment.selection.quota import select_for_share
 
     ds = load_prepared(ws / "data/prepared")
-    dec = load_decisions(ws / "data/filtered")
-    real_counts = np.bincount(ds.subset("train")[1], minlength=ds.num_classes)
-    rows, draw = select_for_share(dec["labels"], dec["accepted"], dec["confidence"], real_counts, FORCED_SHARE,
-                                  realise=cfg.merge.realise)
-    sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
-    if len(rows) == 0:
-        return []  # nothing accepted: nothing to force
     x, y = ds.subset("train")
     tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
-    dev = resolve_device("auto")
-    spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
-                          width=cfg.evaluate.width)
-    out = []
-    for s, base in zip(seeds, classical_acc):
-        m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, draw, make_model)
-        out.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
-    return out
+    sets: dict[str, tuple] = {}
+    if merge.get("synthetic"):
+        images, labels, synthetic, _ = load_augmented(ws / "data/augmented")
+        sets["as_is"] = (images, labels, None, None, None)
+        if int(merge.get("real_copies", 1)) > 1:
+            n_orig = int(merge["real"])
+            sets["as_is_no_copies"] = (images[~synthetic][:n_orig], labels[~synthetic][:n_orig], images[synthetic],
+                                       labels[synthetic], None)
+    if forced:
+        dec = load_decisions(ws / "data/filtered")
+        real_counts = np.bincount(y, minlength=ds.num_classes)
+        rows, draw = select_for_share(dec["labels"], dec["accepted"], dec["confidence"], real_counts, FORCED_SHARE,
+                                      realise=cfg.merge.realise)
+        if len(rows):  # nothing accepted: nothing to force
+            sets["forced"] = (x, y, load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows], draw)
+    return ExtraSets(x, y, tx, ty, ds.num_classes, cfg, sets)
 
 
-def as_is_rows(ws: Path, cfg, seeds: list[int], classical_acc: list[float], merge: dict[str, Any],
-               make_model=None) -> dict[str, list[float]]:
-    """(d) - (b) per classifier seed for a consumer that trains on the merged folder as it is
-    (every file drawn uniformly, the manifest's weights ignored; the same classifier, classical
-    augmentation, seeds and steps as evaluate): ``as_is`` the folder the run wrote,
-    ``as_is_no_copies`` the folder merge.realise = weights would have written for the same choice
-    (each real image once: the synthetic images dominate). Empty when nothing was merged."""
-    from augment.core.device import resolve_device
-    from augment.data.prepare import load_prepared
-    from augment.data.torch_dataset import load_augmented
-    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
-
-    if not merge.get("synthetic"):
-        return {}
-    ds = load_prepared(ws / "data/prepared")
-    images, labels, synthetic, _ = load_augmented(ws / "data/augmented")
-    n_orig = int(merge["real"])
-    real_x, real_y = images[~synthetic][:n_orig], labels[~synthetic][:n_orig]
-    tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
-    dev = resolve_device("auto")
-    spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
-                          width=cfg.evaluate.width)
-    folders = {"as_is": (images, labels, None, None)}
-    if int(merge.get("real_copies", 1)) > 1:
-        folders["as_is_no_copies"] = (real_x, real_y, images[synthetic], labels[synthetic])
+def extra_rows(extra: ExtraSets, seeds: list[int], base: list[float], forced: bool, make_model=None
+               ) -> dict[str, list[float]]:
+    """(d) - (b) per classifier seed for the folder read as is, without the copies (the same as
+    as is when the run wrote none) and, with ``forced``, the forced share ([] when nothing was
+    accepted). The as-is rows are absent when nothing was merged."""
     out: dict[str, list[float]] = {}
-    for name, (x, y, sx, sy) in folders.items():
-        out[name] = []
-        for s, base in zip(seeds, classical_acc):
-            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, sx, sy, None, make_model)
-            out[name].append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()) - base)
-    if "as_is_no_copies" not in out:
-        out["as_is_no_copies"] = out["as_is"]
+    if "as_is" in extra.sets:
+        out["as_is"] = extra.deltas("as_is", seeds, base, make_model)
+        out["as_is_no_copies"] = (extra.deltas("as_is_no_copies", seeds, base, make_model)
+                                  if "as_is_no_copies" in extra.sets else out["as_is"])
+    if forced:
+        out["forced"] = extra.deltas("forced", seeds, base, make_model) if "forced" in extra.sets else []
     return out
 
 
@@ -232,35 +245,18 @@ class LeNet(nn.Module):
 FAMILIES = {"mlp": PixelMLP, "lenet": LeNet}
 
 
-def family_rows(ws: Path, cfg, seeds: list[int], merge: dict[str, Any], forced: bool, families: list[str]
+def family_rows(extra: ExtraSets, seeds: list[int], forced: bool, families: list[str]
                 ) -> dict[str, dict[str, list[float]]]:
     """Per other classifier family: its (b) accuracy per classifier seed (``classical``), and
     (d) - (b) per seed for the merged folder read as is (``as_is``, ``as_is_no_copies``: 0 when
     nothing was merged, the folder is (b)'s data) and for the forced share (``forced``)."""
-    from augment.core.device import resolve_device
-    from augment.data.prepare import load_prepared
-    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
-
-    ds = load_prepared(ws / "data/prepared")
-    x, y = ds.subset("train")
-    tx, ty = ds.subset("test")  # benchmark scoring only (the pipeline never saw it)
-    dev = resolve_device("auto")
-    spec = ClassifierSpec(steps=cfg.evaluate.steps, batch_size=cfg.evaluate.batch_size, lr=cfg.evaluate.lr,
-                          width=cfg.evaluate.width)
     out: dict[str, dict[str, list[float]]] = {}
     for name in families:
         make = FAMILIES[name]
-        base = []
-        for s in seeds:
-            m = train_downstream(x, y, ds.num_classes, spec, s, dev, cfg.classical, make_model=make)
-            base.append(float((predict_proba(m, tx, dev).argmax(1) == ty).mean()))
-        r = {"classical": base}
-        as_is = as_is_rows(ws, cfg, seeds, base, merge, make)
-        for key in ("as_is", "as_is_no_copies"):
-            r[key] = as_is.get(key) or [0.0] * len(seeds)
-        if forced:
-            r["forced"] = forced_rows(ws, cfg, seeds, base, make)
-        out[name] = r
+        base = [extra.accuracy(extra.x, extra.y, None, None, None, s, make) for s in seeds]
+        rows = extra_rows(extra, seeds, base, forced, make)
+        out[name] = {"classical": base, **{k: rows.get(k) or [0.0] * len(seeds) for k in ("as_is", "as_is_no_copies")},
+                     **({"forced": rows["forced"]} if forced else {})}
     return out
 
 
@@ -315,13 +311,13 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
                                                   "nll_gain_lower", "accuracy_gain")}
                                for r in (outs.get("crossfit") or {}).get("table", [])],
         }
-        for name, diffs in as_is_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"], merge).items():
-            row[f"{name}_d_minus_b"] = diffs
+        extra = load_extra_sets(ws, cfg, merge, forced)
+        for name, diffs in extra_rows(extra, clf_seeds, v["classical"]["per_seed"], forced).items():
+            row[f"{name}_d_minus_b"] = diffs  # (b): the evaluate stage's own per-seed result
         if forced:
-            row["forced_d_minus_b"] = forced_rows(ws, cfg, clf_seeds, v["classical"]["per_seed"])
             row["forced_realisation"] = cfg.merge.realise  # runs without it: weights
         if families:
-            row["families"] = family_rows(ws, cfg, clf_seeds, merge, forced, list(families))
+            row["families"] = family_rows(extra, clf_seeds, forced, list(families))
         return row
 
 

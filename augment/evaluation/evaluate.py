@@ -36,7 +36,8 @@ VARIANTS = {
 }
 
 
-def _spec(cfg: EvaluateConfig) -> ClassifierSpec:
+def classifier_spec(cfg: EvaluateConfig) -> ClassifierSpec:
+    """The downstream classifier recipe of the evaluate params (every variant, quality, benchmarks)."""
     return ClassifierSpec(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width)
 
 
@@ -46,7 +47,7 @@ def train_variant(
 ):
     """Variant (a)-(d) of :data:`VARIANTS` through the one downstream-training function."""
     _, _, use_classical, synthetic = VARIANTS[variant]
-    return train_downstream(real_x, real_y, num_classes, _spec(cfg), seed, resolve_device(cfg.device),
+    return train_downstream(real_x, real_y, num_classes, classifier_spec(cfg), seed, resolve_device(cfg.device),
                             classical if use_classical else None,
                             syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share)
 

@@ -207,6 +207,8 @@ def evaluate_quality(ds: Any, syn_x: np.ndarray, syn_y: np.ndarray, generated_di
         shards = list(iter_shards(generated_dir, keys=("images", "labels")))
         sets["generated"] = (np.concatenate([s["images"] for s in shards]),
                              np.concatenate([s["labels"] for s in shards]).astype(np.int64))
-    spec = ClassifierSpec(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width)
+    from augment.evaluation.evaluate import classifier_spec
+
+    spec = classifier_spec(cfg)
     return quality_report(train_x, train_y, test_x, test_y, sets, ds.class_names, spec, cfg.seeds[0],
                           resolve_device(cfg.device))
