@@ -38,6 +38,7 @@ import dataclasses
 import datetime
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -442,6 +443,20 @@ def _ci(c: dict[str, float] | None) -> str:
     return f"{100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
 
 
+_NOTE_ARG = re.compile(r"--note .*?(?= ; python |$)", re.S)
+
+
+def elide_notes(command: str) -> str:
+    """``command`` with each ``--note`` value replaced by a pointer: a re-aggregation's note is
+    printed once, as the report's coverage paragraph, not again inside every later command."""
+    return _NOTE_ARG.sub("--note <the coverage note>", command)
+
+
+def command_lines(command: str) -> list[str]:
+    """The ``" ; "``-joined commands of a (re-)aggregated report, one Markdown bullet each."""
+    return [f"- `{c}`" for c in re.split(r" ; (?=python )", elide_notes(command))]
+
+
 def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     lines = [
         "# Utility benchmark results",
@@ -450,7 +465,9 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         f"{meta['machine']['nproc']} CPU(s), {meta['machine']['cpu']}, torch {meta['machine']['torch']}, "
         f"CUDA: {meta['machine']['cuda']}, 1-min load at start {_num(meta['machine'].get('loadavg_1m'), 1)}.",
         "",
-        f"Command: `{meta['command']}`",
+        "Commands, in order:",
+        "",
+        *command_lines(meta["command"]),
         "",
         *([f"**Coverage.** {meta['note']}", ""] if meta.get("note") else []),
         "Test accuracy (%) on everything not drawn as labelled. (d) - (b): paired difference in points, "

@@ -150,3 +150,20 @@ def test_mnist_setting_reads_the_bundled_digits_and_keeps_its_test_split_apart(t
     test = {p.name for p in (tmp_path / "test").rglob("*.png")}
     assert len(raw) == 100 and len(test) == 4900 and not raw & test
     assert all(len(list((tmp_path / "raw" / n).glob("*.png"))) == 10 for n in names)
+
+
+def test_utility_report_lists_each_command_once_without_repeating_old_notes():
+    """A re-aggregation records every earlier command; the report shows one bullet per command and
+    prints a --note (whole sentences, often containing ' ; ') once, as the coverage paragraph."""
+    from benchmarks import utility
+
+    cmd = ("python benchmarks/utility.py --settings digits8_10 --out a.md ; "
+           "python benchmarks/utility.py --from-json a.json --note Runs shared the cores ; so slower. ; "
+           "python benchmarks/utility.py --settings lfw_10 --gen-seeds 2 ; "
+           "python benchmarks/utility.py --from-json b.json --note Newest note.")
+    assert utility.command_lines(cmd) == [
+        "- `python benchmarks/utility.py --settings digits8_10 --out a.md`",
+        "- `python benchmarks/utility.py --from-json a.json --note <the coverage note>`",
+        "- `python benchmarks/utility.py --settings lfw_10 --gen-seeds 2`",
+        "- `python benchmarks/utility.py --from-json b.json --note <the coverage note>`",
+    ]
