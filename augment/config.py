@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -230,6 +231,9 @@ class CrossfitConfig:
     fractions: list[float] = field(default_factory=lambda: [1.0])  # top fraction of the accepted samples
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # classifier seeds per fold and candidate
     steps: int = 400  # classifier steps
+    # the classifier the share is chosen with: smallcnn | lenet | mlp | "package.module:function"
+    # (your own; augment/downstream/models.py). Set evaluate.model to the same.
+    model: str = "smallcnn"
     confidence: float = 0.95  # one-sided bound on the out-of-fold log-loss gain
     min_gain: float = 0.0  # the bound must exceed this for synthetic data to be merged
     seed: int = 0  # fold assignment
@@ -246,6 +250,7 @@ class CrossfitConfig:
         for i, v in enumerate(self.fractions):
             _check_range(f"crossfit.fractions[{i}]", v, 0.0, 1.0, low_open=True)
         _check_range("crossfit.steps", self.steps, 1, 10**7)
+        check_model_name("crossfit.model", self.model)
         _check_range("crossfit.confidence", self.confidence, 0.5, 0.9999)
         _check_range("crossfit.min_gain", self.min_gain, -10.0, 10.0)
         _check_device("crossfit.device", self.device)
@@ -318,7 +323,10 @@ class EvaluateConfig:
     steps: int = 1500
     batch_size: int = 64
     lr: float = 2e-3
-    width: int = 32
+    width: int = 32  # the SmallCNN's
+    # the classifier variants (a)-(d) train: smallcnn | lenet | mlp | "package.module:function"
+    # (augment/downstream/models.py); the quality metrics' feature extractor stays the SmallCNN
+    model: str = "smallcnn"
     # Fraction of each batch drawn from synthetic images in variants (c)/(d); null = in
     # proportion to their count in the merged set.
     synthetic_share: Optional[float] = None
@@ -345,6 +353,7 @@ class EvaluateConfig:
         _check_range("evaluate.batch_size", self.batch_size, 1, 1 << 16)
         _check_range("evaluate.lr", self.lr, 0.0, 10.0, low_open=True)
         _check_range("evaluate.width", self.width, 1, 4096)
+        check_model_name("evaluate.model", self.model)
         _check_device("evaluate.device", self.device)
         if self.ablation and not self.ablation_seeds:
             raise ConfigError("evaluate.ablation_seeds must list at least one seed when evaluate.ablation is true")
@@ -425,6 +434,12 @@ def check_cross_group(cfg: "PipelineConfig") -> None:
     if p.test_dir is None and p.test_fraction <= 0:
         raise ConfigError("prepare.test_fraction = 0 leaves no test split for the evaluate stage; "
                           "set prepare.test_fraction > 0 or prepare.test_dir")
+    # A user's classifier ("package.module:function") is imported now, so a typo fails before the
+    # generator trains, not hours later in the crossfit or evaluate stage.
+    from augment.downstream.models import resolve_model
+
+    for name, value in (("crossfit.model", cfg.crossfit.model), ("evaluate.model", cfg.evaluate.model)):
+        resolve_model(value, name)
 
 
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
@@ -443,6 +458,20 @@ def _check_workers(name: str, value: Optional[int]) -> None:
 def _check_threads(name: str, value: Optional[int]) -> None:
     if value is not None and not 1 <= value <= 1024:
         raise ConfigError(f"{name} = {value}: expected a number of threads >= 1, or null (one per CPU)")
+
+
+# Downstream classifiers (crossfit.model, evaluate.model; augment/downstream/models.py): built-in
+# names, or a user's "package.module:function" (in_channels, num_classes, size) -> torch.nn.Module.
+MODEL_NAMES = ("smallcnn", "lenet", "mlp")
+_MODEL_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def check_model_name(name: str, value: str) -> None:
+    """Syntax of a ``*.model`` value (nothing is imported here: augment/downstream/models.py does)."""
+    if isinstance(value, str) and (value in MODEL_NAMES or _MODEL_IMPORT_PATH.match(value)):
+        return
+    raise ConfigError(f"{name} = {value!r}: expected {', '.join(MODEL_NAMES)} or 'package.module:function' "
+                      "(a function (in_channels, num_classes, size) -> torch.nn.Module)")
 
 
 def _check_device(name: str, value: str) -> None:

@@ -47,11 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from augment.downstream.classifier import SmallCNN  # noqa: E402
+from augment.downstream.models import BUILTIN_MODELS  # noqa: E402
 from benchmarks.common import ROOT, machine  # noqa: E402
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -182,11 +182,13 @@ class ExtraSets:
         """Test accuracy of evaluate's classifier recipe (or ``make_model``'s network) on that data."""
         from augment.core.device import resolve_device
         from augment.downstream.classifier import predict_proba, train_downstream
+        from augment.downstream.models import resolve_model
         from augment.evaluation.evaluate import classifier_spec
 
         dev = resolve_device("auto")
+        make = make_model or resolve_model(self.cfg.evaluate.model, "evaluate.model")  # evaluate's own classifier
         m = train_downstream(x, y, self.num_classes, classifier_spec(self.cfg.evaluate), seed, dev, self.cfg.classical,
-                             syn_x, syn_y, share, make_model)
+                             syn_x, syn_y, share, make)
         return float((predict_proba(m, self.test_x, dev).argmax(1) == self.test_y).mean())
 
     def deltas(self, name: str, seeds: list[int], base: list[float], make_model=None) -> list[float]:
@@ -237,40 +239,13 @@ def extra_rows(extra: ExtraSets, seeds: list[int], base: list[float], forced: bo
     return out
 
 
-class PixelMLP(nn.Module):
-    """Another classifier family: a two-hidden-layer perceptron on the raw pixels (no convolution,
-    no batch norm)."""
-
-    def __init__(self, in_channels: int, num_classes: int, size: int, hidden: int = 256):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, hidden), nn.ReLU(),
-                                 nn.Dropout(0.3), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.3),
-                                 nn.Linear(hidden, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class LeNet(nn.Module):
-    """Another classifier family: LeNet-5's layout (two 5x5 convolutions, fixed widths 6 and 16, two
-    fully connected layers) with ReLU and max-pooling, and no batch norm."""
-
-    def __init__(self, in_channels: int, num_classes: int, size: int):
-        super().__init__()
-        s = size // 2 // 2
-        self.net = nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                                 nn.Linear(16 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                                 nn.Linear(84, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-# Downstream classifiers the pipeline never trains: its choices (label filter, cross-fitting) all
-# use the SmallCNN, and users train their own. Each is trained exactly as the SmallCNN is
-# (augment.downstream.classifier: steps, batch, optimiser, classical augmentation, seeds).
-FAMILIES = {"mlp": PixelMLP, "lenet": LeNet}
+# Downstream classifiers the pipeline does not train by default: its choices (label filter,
+# cross-fitting) use the SmallCNN unless crossfit.model says otherwise, and users train their own.
+# Each is trained exactly as the SmallCNN is (augment.downstream.classifier: steps, batch,
+# optimiser, classical augmentation, seeds).
+# "smallcnn" (the pipeline's default classifier, at the default width) is a family here too, for
+# runs whose evaluate.model is another one.
+FAMILIES = {**BUILTIN_MODELS, "smallcnn": SmallCNN}
 
 
 def family_rows(extra: ExtraSets, seeds: list[int], forced: bool, families: list[str]
@@ -528,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--no-forced", action="store_true", help="skip the forced-share rows")
-    ap.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES),
+    ap.add_argument("--families", nargs="*", default=list(BUILTIN_MODELS), choices=list(FAMILIES),
                     help="other downstream classifier families to check each run's result on (none: skip)")
     ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON",
                     help="override params for every run, e.g. train.family=\"vae\" evaluate.steps=600")

@@ -21,6 +21,7 @@ from augment.config import ClassicalConfig, EvaluateConfig
 from augment.core.device import resolve_device
 from augment.core.parallel import process_pool, resolve_workers
 from augment.data.prepare import PreparedDataset
+from augment.downstream.models import check_model_builds, resolve_model
 from augment.downstream.classifier import (
     ClassifierSpec,
     per_class_accuracy,
@@ -45,11 +46,13 @@ def train_variant(
     variant: str, real_x: np.ndarray, real_y: np.ndarray, syn_x: np.ndarray, syn_y: np.ndarray,
     num_classes: int, cfg: EvaluateConfig, seed: int, classical: ClassicalConfig = ClassicalConfig(),
 ):
-    """Variant (a)-(d) of :data:`VARIANTS` through the one downstream-training function."""
+    """Variant (a)-(d) of :data:`VARIANTS` through the one downstream-training function, with the
+    classifier ``evaluate.model`` names."""
     _, _, use_classical, synthetic = VARIANTS[variant]
     return train_downstream(real_x, real_y, num_classes, classifier_spec(cfg), seed, resolve_device(cfg.device),
                             classical if use_classical else None,
-                            syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share)
+                            syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share,
+                            resolve_model(cfg.model, "evaluate.model"))
 
 
 def _predict_variant(variant: str, real_x: np.ndarray, real_y: np.ndarray, syn_x: np.ndarray, syn_y: np.ndarray,
@@ -80,6 +83,7 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
         raise ValueError("the prepared dataset has no test images (prepare.test_fraction or prepare.test_dir)")
     device = resolve_device(cfg.device)
     k = ds.num_classes
+    check_model_builds(cfg.model, "evaluate.model", real_x.shape[3], k, min(real_x.shape[1:3]))  # before training
     results: dict[str, Any] = {}
     bar = tqdm(total=len(VARIANTS) * len(cfg.seeds), desc="evaluate", unit="model", disable=not progress)
     no_synthetic = len(syn_x) == 0 or cfg.synthetic_share == 0.0
@@ -123,6 +127,7 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
         "train_real_images": int(len(real_x)),
         "synthetic_images": int(len(syn_x)),
         "seeds": list(cfg.seeds),
+        "model": cfg.model,
         "variants": results,
         "delta": deltas,
         "per_class_delta_combined_vs_classical": per_class_delta,

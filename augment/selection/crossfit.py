@@ -125,13 +125,16 @@ def _fold_generator(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
 
 def _fold_classifier(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, k: int, steps: int, seed: int,
                      device: str, classical: ClassicalConfig, syn_x: np.ndarray, syn_y: np.ndarray,
-                     share: float) -> np.ndarray:
-    """Out-of-fold class probabilities of one downstream model (a worker job)."""
+                     share: float, model_name: str = "smallcnn") -> np.ndarray:
+    """Out-of-fold class probabilities of one downstream model (a worker job); ``model_name``:
+    ``crossfit.model``, resolved in the worker (a name travels to a process, a factory may not)."""
     from augment.core.device import resolve_device
     from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+    from augment.downstream.models import resolve_model
 
     dev = resolve_device(device)
-    model = train_downstream(x, y, k, ClassifierSpec(steps=steps), seed, dev, classical, syn_x, syn_y, share)
+    model = train_downstream(x, y, k, ClassifierSpec(steps=steps), seed, dev, classical, syn_x, syn_y, share,
+                             resolve_model(model_name, "crossfit.model"))
     return predict_proba(model, held_x, dev)
 
 
@@ -146,9 +149,11 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     ``crossfit.workers`` processes (augment/core/parallel.py); results are placed by job."""
     from augment.core.device import resolve_device
     from augment.core.parallel import process_pool, resolve_workers
+    from augment.downstream.models import check_model_builds
     from augment.selection.quota import select_for_share
 
     k = len(class_names)
+    check_model_builds(cfg.model, "crossfit.model", x.shape[3], k, min(x.shape[1:3]))  # before any training
     folds = stratified_folds(y, cfg.folds, cfg.seed)
     points = candidates(cfg)
     device = resolve_device(cfg.device)
@@ -177,7 +182,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                 synthetic_per_fold[i].append(int(len(pick)))
                 for j, seed in enumerate(cfg.seeds):
                     clf_jobs[f, i, j] = pool.submit(_fold_classifier, x[fit], y[fit], x[held], k, cfg.steps, seed,
-                                                    str(device), classical, syn_x[pick], syn_y[pick], draw)
+                                                    str(device), classical, syn_x[pick], syn_y[pick], draw, cfg.model)
         for f in range(cfg.folds):
             held = folds == f
             for i, (share, frac) in enumerate(points):

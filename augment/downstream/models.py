@@ -1,0 +1,117 @@
+"""Which downstream classifier the share is chosen with and the result is measured on.
+
+Synthetic data that helps one classifier can cost another: on real 28x28 MNIST digits at 10 per
+class, 1,000 samples per class merged at share 0.25 cost the pipeline's SmallCNN 0.23 points and
+gave a pixel MLP +0.59 and a LeNet +0.33 (``docs/results.md``). So ``crossfit.model`` and
+``evaluate.model`` name the classifier a user will actually train:
+
+* ``smallcnn`` (default): :class:`augment.downstream.classifier.SmallCNN` (batch norm, width
+  ``evaluate.width``);
+* ``lenet``: :class:`LeNet` (LeNet-5's layout, no batch norm);
+* ``mlp``: :class:`PixelMLP` (two hidden layers on the raw pixels);
+* ``package.module:function``: the user's own ``function(in_channels, num_classes, size)`` that
+  returns an untrained ``torch.nn.Module`` mapping ``(B, C, H, W)`` floats in [-1, 1] to logits.
+
+Every choice trains with the same recipe (steps, batch, optimiser, classical augmentation,
+seeds: :func:`augment.downstream.classifier.train_downstream`). The label filter and the quality
+metrics keep the SmallCNN: they need a good classifier of the real images, not the user's.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+import torch.nn as nn
+
+from augment.config import check_model_name
+from augment.downstream.classifier import ModelFactory
+from augment.errors import ConfigError
+
+
+class PixelMLP(nn.Module):
+    """A two-hidden-layer perceptron on the raw pixels (no convolution, no batch norm)."""
+
+    def __init__(self, in_channels: int, num_classes: int, size: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, hidden), nn.ReLU(),
+                                 nn.Dropout(0.3), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.3),
+                                 nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LeNet(nn.Module):
+    """LeNet-5's layout (two 5x5 convolutions, fixed widths 6 and 16, two fully connected layers)
+    with ReLU and max-pooling, and no batch norm."""
+
+    def __init__(self, in_channels: int, num_classes: int, size: int):
+        super().__init__()
+        s = size // 2 // 2
+        self.net = nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Linear(16 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                 nn.Linear(84, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# Built-in families besides the default SmallCNN (which train_downstream builds itself, at the
+# recipe's width); the names config.MODEL_NAMES accepts.
+BUILTIN_MODELS: dict[str, ModelFactory] = {"mlp": PixelMLP, "lenet": LeNet}
+DEFAULT_MODEL = "smallcnn"
+
+
+def resolve_model(spec: str, param: str = "evaluate.model") -> ModelFactory | None:
+    """The factory ``spec`` names; ``None`` for the default SmallCNN. A user path is imported here,
+    so a missing module or attribute fails with ``param`` named, before any training starts."""
+    check_model_name(param, spec)
+    if spec == DEFAULT_MODEL:
+        return None
+    if spec in BUILTIN_MODELS:
+        return BUILTIN_MODELS[spec]
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{param} = {spec!r}: cannot import module {module_name!r} ({exc}); is it installed "
+                          "or on PYTHONPATH?") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{param} = {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{param} = {spec!r}: {attr!r} is not callable; expected a function "
+                          "(in_channels, num_classes, size) -> torch.nn.Module")
+    return obj
+
+
+def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int) -> None:
+    """Build the model once on a dummy batch: a factory that fails, returns no module or maps to
+    the wrong output shape is reported with ``param`` named, before any training starts."""
+    factory = resolve_model(spec, param)
+    if factory is None:
+        return
+    try:
+        model = factory(in_channels, num_classes, size)
+    except Exception as exc:
+        raise ConfigError(f"{param} = {spec!r}: building the model for {in_channels} channel(s), {num_classes} "
+                          f"classes, size {size} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{param} = {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_channels, size, size))
+    except Exception as exc:
+        raise ConfigError(f"{param} = {spec!r}: the model fails on a (2, {in_channels}, {size}, {size}) batch: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"{param} = {spec!r}: the model maps a (2, {in_channels}, {size}, {size}) batch to "
+                          f"{shape}, expected logits of shape (2, {num_classes})")
