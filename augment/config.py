@@ -436,10 +436,9 @@ def check_cross_group(cfg: "PipelineConfig") -> None:
                           "set prepare.test_fraction > 0 or prepare.test_dir")
     # A user's classifier ("package.module:function") is imported now, so a typo fails before the
     # generator trains, not hours later in the crossfit or evaluate stage.
-    from augment.downstream.models import resolve_model
-
     for name, value in (("crossfit.model", cfg.crossfit.model), ("evaluate.model", cfg.evaluate.model)):
-        resolve_model(value, name)
+        if value not in MODEL_NAMES:
+            import_model_factory(name, value)
 
 
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
@@ -472,6 +471,28 @@ def check_model_name(name: str, value: str) -> None:
         return
     raise ConfigError(f"{name} = {value!r}: expected {', '.join(MODEL_NAMES)} or 'package.module:function' "
                       "(a function (in_channels, num_classes, size) -> torch.nn.Module)")
+
+
+def import_model_factory(name: str, value: str) -> Any:
+    """The callable a ``package.module:function`` value of ``name`` names, imported; a missing
+    module or attribute, or one that is not callable, is a :class:`ConfigError` naming ``name``."""
+    import importlib
+
+    check_model_name(name, value)
+    module_name, _, attr = value.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{name} = {value!r}: cannot import module {module_name!r} ({exc}); is it installed "
+                          "or on PYTHONPATH?") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{name} = {value!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{name} = {value!r}: {attr!r} is not callable; expected a function "
+                          "(in_channels, num_classes, size) -> torch.nn.Module")
+    return obj
 
 
 def _check_device(name: str, value: str) -> None:

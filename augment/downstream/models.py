@@ -19,12 +19,10 @@ metrics keep the SmallCNN: they need a good classifier of the real images, not t
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 import torch.nn as nn
 
-from augment.config import check_model_name
+from augment.config import check_model_name, import_model_factory
 from augment.downstream.classifier import ModelFactory
 from augment.errors import ConfigError
 
@@ -72,20 +70,7 @@ def resolve_model(spec: str, param: str = "evaluate.model") -> ModelFactory | No
         return None
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec]
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{param} = {spec!r}: cannot import module {module_name!r} ({exc}); is it installed "
-                          "or on PYTHONPATH?") from exc
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{param} = {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{param} = {spec!r}: {attr!r} is not callable; expected a function "
-                          "(in_channels, num_classes, size) -> torch.nn.Module")
-    return obj
+    return import_model_factory(param, spec)
 
 
 def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int) -> None:

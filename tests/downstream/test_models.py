@@ -1,0 +1,142 @@
+"""crossfit.model / evaluate.model: the share is chosen for, and the result measured on, the
+classifier the user names (a built-in family or their own ``package.module:function``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.config import (
+    ClassicalConfig,
+    CrossfitConfig,
+    EvaluateConfig,
+    FilterConfig,
+    GenerateConfig,
+    TrainConfig,
+    load_params,
+)
+from augment.errors import ConfigError
+
+# A user's model module: a factory that counts its calls, so a test can tell which network trained.
+USER_MODULE = textwrap.dedent('''
+    import torch.nn as nn
+
+    CALLS = []
+
+    class Tiny(nn.Module):
+        def __init__(self, c, k, s):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, k))
+
+        def forward(self, x):
+            return self.net(x)
+
+    def make(in_channels, num_classes, size):
+        CALLS.append((in_channels, num_classes, size))
+        return Tiny(in_channels, num_classes, size)
+
+    def wrong_shape(in_channels, num_classes, size):
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, num_classes + 1))
+
+    def not_a_module(in_channels, num_classes, size):
+        return "a string"
+
+    NOT_CALLABLE = 3
+''')
+
+
+@pytest.fixture
+def user_models(tmp_path: Path, monkeypatch):
+    """``usermodels_<test>`` importable from a temp directory; returns the imported module."""
+    import importlib
+
+    name = f"usermodels_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+
+def _structured(per_class: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), per_class)
+    x = rng.integers(0, 40, size=(len(y), 8, 8, 1)).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, 2 * c:2 * c + 2, :, 0] = 230
+    return x, y
+
+
+def test_bad_model_names_are_rejected_at_load_naming_the_parameter(tmp_path: Path, user_models):
+    """A typo in the name, a module that is not installed, an attribute that is not there or not
+    callable: each fails when params.yaml is read (before the generator trains), naming the key."""
+    from tests.conftest import write_params
+
+    mod = user_models.__name__
+    cases = {  # value -> the message (a regular expression)
+        ("crossfit", "resnet"): r"crossfit.model = 'resnet': expected smallcnn, lenet, mlp or 'package.module:function'",
+        ("evaluate", "no_such_pkg.models:make"): r"evaluate.model = 'no_such_pkg.models:make': cannot import module",
+        ("evaluate", f"{mod}:nope"): rf"evaluate.model = '{mod}:nope': module '{mod}' has no attribute 'nope'",
+        ("crossfit", f"{mod}:NOT_CALLABLE"): r"crossfit.model = .*'NOT_CALLABLE' is not callable",
+    }
+    for (group, value), message in cases.items():
+        path = write_params(tmp_path / "params.yaml", {group: {"model": value}})
+        with pytest.raises(ConfigError, match=message):
+            load_params(path)
+    ok = load_params(write_params(tmp_path / "params.yaml", {"crossfit": {"model": f"{mod}:make"},
+                                                             "evaluate": {"model": "lenet"}}))
+    assert ok.crossfit.model == f"{mod}:make" and ok.evaluate.model == "lenet"
+    assert load_params(write_params(tmp_path / "params.yaml")).evaluate.model == "smallcnn"  # the default
+
+
+def test_a_model_that_does_not_fit_the_data_fails_before_training(user_models):
+    from augment.downstream.models import check_model_builds
+
+    mod = user_models.__name__
+    with pytest.raises(ConfigError, match=r"evaluate.model = .*wrong_shape.*expected logits of shape \(2, 3\)"):
+        check_model_builds(f"{mod}:wrong_shape", "evaluate.model", 1, 3, 8)
+    with pytest.raises(ConfigError, match="returned str, not a torch.nn.Module"):
+        check_model_builds(f"{mod}:not_a_module", "crossfit.model", 1, 3, 8)
+    with pytest.raises(ConfigError, match=r"crossfit.model = 'lenet': the model fails on a \(2, 1, 3, 3\) batch"):
+        check_model_builds("lenet", "crossfit.model", 1, 3, 3)  # LeNet needs at least 4x4 images
+    check_model_builds("mlp", "evaluate.model", 3, 2, 25)  # fits: no error
+
+
+def test_evaluate_trains_the_named_classifier(user_models):
+    """Every variant x seed model of the evaluate stage is the user's network, and the report says
+    which classifier it measured."""
+    from augment.data.prepare import SPLIT_CODE, PreparedDataset
+    from augment.evaluation.evaluate import evaluate_variants, train_variant
+
+    x, y = _structured(8)
+    split = np.where(np.arange(len(y)) % 4 == 0, SPLIT_CODE["test"], SPLIT_CODE["train"]).astype(np.int8)
+    files = [f"f{i}.png" for i in range(len(y))]
+    ds = PreparedDataset(x, y.astype(np.int64), split, ["a", "b", "c"], files, files)
+    cfg = EvaluateConfig(seeds=[0, 1], steps=5, batch_size=8, device="cpu", workers=1,
+                         model=f"{user_models.__name__}:make")
+    user_models.CALLS.clear()
+    out = evaluate_variants(ds, x[:3], y[:3], cfg, progress=False, classical=ClassicalConfig())
+    assert out["model"] == cfg.model
+    # one build check + 4 variants x 2 seeds, every one at the data's shape
+    assert user_models.CALLS == [(1, 3, 8)] * 9
+    from augment.downstream.models import LeNet
+
+    assert isinstance(train_variant("real", x, y, x[:0], y[:0], 3, dataclasses.replace(cfg, model="lenet"), 0), LeNet)
+
+
+def test_crossfit_chooses_the_share_with_the_named_classifier(monkeypatch, user_models):
+    """The out-of-fold models that decide the share are the user's network (one per fold x
+    candidate x seed), not the pipeline's SmallCNN."""
+    from augment.selection import crossfit
+
+    x, y = _structured(6)
+    monkeypatch.setattr(crossfit, "fold_candidates", lambda fx, fy, *a: (fx, fy, np.ones(len(fx))))
+    cfg = CrossfitConfig(folds=2, shares=[0.0, 0.5], seeds=[0, 1], steps=5, device="cpu", workers=1,
+                         model=f"{user_models.__name__}:make")
+    user_models.CALLS.clear()
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig())
+    assert len(out["table"]) == 2
+    assert user_models.CALLS == [(1, 3, 8)] * (1 + 2 * 2 * 2)  # build check + folds x candidates x seeds
