@@ -466,7 +466,7 @@ _MODEL_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.
 
 
 def check_model_name(name: str, value: str) -> None:
-    """Syntax of a ``*.model`` value (nothing is imported here: augment/downstream/models.py does)."""
+    """Syntax of a ``*.model`` value (nothing is imported: :func:`import_model_factory` does)."""
     if isinstance(value, str) and (value in MODEL_NAMES or _MODEL_IMPORT_PATH.match(value)):
         return
     raise ConfigError(f"{name} = {value!r}: expected {', '.join(MODEL_NAMES)} or 'package.module:function' "

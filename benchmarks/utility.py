@@ -11,7 +11,7 @@ setting says otherwise) on a suite of scarce settings and writes ``docs/results.
 * "forced": (d) - (b) when the accepted samples are merged at share 0.25 regardless of the
   choice, realised as merge realises a share (``merge.realise``) -- what the generator alone
   would do to the classifier;
-* the same checks for downstream classifier families the pipeline never trains (``--families``:
+* the same checks for other downstream classifier families (``--families``:
   a pixel MLP and a LeNet-5-style CNN): their own (b), and (d) - (b) for the merged folder read as
   is and at the forced share -- does the result hold for a classifier the choices were not made with?
 * CAS (classifier trained on synthetic only, on real test, relative to real) and the per-class
@@ -472,8 +472,8 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
             f"{sec.get('train', 0):.0f}/{sec.get('crossfit', 0):.0f}/{sec.get('evaluate', 0):.0f} |")
     fam = [a for a in agg if a.get("families")]
     if fam:
-        lines += ["", "Other downstream classifiers: families the pipeline never trains (all its choices use the "
-                  "SmallCNN above), each trained as the SmallCNN is (steps, optimiser, classical augmentation, "
+        lines += ["", "Other downstream classifiers: families the run's choices were not made with (they use the "
+                  "run's crossfit.model: the SmallCNN unless the config says otherwise), each trained as the SmallCNN is (steps, optimiser, classical augmentation, "
                   "classifier seeds) on the same runs' data. (b): that family's real + classical accuracy; "
                   "(d) − (b) for the merged folder read as is (the pipeline's own choice; 0 when it merged "
                   "nothing), without the copies of the real images, and at the forced share.", "",

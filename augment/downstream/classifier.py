@@ -300,10 +300,10 @@ def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, s
     classical augmentation (``classical``), optionally with synthetic images drawn at ``share`` of
     each batch (``None``: in proportion to their count; 0: no synthetic at all).
 
-    Used by the label filter, the tuner, the evaluation's four variants and the filter ablation
-    (all with the default :class:`SmallCNN`); ``make_model`` trains another network the same way
-    (the utility benchmark uses it to check a result on classifier families the pipeline never
-    chose with)."""
+    Used by the label filter and the tuner (with the default :class:`SmallCNN`), and by
+    cross-fitting, the evaluation's four variants and the filter ablation with the network
+    ``crossfit.model`` / ``evaluate.model`` names (``make_model``: augment/downstream/models.py; the
+    utility benchmark also uses it to check a result on other classifier families)."""
     x, y, w = real_x, real_y, None
     if syn_x is not None and syn_y is not None and len(syn_x) and (share is None or share > 0):
         x = np.concatenate([real_x, syn_x])

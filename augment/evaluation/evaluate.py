@@ -21,13 +21,13 @@ from augment.config import ClassicalConfig, EvaluateConfig
 from augment.core.device import resolve_device
 from augment.core.parallel import process_pool, resolve_workers
 from augment.data.prepare import PreparedDataset
-from augment.downstream.models import check_model_builds, resolve_model
 from augment.downstream.classifier import (
     ClassifierSpec,
     per_class_accuracy,
     predict_proba,
     train_downstream,
 )
+from augment.downstream.models import check_model_builds, resolve_model
 
 VARIANTS = {
     "real": ("(a)", "real only", False, False),
@@ -138,7 +138,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     """The evaluation table a user reads: accuracy mean +- std and deltas against (a) and (b)."""
     v = metrics["variants"]
     lines = [
-        f"Downstream test accuracy ({metrics['test_images']} test images, {len(metrics['seeds'])} seeds; "
+        f"Downstream test accuracy of the {metrics.get('model', 'smallcnn')} classifier "
+        f"({metrics['test_images']} test images, {len(metrics['seeds'])} seeds; "
         f"{metrics['train_real_images']} real train + {metrics['synthetic_images']} synthetic images)",
         f"{'variant':<34} {'accuracy':>16} {'Δ vs (a)':>10} {'Δ vs (b)':>10}",
     ]
