@@ -140,7 +140,8 @@ def test_a_share_is_tested_as_merge_will_realise_it(monkeypatch):
     def fake_candidates(fx, fy, class_names, *args):
         return big_x, big_y, np.arange(len(big_y), dtype=np.float64)  # rank: later rows first
 
-    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share):
+    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        assert model_name == "smallcnn"  # crossfit.model's default reaches the worker job
         seen.append((np.bincount(syn_y, minlength=3).tolist(), share, syn_x.copy()))
         return np.full((len(held_x), k), 1.0 / k)
 
