@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from augment.config import check_model_name, import_model_factory
+from augment.config import import_model_factory
 from augment.downstream.classifier import ModelFactory
 from augment.errors import ConfigError
 
@@ -65,12 +65,11 @@ DEFAULT_MODEL = "smallcnn"
 def resolve_model(spec: str, param: str = "evaluate.model") -> ModelFactory | None:
     """The factory ``spec`` names; ``None`` for the default SmallCNN. A user path is imported here,
     so a missing module or attribute fails with ``param`` named, before any training starts."""
-    check_model_name(param, spec)
     if spec == DEFAULT_MODEL:
         return None
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec]
-    return import_model_factory(param, spec)
+    return import_model_factory(param, spec)  # checks the name's syntax first
 
 
 def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int) -> None:
@@ -86,16 +85,12 @@ def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int
                           f"classes, size {size} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{param} = {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    was = model.training
-    model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, in_channels, size, size))
+            out = model.eval()(torch.zeros(2, in_channels, size, size))  # a throwaway instance
     except Exception as exc:
         raise ConfigError(f"{param} = {spec!r}: the model fails on a (2, {in_channels}, {size}, {size}) batch: "
                           f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        model.train(was)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"{param} = {spec!r}: the model maps a (2, {in_channels}, {size}, {size}) batch to "

@@ -19,6 +19,7 @@ from augment.config import (
     TrainConfig,
     load_params,
 )
+from augment.downstream.models import LeNet
 from augment.errors import ConfigError
 
 # A user's model module: a factory that counts its calls, so a test can tell which network trained.
@@ -121,8 +122,6 @@ def test_evaluate_trains_the_named_classifier(user_models):
     assert out["model"] == cfg.model
     # one build check + 4 variants x 2 seeds, every one at the data's shape
     assert user_models.CALLS == [(1, 3, 8)] * 9
-    from augment.downstream.models import LeNet
-
     assert isinstance(train_variant("real", x, y, x[:0], y[:0], 3, dataclasses.replace(cfg, model="lenet"), 0), LeNet)
 
 
