@@ -137,6 +137,9 @@ def train_classifier(
 ) -> nn.Module:
     """Train on uint8 ``(N, H, W, C)`` images. ``sample_weights`` sets how often each is drawn.
 
+    ``labels``: class indices ``(N,)``, or per-class target probabilities ``(N, num_classes)``
+    (soft labels, e.g. a teacher's for synthetic images; rows sum to 1).
+
     ``make_model(in_channels, num_classes, size)`` builds another network to train the same way
     (default: :class:`SmallCNN`); it is called after the seed is set, so its initialisation is seeded."""
     torch.manual_seed(seed)
@@ -147,7 +150,7 @@ def train_classifier(
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.steps)
     p = None if sample_weights is None else sample_weights / sample_weights.sum()
-    labels_t = torch.from_numpy(labels.astype(np.int64))
+    labels_t = torch.from_numpy(_targets(labels, num_classes))
     model.train()
     with _threads_for(images, device):
         _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device)
@@ -174,6 +177,18 @@ def _threads_for(images: np.ndarray, device: torch.device):
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class indices as int64, or soft labels as float32 after checking their shape and sums."""
+    if labels.ndim == 1:
+        return labels.astype(np.int64)
+    if labels.ndim != 2 or labels.shape[1] != num_classes:
+        raise ValueError(f"soft labels must have shape (N, {num_classes}), got {list(labels.shape)}")
+    soft = labels.astype(np.float32)
+    if not np.isfinite(soft).all() or (soft < 0).any() or not np.allclose(soft.sum(1), 1.0, atol=1e-3):
+        raise ValueError("soft labels must be finite, non-negative and sum to 1 per image")
+    return soft
 
 
 def _fit(model, opt, sched, images, labels_t, spec, rng, p, augment, device) -> None:
@@ -298,7 +313,8 @@ def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, s
                      share: float | None = None, make_model: ModelFactory | None = None) -> nn.Module:
     """The one downstream model every part of the pipeline trains: real images, optionally with
     classical augmentation (``classical``), optionally with synthetic images drawn at ``share`` of
-    each batch (``None``: in proportion to their count; 0: no synthetic at all).
+    each batch (``None``: in proportion to their count; 0: no synthetic at all). ``syn_y`` may be
+    soft labels ``(N, num_classes)``; the real images then count as one-hot.
 
     Used by the label filter and the tuner (with the default :class:`SmallCNN`), and by
     cross-fitting, the evaluation's four variants and the filter ablation with the network
@@ -307,6 +323,8 @@ def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, s
     x, y, w = real_x, real_y, None
     if syn_x is not None and syn_y is not None and len(syn_x) and (share is None or share > 0):
         x = np.concatenate([real_x, syn_x])
+        if syn_y.ndim == 2 and real_y.ndim == 1:  # soft synthetic labels: the real ones one-hot
+            real_y = np.eye(num_classes, dtype=np.float32)[real_y]
         y = np.concatenate([real_y, syn_y])
         w = mixing_weights(np.r_[np.zeros(len(real_x), bool), np.ones(len(syn_x), bool)], share)
     aug = classical_augmentation(classical, seed) if classical is not None else None

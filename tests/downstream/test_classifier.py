@@ -66,3 +66,43 @@ def test_bf16_inference_returns_fp32_outputs_close_to_full_precision():
     p16, f16 = predict_with_embedding(model, x, autocast_dtype=torch.bfloat16)
     assert p16.dtype == np.float32 and f16.dtype == np.float32 and p16.shape == p32.shape
     assert np.abs(p16 - p32).max() < 0.02 and np.allclose(p16.sum(1), 1.0, atol=1e-5)
+
+
+def _bar_images(n: int, value: int, bar: bool) -> np.ndarray:
+    x = np.full((n, 8, 8, 1), value, np.uint8)
+    if bar:
+        x[:, :, 3:5] = 255
+    return x
+
+
+def test_soft_synthetic_labels_decide_what_the_classifier_learns():
+    """Synthetic images with soft labels (e.g. a teacher's) are trained towards those
+    probabilities, not their conditioning class: the same bar images labelled 0 hard and
+    (0, 1) soft are predicted 0 and 1."""
+    import torch
+
+    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+
+    real_x = np.concatenate([_bar_images(8, 0, False), _bar_images(8, 120, False)])
+    real_y = np.repeat([0, 1], 8)
+    syn_x = _bar_images(16, 0, True)
+    spec = ClassifierSpec(steps=60, batch_size=16, width=8)
+    cpu = torch.device("cpu")
+    hard = train_downstream(real_x, real_y, 2, spec, 0, cpu, None, syn_x, np.zeros(16, np.int64), 0.5)
+    soft = train_downstream(real_x, real_y, 2, spec, 0, cpu, None, syn_x, np.tile([0.0, 1.0], (16, 1)), 0.5)
+    assert (predict_proba(hard, syn_x[:4]).argmax(1) == 0).all()
+    assert (predict_proba(soft, syn_x[:4]).argmax(1) == 1).all()
+    assert (predict_proba(soft, real_x[:4]).argmax(1) == 0).all()  # the real images keep their class
+
+
+@pytest.mark.parametrize("labels, match", [(np.full((4, 3), 1 / 3), r"shape \(N, 2\)"),
+                                           (np.tile([0.7, 0.7], (4, 1)), "sum to 1"),
+                                           (np.tile([-0.5, 1.5], (4, 1)), "non-negative")])
+def test_bad_soft_labels_are_refused_before_training(labels, match):
+    import torch
+
+    from augment.downstream.classifier import ClassifierSpec, train_classifier
+
+    with pytest.raises(ValueError, match=match):
+        train_classifier(_bar_images(4, 0, False), labels, 2, ClassifierSpec(steps=2, width=8), 0,
+                         device=torch.device("cpu"))

@@ -1,0 +1,195 @@
+"""Screen: soft labels for the synthetic images (teacher-ensemble distillation) vs hard labels.
+
+Does the harm or gain of the accepted samples come from their labels? Runs the pipeline's
+prepare, train, generate and filter stages (default ``params.yaml``, crossfit mode as
+``benchmarks/utility.py`` sets it up, ``--set`` overrides) on one utility setting and one
+generator seed, then trains evaluate's classifier recipe (``evaluate.model`` unless ``--family``)
+on:
+
+* ``b``: the labelled images + classical augmentation (the utility benchmark's (b));
+* ``hard25``: + every accepted sample at share 0.25 with its conditioning label;
+* ``soft25`` / ``soft50``: + the same samples at share 0.25 / 0.5 with soft labels, the mean class
+  probabilities of a teacher ensemble (``--teachers`` SmallCNNs with evaluate's recipe, trained on
+  the labelled images only, seeds 100+);
+* ``kdclassical25``: the control. The same teacher's soft labels on as many classically augmented
+  copies of the labelled images, at share 0.25: if this matches ``soft25``, a gain is distillation,
+  not the synthetic data.
+
+The test images are used only to score (they never reach the stages, the teachers or the
+students). One JSON per run; ``--aggregate`` pools runs into a markdown table of the paired
+differences to ``b`` over every (generator seed x classifier seed) pair with 95 % t-intervals.
+
+    python benchmarks/screen_soft_labels.py --setting mnist28_10 --gen-seed 0 --json R0.json
+    python benchmarks/screen_soft_labels.py --aggregate R0.json R1.json --out docs/screens/soft_labels.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import utility as U  # noqa: E402
+from common import machine  # noqa: E402
+
+VARIANTS = ["b", "hard25", "soft25", "soft50", "kdclassical25"]
+
+
+def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family: str | None,
+        overrides: dict) -> dict:
+    import torch
+
+    from augment.config import load_params
+    from augment.data.classical import augment_batch, classical_augmentation
+    from augment.data.prepare import load_prepared
+    from augment.downstream.classifier import predict_proba, train_downstream
+    from augment.downstream.models import resolve_model
+    from augment.evaluation.evaluate import classifier_spec
+    from augment.filters.apply import load_decisions
+    from augment.pipeline.paths import Paths
+    from augment.pipeline.stages import STAGES
+    from augment.selection.merge import load_rows_images
+
+    spec = U.SETTINGS[setting]
+    x, y, names = U.load_data(spec["data"], spec["size"])
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix=f"screen-soft-{setting}-") as tmp:
+        ws = Path(tmp)
+        U.write_split(ws, x, y, names, spec["per_class"], 0)
+        ov = {g: dict(v) for g, v in U.MODES["crossfit"].items()}
+        ov.setdefault("prepare", {}).update({"raw_dir": str(ws / "raw"), "test_dir": str(ws / "test")})
+        ov["train"] = {"seed": gen_seed, "device": "auto"}
+        ov["generate"] = {"seed": 1000 + gen_seed}
+        for g, v in overrides.items():
+            ov.setdefault(g, {}).update(v)
+        cfg = U.configure(load_params(ROOT / "params.yaml"), ov)
+        paths = Paths().rooted(ws)
+        for stage in [s for s in STAGES if s.name in ("prepare", "train", "generate", "filter")]:
+            t0 = time.perf_counter()
+            stage(cfg, paths, progress=False)
+            seconds[stage.name] = round(time.perf_counter() - t0, 1)
+        ds = load_prepared(ws / "data/prepared")
+        rx, ry = ds.subset("train")
+        tx, ty = ds.subset("test")  # scoring only: no stage, teacher or student sees it
+        k = ds.num_classes
+        dec = load_decisions(ws / "data/filtered")
+        rows = np.flatnonzero(dec["accepted"])
+        sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
+    dev = torch.device("cpu")
+    recipe = classifier_spec(cfg.evaluate)
+    make = resolve_model(family or cfg.evaluate.model, "--family")
+
+    def acc(m) -> float:
+        return float((predict_proba(m, tx, dev).argmax(1) == ty).mean())
+
+    t0 = time.perf_counter()
+    team = [train_downstream(rx, ry, k, recipe, 100 + s, dev, cfg.classical) for s in range(teachers)]
+    p_syn = np.mean([predict_proba(t, sx, dev) for t in team], 0)
+    aug = classical_augmentation(cfg.classical, 10_000 + gen_seed)
+    reps = len(sx) // len(rx) + 1
+    cx = np.concatenate([augment_batch(aug, rx) for _ in range(reps)])[: len(sx)]
+    p_cls = np.mean([predict_proba(t, cx, dev) for t in team], 0)
+    p_test = np.mean([predict_proba(t, tx, dev) for t in team], 0)
+    out = {"teacher_single": [acc(t) for t in team], "teacher_ensemble": float((p_test.argmax(1) == ty).mean()),
+           "teacher_agrees_with_label": float((p_syn.argmax(1) == sy).mean()),
+           "teacher_mean_label_probability": float(p_syn[np.arange(len(sy)), sy].mean())}
+    seconds["teachers"] = round(time.perf_counter() - t0, 1)
+
+    def fit(s, syn_x=None, syn_y=None, share=None):
+        return train_downstream(rx, ry, k, recipe, s, dev, cfg.classical, syn_x, syn_y, share, make)
+
+    variants = {
+        "b": lambda s: fit(s),
+        "hard25": lambda s: fit(s, sx, sy, 0.25),
+        "soft25": lambda s: fit(s, sx, p_syn, 0.25),
+        "soft50": lambda s: fit(s, sx, p_syn, 0.5),
+        "kdclassical25": lambda s: fit(s, cx, p_cls, 0.25),
+    }
+    acc_by = {}
+    for name in VARIANTS:
+        t0 = time.perf_counter()
+        acc_by[name] = [acc(variants[name](s)) for s in clf_seeds]
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f"{name}: {np.mean(acc_by[name]):.4f}", flush=True)
+    return {"setting": setting, "gen_seed": gen_seed, "clf_seeds": clf_seeds, "family": family or cfg.evaluate.model,
+            "accepted": int(len(rows)), "accuracy": acc_by, **out, "seconds": seconds}
+
+
+def aggregate(files: list[str], out: Path) -> None:
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    lines = ["# Screen: soft labels for the synthetic images", "",
+             "Written by `benchmarks/screen_soft_labels.py --aggregate` on "
+             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from these runs:", ""]
+    for f, r in zip(files, runs):
+        m = r["meta"]
+        lines.append(f"- `{Path(f).name}`: {m['date']}, commit {m['commit']}, {m['machine']['nproc']} CPU(s) "
+                     f"{m['machine']['cpu']}, torch {m['machine']['torch']}: `{m['command']}`")
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
+    lines += ["", "Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
+              "mean and 95 % t-interval. Teacher: the ensemble that gives the soft labels (mean of its "
+              "members' test accuracy / the ensemble's).", "",
+              "| setting | classifier | overrides | gen seeds | accepted | teacher single / ensemble | b | "
+              + " | ".join(f"{v} − b" for v in VARIANTS[1:]) + " |",
+              "|---|---|---|---|---|---|---|" + "---|" * (len(VARIANTS) - 1)]
+    for (setting, family, sets), rs in sorted(groups.items()):
+        b = [a for r in rs for a in r["accuracy"]["b"]]
+        cells = []
+        for v in VARIANTS[1:]:
+            diffs = [100 * (a - bb) for r in rs for a, bb in zip(r["accuracy"][v], r["accuracy"]["b"])]
+            ci = U.t_interval(diffs)
+            cells.append(f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]")
+        single = np.mean([a for r in rs for a in r["teacher_single"]])
+        ens = np.mean([r["teacher_ensemble"] for r in rs])
+        lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "
+                     f"{','.join(str(r['gen_seed']) for r in rs)} | {', '.join(str(r['accepted']) for r in rs)} | "
+                     f"{100 * single:.2f} / {100 * ens:.2f} | {100 * np.mean(b):.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Teacher agreement with the conditioning label on the accepted samples: "
+              + ", ".join(f"{r['setting']} seed {r['gen_seed']}: {r['teacher_agrees_with_label']:.3f} "
+                          f"(mean probability of the label {r['teacher_mean_label_probability']:.3f})" for r in runs),
+              ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setting", choices=list(U.SETTINGS), default="mnist28_10")
+    ap.add_argument("--gen-seed", type=int, default=0)
+    ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--teachers", type=int, default=5)
+    ap.add_argument("--family", default=None, help="the student classifier (default: evaluate.model)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON")
+    ap.add_argument("--json", help="where to write this run")
+    ap.add_argument("--aggregate", nargs="+", metavar="JSON")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screens" / "soft_labels.md"))
+    args = ap.parse_args(argv)
+    if args.aggregate:
+        aggregate(args.aggregate, Path(args.out))
+        return 0
+    if not args.json:
+        ap.error("--json is required for a run")
+    overrides = U.parse_set(args.set)
+    meta = {"date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": U._commit(),
+            "machine": machine(), "set": overrides,
+            "command": "python benchmarks/screen_soft_labels.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
+    result = run(args.setting, args.gen_seed, args.clf_seeds, args.teachers, args.family, overrides)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({**result, "meta": meta}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
