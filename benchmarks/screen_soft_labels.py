@@ -85,6 +85,8 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
         k = ds.num_classes
         dec = load_decisions(ws / "data/filtered")
         rows = np.flatnonzero(dec["accepted"])
+        if not len(rows):
+            raise SystemExit(f"{setting}, generator seed {gen_seed}: the filter accepted no sample; nothing to screen")
         sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
     dev = torch.device("cpu")
     recipe = classifier_spec(cfg.evaluate)
@@ -126,15 +128,17 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
             "accepted": int(len(rows)), "accuracy": acc_by, **out, "seconds": seconds}
 
 
-def aggregate(files: list[str], out: Path) -> None:
+def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
     runs = [json.loads(Path(f).read_text()) for f in files]
     lines = ["# Screen: soft labels for the synthetic images", "",
-             "Written by `benchmarks/screen_soft_labels.py --aggregate` on "
-             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from these runs:", ""]
+             f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from these runs"
+             " (each run's date, commit, machine and command):", ""]
     for f, r in zip(files, runs):
         m = r["meta"]
         lines.append(f"- `{Path(f).name}`: {m['date']}, commit {m['commit']}, {m['machine']['nproc']} CPU(s) "
                      f"{m['machine']['cpu']}, torch {m['machine']['torch']}: `{m['command']}`")
+    if note:
+        lines += ["", note]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
@@ -175,16 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="where to write this run")
     ap.add_argument("--aggregate", nargs="+", metavar="JSON")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screens" / "soft_labels.md"))
+    ap.add_argument("--note", default=None, help="a sentence on how the runs ran, for the report")
     args = ap.parse_args(argv)
+    command = "python benchmarks/screen_soft_labels.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.aggregate:
-        aggregate(args.aggregate, Path(args.out))
+        aggregate(args.aggregate, Path(args.out), command, args.note)
         return 0
     if not args.json:
         ap.error("--json is required for a run")
     overrides = U.parse_set(args.set)
     meta = {"date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": U._commit(),
             "machine": machine(), "set": overrides,
-            "command": "python benchmarks/screen_soft_labels.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
+            "command": command}
     result = run(args.setting, args.gen_seed, args.clf_seeds, args.teachers, args.family, overrides)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({**result, "meta": meta}, indent=1))

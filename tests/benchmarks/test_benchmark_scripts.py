@@ -4,6 +4,7 @@ are tested with their packages: tests/core/test_files.py, tests/generation/test_
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,24 @@ def test_utility_report_lists_each_command_once_without_repeating_old_notes():
         "- `python benchmarks/utility.py --settings lfw_10 --gen-seeds 2`",
         "- `python benchmarks/utility.py --from-json b.json --note <the coverage note>`",
     ]
+
+
+@pytest.mark.slow
+def test_soft_label_screen_runs_and_reports_paired_intervals(tmp_path: Path):
+    """The soft-label screen trains every variant on the same seeds and its report pairs each with
+    (b): one row per setting, a 95 % interval per variant, the command that wrote it."""
+    from benchmarks import screen_soft_labels as screen
+
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1", "--teachers", "2",
+                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
+                        'filter.filters=["memorisation"]', "evaluate.steps=5", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert set(res["accuracy"]) == set(screen.VARIANTS) and all(len(v) == 2 for v in res["accuracy"].values())
+    assert len(res["teacher_single"]) == 2 and res["meta"]["command"].endswith(str(run))
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    text = md.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| digits8_5 |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
+    assert "Written by `python benchmarks/screen_soft_labels.py --aggregate" in text
