@@ -49,10 +49,9 @@ VARIANTS = ["b", "hard25", "hard50", "soft25", "soft50", "kdclassical25", "kdcla
 
 
 def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family: str | None,
-        overrides: dict, variant_names: list[str] = VARIANTS) -> dict:
+        overrides: dict) -> dict:
     import torch
 
-    from augment.config import load_params
     from augment.data.classical import augment_batch, classical_augmentation
     from augment.data.prepare import load_prepared
     from augment.downstream.classifier import predict_proba, train_downstream
@@ -69,13 +68,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
     with tempfile.TemporaryDirectory(prefix=f"screen-soft-{setting}-") as tmp:
         ws = Path(tmp)
         U.write_split(ws, x, y, names, spec["per_class"], 0)
-        ov = {g: dict(v) for g, v in U.MODES["crossfit"].items()}
-        ov.setdefault("prepare", {}).update({"raw_dir": str(ws / "raw"), "test_dir": str(ws / "test")})
-        ov["train"] = {"seed": gen_seed, "device": "auto"}
-        ov["generate"] = {"seed": 1000 + gen_seed}
-        for g, v in overrides.items():
-            ov.setdefault(g, {}).update(v)
-        cfg = U.configure(load_params(ROOT / "params.yaml"), ov)
+        cfg = U.run_config(ws, "crossfit", gen_seed, {}, overrides)  # as the utility benchmark's runs
         paths = Paths().rooted(ws)
         for stage in [s for s in STAGES if s.name in ("prepare", "train", "generate", "filter")]:
             t0 = time.perf_counter()
@@ -123,7 +116,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
         "hard50": lambda s: fit(s, sx, sy, 0.5),
     }
     acc_by = {}
-    for name in variant_names:
+    for name in VARIANTS:
         t0 = time.perf_counter()
         acc_by[name] = [acc(variants[name](s)) for s in clf_seeds]
         seconds[name] = round(time.perf_counter() - t0, 1)

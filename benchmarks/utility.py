@@ -263,9 +263,24 @@ def family_rows(extra: ExtraSets, seeds: list[int], forced: bool, families: list
     return out
 
 
+def run_config(ws: Path, mode: str, gen_seed: int, extra: dict[str, dict[str, Any]],
+               overrides: dict[str, dict[str, Any]]):
+    """``params.yaml`` with a run's settings: the mode's, the workspace's raw and test folders, the
+    generator seeds, ``extra`` groups, then the user's ``--set`` overrides on top."""
+    from augment.config import load_params
+
+    ov = {g: dict(v) for g, v in MODES[mode].items()}
+    ov.setdefault("prepare", {}).update({"raw_dir": str(ws / "raw"), "test_dir": str(ws / "test")})
+    ov["train"] = {"seed": gen_seed, "device": "auto"}
+    ov["generate"] = {"seed": 1000 + gen_seed}
+    ov.update({g: dict(v) for g, v in extra.items()})
+    for g, v in overrides.items():
+        ov.setdefault(g, {}).update(v)
+    return configure(load_params(ROOT / "params.yaml"), ov)
+
+
 def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_seed: int, forced: bool,
             overrides: dict[str, dict[str, Any]], families: list[str] = ()) -> dict[str, Any]:
-    from augment.config import load_params
     from augment.pipeline.paths import Paths
     from augment.pipeline.stages import STAGES
 
@@ -274,15 +289,8 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
     with tempfile.TemporaryDirectory(prefix=f"utility-{setting}-") as tmp:
         ws = Path(tmp)
         write_split(ws, x, y, names, spec["per_class"], data_seed)
-        base = load_params(ROOT / "params.yaml")
-        ov = {g: dict(v) for g, v in MODES[mode].items()}
-        ov.setdefault("prepare", {}).update({"raw_dir": str(ws / "raw"), "test_dir": str(ws / "test")})
-        ov["train"] = {"seed": gen_seed, "device": "auto"}
-        ov["generate"] = {"seed": 1000 + gen_seed}
-        ov["evaluate"] = {"seeds": clf_seeds, "ablation": False, "quality": True}
-        for g, v in overrides.items():
-            ov.setdefault(g, {}).update(v)
-        cfg = configure(base, ov)
+        cfg = run_config(ws, mode, gen_seed, {"evaluate": {"seeds": clf_seeds, "ablation": False, "quality": True}},
+                         overrides)
         paths = Paths().rooted(ws)
         times, outs = {}, {}
         for stage in STAGES:
