@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     command = "python benchmarks/screen_soft_labels.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.aggregate:
+        if Path(args.out).resolve() in {Path(f).resolve() for f in args.aggregate}:
+            ap.error(f"--out {args.out} is one of the runs to aggregate: it would be overwritten")
         aggregate(args.aggregate, Path(args.out), command, args.note)
         return 0
     if not args.json:

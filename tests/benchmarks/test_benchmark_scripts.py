@@ -189,3 +189,7 @@ def test_soft_label_screen_runs_and_reports_paired_intervals(tmp_path: Path):
     rows = [line for line in text.splitlines() if line.startswith("| digits8_5 |")]
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
     assert "Written by `python benchmarks/screen_soft_labels.py --aggregate" in text
+    before = run.read_bytes()
+    with pytest.raises(SystemExit):  # the report may not overwrite a run it reads
+        screen.main(["--aggregate", str(run), "--out", str(run)])
+    assert run.read_bytes() == before
