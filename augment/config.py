@@ -285,6 +285,9 @@ class MergeConfig:
     tune_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
     tune_seeds: list[int] = field(default_factory=lambda: [0])
     tune_steps: int = 400
+    # tuned: the classifier the share is tuned for, as crossfit.model (smallcnn | lenet | mlp |
+    # package.module:function); set it to the one you will train, like evaluate.model.
+    tune_model: str = "smallcnn"
     # What picks the grid point: "accuracy" (whole val images; ties -> lower NLL -> less synthetic)
     # or "nll" (val log-loss: continuous, less noisy when the val split is a handful per class).
     tune_metric: Literal["accuracy", "nll"] = "accuracy"
@@ -311,6 +314,7 @@ class MergeConfig:
         for i, f in enumerate(self.tune_shares):
             _check_range(f"merge.tune_shares[{i}]", f, 0.0, 0.99)
         _check_range("merge.tune_steps", self.tune_steps, 1, 10**7)
+        check_model_name("merge.tune_model", self.tune_model)
         _check_range("merge.shard_size", self.shard_size, 1, 1 << 24)
         _check_device("merge.device", self.device)
 
@@ -436,7 +440,8 @@ def check_cross_group(cfg: "PipelineConfig") -> None:
                           "set prepare.test_fraction > 0 or prepare.test_dir")
     # A user's classifier ("package.module:function") is imported now, so a typo fails before the
     # generator trains, not hours later in the crossfit or evaluate stage.
-    for name, value in (("crossfit.model", cfg.crossfit.model), ("evaluate.model", cfg.evaluate.model)):
+    for name, value in (("crossfit.model", cfg.crossfit.model), ("evaluate.model", cfg.evaluate.model),
+                        ("merge.tune_model", cfg.merge.tune_model)):
         if value not in MODEL_NAMES:
             import_model_factory(name, value)
 

@@ -37,15 +37,20 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
                    cfg: MergeConfig, classical: ClassicalConfig = ClassicalConfig(),
                    progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Grid over (fraction kept, synthetic share) scored on VAL; returns the choice and the curve.
+    The classifier trained at each point is ``cfg.tune_model`` (the SmallCNN by default).
 
     ``syn_*`` are the accepted synthetic candidates (all classes). Only TRAIN (to fit) and VAL (to
     score) real images are passed in -- never test.
     """
     from augment.core.device import resolve_device
+    from augment.downstream.models import check_model_builds, resolve_model
 
     if len(val_x) == 0:
         raise ValueError("merge.quota = tuned needs a validation split (prepare.val_fraction > 0)")
     device = resolve_device(cfg.device)
+    check_model_builds(cfg.tune_model, "merge.tune_model", train_x.shape[3], num_classes,
+                       min(train_x.shape[1:3]))  # before any training
+    make_model = resolve_model(cfg.tune_model, "merge.tune_model")
     everything = np.ones(len(syn_y), bool)
     real_counts = np.bincount(train_y, minlength=num_classes)
     points = []
@@ -58,7 +63,8 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
         accs, nlls = [], []
         for seed in cfg.tune_seeds:
             model = train_downstream(train_x, train_y, num_classes, ClassifierSpec(steps=cfg.tune_steps), seed,
-                                     device, classical, syn_x[pick], syn_y[pick], draw)  # as merged
+                                     device, classical, syn_x[pick], syn_y[pick], draw,  # as merged
+                                     make_model)
             a, n = _val_scores(model, val_x, val_y, device)
             accs.append(a)
             nlls.append(n)
@@ -76,5 +82,5 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
     choice = {"synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
               "val_accuracy": best["val_accuracy"], "val_nll": best["val_nll"],
               "val_images": int(n_val), "metric": cfg.tune_metric, "seeds": list(cfg.tune_seeds), "steps": cfg.tune_steps,
-              "no_synthetic": best["synthetic_share"] == 0.0}
+              "model": cfg.tune_model, "no_synthetic": best["synthetic_share"] == 0.0}
     return choice, rows

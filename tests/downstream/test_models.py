@@ -81,9 +81,12 @@ def test_bad_model_names_are_rejected_at_load_naming_the_parameter(tmp_path: Pat
         ("evaluate", "no_such_pkg.models:make"): r"evaluate.model = 'no_such_pkg.models:make': cannot import module",
         ("evaluate", f"{mod}:nope"): rf"evaluate.model = '{mod}:nope': module '{mod}' has no attribute 'nope'",
         ("crossfit", f"{mod}:NOT_CALLABLE"): r"crossfit.model = .*'NOT_CALLABLE' is not callable",
+        ("merge", f"{mod}:nope"): rf"merge.tune_model = '{mod}:nope': module '{mod}' has no attribute 'nope'",
+        ("merge", "vgg"): r"merge.tune_model = 'vgg': expected smallcnn, lenet, mlp",
     }
     for (group, value), message in cases.items():
-        path = write_params(tmp_path / "params.yaml", {group: {"model": value}})
+        key = "tune_model" if group == "merge" else "model"
+        path = write_params(tmp_path / "params.yaml", {group: {key: value}})
         with pytest.raises(ConfigError, match=message):
             load_params(path)
     ok = load_params(write_params(tmp_path / "params.yaml", {"crossfit": {"model": f"{mod}:make"},
@@ -139,3 +142,24 @@ def test_crossfit_chooses_the_share_with_the_named_classifier(monkeypatch, user_
                                    FilterConfig(), ClassicalConfig())
     assert len(out["table"]) == 2
     assert user_models.CALLS == [(1, 3, 8)] * (1 + 2 * 2 * 2)  # build check + folds x candidates x seeds
+
+
+def test_the_val_tuner_trains_the_named_classifier(user_models):
+    """merge.quota tuned: every grid point trains merge.tune_model (here the user's), not the
+    SmallCNN, and a model that does not fit the data fails before any training."""
+    from augment.config import MergeConfig
+    from augment.selection.tuning import tune_selection
+
+    mod = user_models.__name__
+    x, y = _structured(6)
+    syn_x, syn_y = _structured(4, seed=1)
+    cfg = MergeConfig(quota="tuned", tune_fractions=[1.0], tune_shares=[0.0, 0.5], tune_steps=5, tune_seeds=[0, 1],
+                      tune_model=f"{mod}:make", device="cpu")
+    user_models.CALLS.clear()
+    choice, curve = tune_selection(x, y, x[::3], y[::3], syn_x, syn_y, np.ones(len(syn_y)), 3, cfg)
+    # one build to check it fits the data, then one model per grid point and seed
+    assert user_models.CALLS == [(1, 3, 8)] * (1 + 2 * 2)
+    assert choice["model"] == f"{mod}:make" and len(curve) == 2
+    with pytest.raises(ConfigError, match="merge.tune_model = .*wrong_shape"):
+        tune_selection(x, y, x[::3], y[::3], syn_x, syn_y, np.ones(len(syn_y)), 3,
+                       dataclasses.replace(cfg, tune_model=f"{mod}:wrong_shape"))
