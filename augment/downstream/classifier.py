@@ -318,8 +318,9 @@ def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, s
 
     Used by the label filter (with the default :class:`SmallCNN`), and by the tuner,
     cross-fitting, the evaluation's four variants and the filter ablation with the network
-    ``merge.tune_model`` / ``crossfit.model`` / ``evaluate.model`` names (``make_model``: augment/downstream/models.py; the
-    utility benchmark also uses it to check a result on other classifier families)."""
+    ``merge.tune_model`` / ``crossfit.model`` / ``evaluate.model`` names (``make_model``:
+    augment/downstream/models.py; the utility benchmark also uses it to check a result on other
+    classifier families)."""
     x, y, w = real_x, real_y, None
     if syn_x is not None and syn_y is not None and len(syn_x) and (share is None or share > 0):
         x = np.concatenate([real_x, syn_x])
