@@ -72,12 +72,13 @@ def resolve_model(spec: str, param: str = "evaluate.model") -> ModelFactory | No
     return import_model_factory(param, spec)  # checks the name's syntax first
 
 
-def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int) -> None:
+def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int) -> ModelFactory | None:
     """Build the model once on a dummy batch: a factory that fails, returns no module or maps to
-    the wrong output shape is reported with ``param`` named, before any training starts."""
+    the wrong output shape is reported with ``param`` named, before any training starts. Returns
+    the checked factory (:func:`resolve_model`'s: ``None`` for the default SmallCNN)."""
     factory = resolve_model(spec, param)
     if factory is None:
-        return
+        return None
     try:
         model = factory(in_channels, num_classes, size)
     except Exception as exc:
@@ -95,3 +96,4 @@ def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"{param} = {spec!r}: the model maps a (2, {in_channels}, {size}, {size}) batch to "
                           f"{shape}, expected logits of shape (2, {num_classes})")
+    return factory

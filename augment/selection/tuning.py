@@ -43,14 +43,13 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
     score) real images are passed in -- never test.
     """
     from augment.core.device import resolve_device
-    from augment.downstream.models import check_model_builds, resolve_model
+    from augment.downstream.models import check_model_builds
 
     if len(val_x) == 0:
         raise ValueError("merge.quota = tuned needs a validation split (prepare.val_fraction > 0)")
     device = resolve_device(cfg.device)
-    check_model_builds(cfg.tune_model, "merge.tune_model", train_x.shape[3], num_classes,
-                       min(train_x.shape[1:3]))  # before any training
-    make_model = resolve_model(cfg.tune_model, "merge.tune_model")
+    make_model = check_model_builds(cfg.tune_model, "merge.tune_model", train_x.shape[3], num_classes,
+                                    min(train_x.shape[1:3]))  # checked before any training
     everything = np.ones(len(syn_y), bool)
     real_counts = np.bincount(train_y, minlength=num_classes)
     points = []
