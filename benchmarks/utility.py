@@ -319,8 +319,11 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
             "seconds": times,
             # the out-of-fold evidence behind the choice (crossfit mode): per candidate share
             "crossfit_table": [{k: r[k] for k in ("synthetic_share", "fraction", "oof_accuracy", "nll_gain",
-                                                  "nll_gain_lower", "accuracy_gain")}
+                                                  "nll_gain_lower", "accuracy_gain", "accuracy_gain_ci_low",
+                                                  "accuracy_gain_ci_high")}
                                for r in (outs.get("crossfit") or {}).get("table", [])],
+            # how finely the out-of-fold accuracy gain was seen (half-width of its 95 % interval)
+            "crossfit_resolution": (outs.get("crossfit") or {}).get("accuracy_resolution"),
         }
         extra = load_extra_sets(ws, cfg, merge, forced)
         for name, diffs in extra_rows(extra, clf_seeds, v["classical"]["per_seed"], forced).items():
@@ -495,9 +498,12 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
                              f"{_ci(r.get('forced'))} |")
     lines += ["", "Why each run chose what it chose:", ""]
     for r in rows:
+        why = r['choice']['reason'] or 'share ' + str(r['choice']['synthetic_share'])
+        res = r.get("crossfit_resolution")
+        if res is not None and "cannot be told from noise" not in why:
+            why += f" (out-of-fold accuracy gain seen to +/-{100 * res:.1f} points)"
         lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / generator seed {r['gen_seed']} "
-                     f"(commit {r.get('commit', '?')}): "
-                     f"{r['choice']['reason'] or 'share ' + str(r['choice']['synthetic_share'])}")
+                     f"(commit {r.get('commit', '?')}): {why}")
     lines += ["", f"Raw per-run numbers: `{meta['json']}`.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

@@ -412,7 +412,9 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
 def _crossfit_summary(r: dict[str, Any]) -> str:
     if not r.get("used"):
         return r["reason"]
-    return f"crossfit ({r['folds']} folds, {r['images']} labelled images): {r['reason']}"
+    res = r.get("accuracy_resolution")
+    seen = f", accuracy gain seen to +/-{100 * res:.1f} points" if res is not None else ""
+    return f"crossfit ({r['folds']} folds, {r['images']} labelled images{seen}): {r['reason']}"
 
 
 def _merge_summary(r: dict[str, Any]) -> str:

@@ -44,6 +44,17 @@ def test_candidates_always_try_real_only_first_and_once():
     assert (0.25, 0.5) in pts and (0.5, 1.0) in pts and len(pts) == 5
 
 
+def test_resolution_is_the_median_interval_half_width_of_the_synthetic_candidates():
+    rows = [{"accuracy_gain_ci_low": 0.0, "accuracy_gain_ci_high": 0.0}]  # real only: not a candidate
+    assert crossfit.accuracy_resolution(rows) is None
+    rows += [{"accuracy_gain_ci_low": -0.04, "accuracy_gain_ci_high": 0.02},
+             {"accuracy_gain_ci_low": -0.05, "accuracy_gain_ci_high": 0.05},
+             {"accuracy_gain_ci_low": -0.01, "accuracy_gain_ci_high": 0.01}]
+    assert crossfit.accuracy_resolution(rows) == pytest.approx(0.03)
+    rows.append({"accuracy_gain_ci_low": float("-inf"), "accuracy_gain_ci_high": float("inf")})  # one image
+    assert crossfit.accuracy_resolution(rows) == pytest.approx(0.03)
+
+
 def test_paired_gain_bounds():
     rng = np.random.default_rng(0)
     clear = paired_gain(0.1 + 0.01 * rng.standard_normal(200), 0.95)
@@ -76,6 +87,11 @@ def test_harmful_synthetic_data_is_not_merged(monkeypatch):
                                    FilterConfig(), ClassicalConfig())
     assert out["synthetic_share"] == 0.0 and out["no_synthetic"]
     assert "merging none" in out["reason"]
+    # the report says how finely 27 images can see a gain, so "none" does not read as "harmful"
+    res = out["accuracy_resolution"]
+    row = out["table"][1]
+    assert res == pytest.approx((row["accuracy_gain_ci_high"] - row["accuracy_gain_ci_low"]) / 2) and res > 0
+    assert f"+/-{100 * res:.1f} points" in out["reason"] and "27 labelled images" in out["reason"]
     harmful = out["table"][1]
     assert harmful["oof_nll"] > out["table"][0]["oof_nll"]
     assert len(out["accepted_per_fold"]) == 3
