@@ -413,7 +413,8 @@ def _crossfit_summary(r: dict[str, Any]) -> str:
     if not r.get("used"):
         return r["reason"]
     res = r.get("accuracy_resolution")
-    seen = f", accuracy gain seen to +/-{100 * res:.1f} points" if res is not None else ""
+    seen = (f", accuracy gain seen to +/-{100 * res:.1f} points"
+            if res is not None and "cannot be told from noise" not in r["reason"] else "")  # said once
     return f"crossfit ({r['folds']} folds, {r['images']} labelled images{seen}): {r['reason']}"
 
 
