@@ -11,8 +11,8 @@ on:
 * ``soft25`` / ``soft50``: + the same samples at share 0.25 / 0.5 with soft labels, the mean class
   probabilities of a teacher ensemble (``--teachers`` SmallCNNs with evaluate's recipe, trained on
   the labelled images only, seeds 100+);
-* ``hard50``, ``kdclassical50``: the same at share 0.5 (added after the first runs, whose rows show
-  "—" there);
+* ``hard50``, ``kdclassical50``: the same at share 0.5 (added after the first runs; a run without
+  them shows "—" there);
 * ``kdclassical25``: the control. The same teacher's soft labels on as many classically augmented
   copies of the labelled images, at share 0.25: if this matches ``soft25``, a gain is distillation,
   not the synthetic data.
