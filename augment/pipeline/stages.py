@@ -414,7 +414,7 @@ def _crossfit_summary(r: dict[str, Any]) -> str:
         return r["reason"]
     res = r.get("accuracy_resolution")
     seen = (f", accuracy gain seen to +/-{100 * res:.1f} points"
-            if res is not None and "cannot be told from noise" not in r["reason"] else "")  # said once
+            if res is not None and not r.get("no_synthetic") else "")  # a "none" reason already states it
     return f"crossfit ({r['folds']} folds, {r['images']} labelled images{seen}): {r['reason']}"
 
 

@@ -187,7 +187,7 @@ def test_the_stage_summary_states_the_resolution_once():
     base = {"used": True, "folds": 3, "images": 100, "accuracy_resolution": 0.031}
     chosen = _crossfit_summary({**base, "reason": "share 0.25 lowers out-of-fold log-loss"})
     assert "100 labelled images, accuracy gain seen to +/-3.1 points" in chosen
-    none = _crossfit_summary({**base, "reason": "merging none. ... +/-3.1 points (95 %): a smaller gain or loss "
+    none = _crossfit_summary({**base, "no_synthetic": True, "reason": "merging none. ... +/-3.1 points (95 %): a smaller gain or loss "
                                                 "cannot be told from noise here"})
     assert none.count("+/-3.1 points") == 1
     assert "seen to" not in _crossfit_summary({**base, "accuracy_resolution": None, "reason": "x"})
