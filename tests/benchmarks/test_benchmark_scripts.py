@@ -193,3 +193,40 @@ def test_soft_label_screen_runs_and_reports_paired_intervals(tmp_path: Path):
     with pytest.raises(SystemExit):  # the report may not overwrite a run it reads
         screen.main(["--aggregate", str(run), "--out", str(run)])
     assert run.read_bytes() == before
+
+
+def test_intensity_matching_keeps_the_sample_shape_and_takes_a_real_images_values():
+    """The screen's matching edit: each sample keeps its own pixel order (its shape) and takes the
+    exact sorted pixel values of one real image of its own class."""
+    from benchmarks.screen_sample_edits import match_intensity
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (6, 5, 4, 1), dtype=np.uint8)
+    real_y = np.array([0, 0, 0, 1, 1, 1])
+    samples = rng.integers(0, 256, (4, 5, 4, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 1, 0])
+    out = match_intensity(samples, labels, real, real_y, np.random.default_rng(1))
+    assert out.shape == samples.shape and out.dtype == np.uint8
+    for s, o, k in zip(samples, out, labels):
+        values = np.sort(o.ravel())
+        same_class = [np.array_equal(values, np.sort(r.ravel())) for r, ry in zip(real, real_y) if ry == k]
+        assert any(same_class)  # a real image of the sample's class gave the values
+        order = np.argsort(s.ravel(), kind="stable")
+        assert np.all(np.diff(o.ravel()[order].astype(int)) >= 0)  # in the sample's own rank order
+
+
+@pytest.mark.slow
+def test_sample_edit_screen_runs_and_reports_paired_intervals(tmp_path: Path):
+    """The sample-edit screen trains every variant on the same seeds and reports each paired with (b)."""
+    from benchmarks import screen_sample_edits as screen
+
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
+                        'filter.filters=["memorisation"]', "evaluate.steps=5", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert set(res["accuracy"]) == set(screen.VARIANTS) and all(len(v) == 2 for v in res["accuracy"].values())
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
