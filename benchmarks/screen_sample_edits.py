@@ -27,23 +27,18 @@ score; no edit, stage or classifier sees them.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import screens as S  # noqa: E402
 import utility as U  # noqa: E402
-from common import machine  # noqa: E402
 
 VARIANTS = ["b", "hard25", "matched25", "residual05_25", "residual10_25"]
 
@@ -102,38 +97,14 @@ def residual_edits(checkpoint: str, real_x: np.ndarray, real_y: np.ndarray, per_
 def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict) -> dict:
     import torch
 
-    from augment.data.prepare import load_prepared
     from augment.downstream.classifier import predict_proba, train_downstream
     from augment.downstream.models import resolve_model
     from augment.evaluation.evaluate import classifier_spec
-    from augment.filters.apply import load_decisions
-    from augment.pipeline.paths import Paths
-    from augment.pipeline.stages import STAGES
-    from augment.selection.merge import load_rows_images
 
-    spec = U.SETTINGS[setting]
-    x, y, names = U.load_data(spec["data"], spec["size"])
-    seconds = {}
-    with tempfile.TemporaryDirectory(prefix=f"screen-edits-{setting}-") as tmp:
-        ws = Path(tmp)
-        U.write_split(ws, x, y, names, spec["per_class"], 0)
-        cfg = U.run_config(ws, "crossfit", gen_seed, {}, overrides)  # as the utility benchmark's runs
-        paths = Paths().rooted(ws)
-        for stage in [s for s in STAGES if s.name in ("prepare", "train", "generate", "filter")]:
-            t0 = time.perf_counter()
-            stage(cfg, paths, progress=False)
-            seconds[stage.name] = round(time.perf_counter() - t0, 1)
-        ds = load_prepared(ws / "data/prepared")
-        rx, ry = ds.subset("train")
-        tx, ty = ds.subset("test")  # scoring only: no stage, edit or classifier sees it
-        k = ds.num_classes
-        dec = load_decisions(ws / "data/filtered")
-        rows = np.flatnonzero(dec["accepted"])
-        if not len(rows):
-            raise SystemExit(f"{setting}, generator seed {gen_seed}: the filter accepted no sample; nothing to screen")
-        sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
-        per = max(1, round(len(rows) / k))
-        res = residual_edits(paths.checkpoint, rx, ry, per, [0.5, 1.0], 4321 + gen_seed)
+    with S.filtered_run(setting, gen_seed, overrides, "screen-edits") as fr:
+        per = max(1, round(len(fr.sx) / fr.num_classes))
+        res = residual_edits(fr.paths.checkpoint, fr.rx, fr.ry, per, [0.5, 1.0], 4321 + gen_seed)
+    cfg, rx, ry, tx, ty, k, sx, sy, seconds = fr.cfg, fr.rx, fr.ry, fr.tx, fr.ty, fr.num_classes, fr.sx, fr.sy, fr.seconds
     mx = match_intensity(sx, sy, rx, ry, np.random.default_rng(1234 + gen_seed))
     dev = torch.device("cpu")
     recipe = classifier_spec(cfg.evaluate)
@@ -157,21 +128,14 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict) -> d
     dist = {"matched25": float(np.abs(mx.astype(float) - sx).mean()),
             "residual05_25": float(np.abs(res[0.5][0].astype(float) - res[1.0][0]).mean())}
     return {"setting": setting, "gen_seed": gen_seed, "clf_seeds": clf_seeds, "family": cfg.evaluate.model,
-            "accepted": int(len(rows)), "residual_per_class": per, "accuracy": acc_by,
+            "accepted": int(len(sx)), "residual_per_class": per, "accuracy": acc_by,
             "mean_abs_pixel_change": dist, "seconds": seconds}
 
 
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
     runs = [json.loads(Path(f).read_text()) for f in files]
-    lines = ["# Screen: edits that make the samples look more like real images", "",
-             f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from these runs"
-             " (each run's date, commit, machine and command):", ""]
-    for f, r in zip(files, runs):
-        m = r["meta"]
-        lines.append(f"- `{Path(f).name}`: {m['date']}, commit {m['commit']}, {m['machine']['nproc']} CPU(s) "
-                     f"{m['machine']['cpu']}, torch {m['machine']['torch']}: `{m['command']}`")
-    if note:
-        lines += ["", note]
+    lines = S.report_header("Screen: edits that make the samples look more like real images", files, runs, command,
+                            note)
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
@@ -199,31 +163,8 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--setting", choices=list(U.SETTINGS), default="mnist28_10")
-    ap.add_argument("--gen-seed", type=int, default=0)
-    ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON")
-    ap.add_argument("--json", help="where to write this run")
-    ap.add_argument("--aggregate", nargs="+", metavar="JSON")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "screens" / "sample_edits.md"))
-    ap.add_argument("--note", default=None, help="a sentence on how the runs ran, for the report")
-    args = ap.parse_args(argv)
-    command = "python benchmarks/screen_sample_edits.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    if args.aggregate:
-        if Path(args.out).resolve() in {Path(f).resolve() for f in args.aggregate}:
-            ap.error(f"--out {args.out} is one of the runs to aggregate: it would be overwritten")
-        aggregate(args.aggregate, Path(args.out), command, args.note)
-        return 0
-    if not args.json:
-        ap.error("--json is required for a run")
-    overrides = U.parse_set(args.set)
-    meta = {"date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": U._commit(),
-            "machine": machine(), "set": overrides, "command": command}
-    result = run(args.setting, args.gen_seed, args.clf_seeds, overrides)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({**result, "meta": meta}, indent=1))
-    return 0
+    return S.screen_main(argv, __doc__, "screen_sample_edits.py", ROOT / "docs" / "screens" / "sample_edits.md",
+                         lambda ap: None, lambda a, o: run(a.setting, a.gen_seed, a.clf_seeds, o), aggregate)
 
 
 if __name__ == "__main__":

@@ -27,23 +27,18 @@ differences to ``b`` over every (generator seed x classifier seed) pair with 95 
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import screens as S  # noqa: E402
 import utility as U  # noqa: E402
-from common import machine  # noqa: E402
 
 VARIANTS = ["b", "hard25", "hard50", "soft25", "soft50", "kdclassical25", "kdclassical50"]
 
@@ -53,36 +48,13 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
     import torch
 
     from augment.data.classical import augment_batch, classical_augmentation
-    from augment.data.prepare import load_prepared
     from augment.downstream.classifier import predict_proba, train_downstream
     from augment.downstream.models import resolve_model
     from augment.evaluation.evaluate import classifier_spec
-    from augment.filters.apply import load_decisions
-    from augment.pipeline.paths import Paths
-    from augment.pipeline.stages import STAGES
-    from augment.selection.merge import load_rows_images
 
-    spec = U.SETTINGS[setting]
-    x, y, names = U.load_data(spec["data"], spec["size"])
-    seconds = {}
-    with tempfile.TemporaryDirectory(prefix=f"screen-soft-{setting}-") as tmp:
-        ws = Path(tmp)
-        U.write_split(ws, x, y, names, spec["per_class"], 0)
-        cfg = U.run_config(ws, "crossfit", gen_seed, {}, overrides)  # as the utility benchmark's runs
-        paths = Paths().rooted(ws)
-        for stage in [s for s in STAGES if s.name in ("prepare", "train", "generate", "filter")]:
-            t0 = time.perf_counter()
-            stage(cfg, paths, progress=False)
-            seconds[stage.name] = round(time.perf_counter() - t0, 1)
-        ds = load_prepared(ws / "data/prepared")
-        rx, ry = ds.subset("train")
-        tx, ty = ds.subset("test")  # scoring only: no stage, teacher or student sees it
-        k = ds.num_classes
-        dec = load_decisions(ws / "data/filtered")
-        rows = np.flatnonzero(dec["accepted"])
-        if not len(rows):
-            raise SystemExit(f"{setting}, generator seed {gen_seed}: the filter accepted no sample; nothing to screen")
-        sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
+    with S.filtered_run(setting, gen_seed, overrides, "screen-soft") as fr:
+        pass  # the arrays stay; the scratch folder goes
+    cfg, rx, ry, tx, ty, k, sx, sy, seconds = fr.cfg, fr.rx, fr.ry, fr.tx, fr.ty, fr.num_classes, fr.sx, fr.sy, fr.seconds
     dev = torch.device("cpu")
     recipe = classifier_spec(cfg.evaluate)
     make = resolve_model(family or cfg.evaluate.model, "--family")
@@ -122,20 +94,12 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
         seconds[name] = round(time.perf_counter() - t0, 1)
         print(f"{name}: {np.mean(acc_by[name]):.4f}", flush=True)
     return {"setting": setting, "gen_seed": gen_seed, "clf_seeds": clf_seeds, "family": family or cfg.evaluate.model,
-            "accepted": int(len(rows)), "accuracy": acc_by, **out, "seconds": seconds}
+            "accepted": int(len(sx)), "accuracy": acc_by, **out, "seconds": seconds}
 
 
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
     runs = [json.loads(Path(f).read_text()) for f in files]
-    lines = ["# Screen: soft labels for the synthetic images", "",
-             f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from these runs"
-             " (each run's date, commit, machine and command):", ""]
-    for f, r in zip(files, runs):
-        m = r["meta"]
-        lines.append(f"- `{Path(f).name}`: {m['date']}, commit {m['commit']}, {m['machine']['nproc']} CPU(s) "
-                     f"{m['machine']['cpu']}, torch {m['machine']['torch']}: `{m['command']}`")
-    if note:
-        lines += ["", note]
+    lines = S.report_header("Screen: soft labels for the synthetic images", files, runs, command, note)
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
@@ -169,34 +133,12 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--setting", choices=list(U.SETTINGS), default="mnist28_10")
-    ap.add_argument("--gen-seed", type=int, default=0)
-    ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--teachers", type=int, default=5)
-    ap.add_argument("--family", default=None, help="the student classifier (default: evaluate.model)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON")
-    ap.add_argument("--json", help="where to write this run")
-    ap.add_argument("--aggregate", nargs="+", metavar="JSON")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "screens" / "soft_labels.md"))
-    ap.add_argument("--note", default=None, help="a sentence on how the runs ran, for the report")
-    args = ap.parse_args(argv)
-    command = "python benchmarks/screen_soft_labels.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    if args.aggregate:
-        if Path(args.out).resolve() in {Path(f).resolve() for f in args.aggregate}:
-            ap.error(f"--out {args.out} is one of the runs to aggregate: it would be overwritten")
-        aggregate(args.aggregate, Path(args.out), command, args.note)
-        return 0
-    if not args.json:
-        ap.error("--json is required for a run")
-    overrides = U.parse_set(args.set)
-    meta = {"date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": U._commit(),
-            "machine": machine(), "set": overrides,
-            "command": command}
-    result = run(args.setting, args.gen_seed, args.clf_seeds, args.teachers, args.family, overrides)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({**result, "meta": meta}, indent=1))
-    return 0
+    def add_args(ap) -> None:
+        ap.add_argument("--teachers", type=int, default=5)
+        ap.add_argument("--family", default=None, help="the student classifier (default: evaluate.model)")
+
+    return S.screen_main(argv, __doc__, "screen_soft_labels.py", ROOT / "docs" / "screens" / "soft_labels.md", add_args,
+                         lambda a, o: run(a.setting, a.gen_seed, a.clf_seeds, a.teachers, a.family, o), aggregate)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""What the screens (``screen_*.py``) share: the pipeline run up to the filter stage on one
+utility setting, the report's header, and the command line (one run to JSON, or ``--aggregate``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import utility as U  # noqa: E402
+from common import machine  # noqa: E402
+
+
+@dataclass
+class FilteredRun:
+    """One setting's run up to the filter stage: the labelled (``rx``, ``ry``) and test (``tx``,
+    ``ty``) images, the accepted samples (``sx``, ``sy``) and where the stages wrote."""
+
+    cfg: Any
+    paths: Any
+    rx: np.ndarray
+    ry: np.ndarray
+    tx: np.ndarray
+    ty: np.ndarray
+    num_classes: int
+    sx: np.ndarray
+    sy: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def filtered_run(setting: str, gen_seed: int, overrides: dict, prefix: str) -> Iterator[FilteredRun]:
+    """Run prepare, train, generate and filter as ``benchmarks/utility.py`` runs them (crossfit
+    mode, default ``params.yaml``, ``overrides``) in a scratch folder that lives while the context
+    does. The test images are for scoring only: no stage sees them."""
+    from augment.data.prepare import load_prepared
+    from augment.filters.apply import load_decisions
+    from augment.pipeline.paths import Paths
+    from augment.pipeline.stages import STAGES
+    from augment.selection.merge import load_rows_images
+
+    spec = U.SETTINGS[setting]
+    x, y, names = U.load_data(spec["data"], spec["size"])
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-{setting}-") as tmp:
+        ws = Path(tmp)
+        U.write_split(ws, x, y, names, spec["per_class"], 0)
+        cfg = U.run_config(ws, "crossfit", gen_seed, {}, overrides)  # as the utility benchmark's runs
+        paths = Paths().rooted(ws)
+        for stage in [s for s in STAGES if s.name in ("prepare", "train", "generate", "filter")]:
+            t0 = time.perf_counter()
+            stage(cfg, paths, progress=False)
+            seconds[stage.name] = round(time.perf_counter() - t0, 1)
+        ds = load_prepared(ws / "data/prepared")
+        rx, ry = ds.subset("train")
+        tx, ty = ds.subset("test")  # scoring only: no stage, teacher, edit or classifier sees it
+        dec = load_decisions(ws / "data/filtered")
+        rows = np.flatnonzero(dec["accepted"])
+        if not len(rows):
+            raise SystemExit(f"{setting}, generator seed {gen_seed}: the filter accepted no sample; nothing to screen")
+        sx, sy = load_rows_images(ws / "data/generated", dec, rows), dec["labels"][rows]
+        yield FilteredRun(cfg, paths, rx, ry, tx, ty, ds.num_classes, sx, sy, seconds)
+
+
+def report_header(title: str, files: list[str], runs: list[dict], command: str, note: str | None) -> list[str]:
+    """The report's title, the command that wrote it, and each run's date, commit, machine and command."""
+    lines = [f"# {title}", "",
+             f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from these runs"
+             " (each run's date, commit, machine and command):", ""]
+    for f, r in zip(files, runs):
+        m = r["meta"]
+        lines.append(f"- `{Path(f).name}`: {m['date']}, commit {m['commit']}, {m['machine']['nproc']} CPU(s) "
+                     f"{m['machine']['cpu']}, torch {m['machine']['torch']}: `{m['command']}`")
+    return lines + (["", note] if note else [])
+
+
+def screen_main(argv: list[str] | None, doc: str, script: str, default_out: Path,
+                add_args: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace, dict], dict],
+                aggregate: Callable[[list[str], Path, str, str | None], None]) -> int:
+    """A screen's command line: ``--json`` for one run (``run(args, overrides)``), ``--aggregate``
+    for the report, which may not overwrite a run it reads."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setting", choices=list(U.SETTINGS), default="mnist28_10")
+    ap.add_argument("--gen-seed", type=int, default=0)
+    ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    add_args(ap)
+    ap.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=JSON")
+    ap.add_argument("--json", help="where to write this run")
+    ap.add_argument("--aggregate", nargs="+", metavar="JSON")
+    ap.add_argument("--out", default=str(default_out))
+    ap.add_argument("--note", default=None, help="a sentence on how the runs ran, for the report")
+    args = ap.parse_args(argv)
+    command = f"python benchmarks/{script} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.aggregate:
+        if Path(args.out).resolve() in {Path(f).resolve() for f in args.aggregate}:
+            ap.error(f"--out {args.out} is one of the runs to aggregate: it would be overwritten")
+        aggregate(args.aggregate, Path(args.out), command, args.note)
+        return 0
+    if not args.json:
+        ap.error("--json is required for a run")
+    overrides = U.parse_set(args.set)
+    meta = {"date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": U._commit(),
+            "machine": machine(), "set": overrides, "command": command}
+    result = run(args, overrides)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({**result, "meta": meta}, indent=1))
+    return 0
