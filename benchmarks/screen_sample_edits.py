@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
-import utility as U  # noqa: E402
 
 VARIANTS = ["b", "hard25", "matched25", "residual05_25", "residual10_25"]
 
@@ -136,21 +135,14 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
     runs = [json.loads(Path(f).read_text()) for f in files]
     lines = S.report_header("Screen: edits that make the samples look more like real images", files, runs, command,
                             note)
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
     lines += ["", "Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
               "mean and 95 % t-interval. Every variant adds its images at share 0.25.", "",
               "| setting | classifier | overrides | gen seeds | accepted | b | "
               + " | ".join(f"{v} − b" for v in VARIANTS[1:]) + " |",
               "|---|---|---|---|---|---|" + "---|" * (len(VARIANTS) - 1)]
-    for (setting, family, sets), rs in sorted(groups.items()):
+    for (setting, family, sets), rs in S.group_runs(runs):
         b = [a for r in rs for a in r["accuracy"]["b"]]
-        cells = []
-        for v in VARIANTS[1:]:
-            diffs = [100 * (a - bb) for r in rs for a, bb in zip(r["accuracy"][v], r["accuracy"]["b"])]
-            ci = U.t_interval(diffs)
-            cells.append(f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]")
+        cells = S.paired_cells(rs, VARIANTS[1:])
         lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "
                      f"{','.join(str(r['gen_seed']) for r in rs)} | {', '.join(str(r['accepted']) for r in rs)} | "
                      f"{100 * np.mean(b):.2f} | " + " | ".join(cells) + " |")

@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
-import utility as U  # noqa: E402
 
 VARIANTS = ["b", "hard25", "hard50", "soft25", "soft50", "kdclassical25", "kdclassical50"]
 
@@ -100,25 +99,15 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
     runs = [json.loads(Path(f).read_text()) for f in files]
     lines = S.report_header("Screen: soft labels for the synthetic images", files, runs, command, note)
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
     lines += ["", "Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
               "mean and 95 % t-interval. Teacher: the ensemble that gives the soft labels (mean of its "
               "members' test accuracy / the ensemble's).", "",
               "| setting | classifier | overrides | gen seeds | accepted | teacher single / ensemble | b | "
               + " | ".join(f"{v} − b" for v in VARIANTS[1:]) + " |",
               "|---|---|---|---|---|---|---|" + "---|" * (len(VARIANTS) - 1)]
-    for (setting, family, sets), rs in sorted(groups.items()):
+    for (setting, family, sets), rs in S.group_runs(runs):
         b = [a for r in rs for a in r["accuracy"]["b"]]
-        cells = []
-        for v in VARIANTS[1:]:
-            if not all(v in r["accuracy"] for r in rs):  # a variant added after these runs
-                cells.append("—")
-                continue
-            diffs = [100 * (a - bb) for r in rs for a, bb in zip(r["accuracy"][v], r["accuracy"]["b"])]
-            ci = U.t_interval(diffs)
-            cells.append(f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]")
+        cells = S.paired_cells(rs, VARIANTS[1:])
         single = np.mean([a for r in rs for a in r["teacher_single"]])
         ens = np.mean([r["teacher_ensemble"] for r in rs])
         lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "

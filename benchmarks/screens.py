@@ -88,6 +88,27 @@ def report_header(title: str, files: list[str], runs: list[dict], command: str, 
     return lines + (["", note] if note else [])
 
 
+def group_runs(runs: list[dict]) -> list[tuple[tuple[str, str, str], list[dict]]]:
+    """Runs pooled by (setting, classifier, overrides as JSON), sorted: one report row each."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["setting"], r["family"], json.dumps(r["meta"].get("set", {}))), []).append(r)
+    return sorted(groups.items())
+
+
+def paired_cells(rs: list[dict], variants: list[str]) -> list[str]:
+    """Per variant, the paired difference to ``b`` in points over every (generator seed x
+    classifier seed) pair, mean and 95 % t-interval; "—" where a run lacks the variant."""
+    cells = []
+    for v in variants:
+        if not all(v in r["accuracy"] for r in rs):  # a variant added after these runs
+            cells.append("—")
+            continue
+        ci = U.t_interval([100 * (a - bb) for r in rs for a, bb in zip(r["accuracy"][v], r["accuracy"]["b"])])
+        cells.append(f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]")
+    return cells
+
+
 def screen_main(argv: list[str] | None, doc: str, script: str, default_out: Path,
                 add_args: Callable[[argparse.ArgumentParser], None],
                 run: Callable[[argparse.Namespace, dict], dict],
