@@ -14,6 +14,8 @@ that make samples look more like real images, without changing the pipeline:
   ``L`` the Cholesky factor of the class prior's covariance and ``s`` 0.5 / 1.0. The real image's
   detail stays; the decoder's change of a nearby code is added to it. As many as were accepted,
   spread evenly over the classes; no filter (they are meant to be close to the real images).
+* ``copies25``: the control for the residual edits: the same labelled images, unedited (scale 0),
+  at the same share. A gain here would come from re-weighting the labelled images, not from edits.
 
 Both are compared with ``b`` (labelled images + classical augmentation, the utility benchmark's
 (b)) and ``hard25`` (the accepted samples as they are), at share 0.25, with evaluate's recipe. The
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
 
-VARIANTS = ["b", "hard25", "matched25", "residual05_25", "residual10_25"]
+VARIANTS = ["b", "hard25", "matched25", "residual05_25", "residual10_25", "copies25"]
 
 
 def match_intensity(samples: np.ndarray, labels: np.ndarray, real_x: np.ndarray, real_y: np.ndarray,
@@ -88,6 +90,9 @@ def residual_edits(checkpoint: str, real_x: np.ndarray, real_y: np.ndarray, per_
         zi = z[idx]
         base, xi = dec(zi, yi), to_tensor(real_x[idx], torch.device("cpu"))
         for s in scales:
+            if s == 0:  # the labelled images themselves (no round trip through float)
+                out[s] = (real_x[idx].copy(), real_y[idx])
+                continue
             moved = dec(zi + s * torch.einsum("nij,nj->ni", chol[yi], eps), yi)
             out[s] = (to_uint8((xi + moved - base).clamp(-1, 1)), real_y[idx])
     return out
@@ -102,7 +107,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict) -> d
 
     with S.filtered_run(setting, gen_seed, overrides, "screen-edits") as fr:
         per = max(1, round(len(fr.sx) / fr.num_classes))
-        res = residual_edits(fr.paths.checkpoint, fr.rx, fr.ry, per, [0.5, 1.0], 4321 + gen_seed)
+        res = residual_edits(fr.paths.checkpoint, fr.rx, fr.ry, per, [0.5, 1.0, 0.0], 4321 + gen_seed)
     cfg, rx, ry, tx, ty, k, sx, sy, seconds = fr.cfg, fr.rx, fr.ry, fr.tx, fr.ty, fr.num_classes, fr.sx, fr.sy, fr.seconds
     mx = match_intensity(sx, sy, rx, ry, np.random.default_rng(1234 + gen_seed))
     dev = torch.device("cpu")
@@ -117,7 +122,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict) -> d
         return train_downstream(rx, ry, k, recipe, s, dev, cfg.classical, *extra, make)
 
     data = {"b": None, "hard25": (sx, sy), "matched25": (mx, sy), "residual05_25": res[0.5],
-            "residual10_25": res[1.0]}
+            "residual10_25": res[1.0], "copies25": res[0.0]}
     acc_by = {}
     for name in VARIANTS:
         t0 = time.perf_counter()
