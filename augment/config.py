@@ -148,13 +148,19 @@ class GenerateConfig:
     threads: Optional[int] = None
     # Codes the VAE decodes (train.family vae): "prior" = the per-class Gaussian fit to the codes of
     # the training images; "interpolate" = a random point between the codes of two training images
-    # of the class (saved with the checkpoint). A GAN samples its N(0, I) prior either way.
-    sampler: Literal["prior", "interpolate"] = "prior"
+    # of the class (saved with the checkpoint); "residual" = an edit of a training image of the class,
+    # x_i + D(z_i + residual_scale * L eps) - D(z_i) (z_i its code, L L^T the class prior's covariance):
+    # the image's own detail plus the decoder's change for a nearby code. A GAN samples its
+    # N(0, I) prior either way.
+    sampler: Literal["prior", "interpolate", "residual"] = "prior"
+    # residual: how far the edit's code moves, in units of the class prior's spread (0 = a copy)
+    residual_scale: float = 1.0
 
     def validate(self) -> None:
         _check_range("generate.n_per_class", self.n_per_class, 1, 10**9)
         _check_range("generate.batch_size", self.batch_size, 1, 1 << 20)
         _check_range("generate.shard_size", self.shard_size, 1, 1 << 24)
+        _check_range("generate.residual_scale", self.residual_scale, 0.05, 4.0)
         _check_device("generate.device", self.device)
         _check_threads("generate.threads", self.threads)
 

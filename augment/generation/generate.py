@@ -160,16 +160,16 @@ def fold_class_batchnorm(module: torch.nn.Module) -> int:
     return count
 
 
-def interpolation_anchors(ck: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
+def interpolation_anchors(ck: Checkpoint, sampler: str = "interpolate") -> tuple[torch.Tensor, torch.Tensor]:
     """The training images' codes and labels a VAE checkpoint carries, checked (shape, finite,
     labels in range) so that a damaged file fails here with the fix named."""
     extra = ck.extra_tensors()
     where = f"checkpoint {ck.path}"
     if ck.family != "vae":
-        raise CheckpointError(f"{where}: generate.sampler = interpolate needs a train.family vae checkpoint "
+        raise CheckpointError(f"{where}: generate.sampler = {sampler} needs a train.family vae checkpoint "
                               f"(this one is {ck.family}); set generate.sampler: prior")
     if "anchors" not in extra or "anchor_labels" not in extra:
-        raise CheckpointError(f"{where} carries no training codes (written before generate.sampler: interpolate "
+        raise CheckpointError(f"{where} carries no training codes (written before generate.sampler: {sampler} "
                               "existed): re-run the train stage, or set generate.sampler: prior")
     z, y = extra["anchors"], extra["anchor_labels"]
     if (z.dim() != 2 or z.size(1) != ck.cfg.z_dim or y.dim() != 1 or len(y) != len(z) or y.dtype != torch.int64
@@ -180,37 +180,59 @@ def interpolation_anchors(ck: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
     return z.float(), y
 
 
+def training_images(ck: Checkpoint) -> torch.Tensor:
+    """The training images a VAE checkpoint carries for ``generate.sampler: residual`` (uint8
+    ``(N, H, W, C)``, one per training code), checked against the codes and the image shape."""
+    extra = ck.extra_tensors()
+    where = f"checkpoint {ck.path}"
+    if "anchor_images" not in extra:
+        raise CheckpointError(f"{where} carries no training images (written before generate.sampler: residual "
+                              "existed): re-run the train stage, or set generate.sampler: prior")
+    x, n = extra["anchor_images"], len(extra["anchor_labels"])
+    if x.dtype != torch.uint8 or tuple(x.shape) != (n, *ck.image_shape):
+        raise CheckpointError(f"{where}: its training images are damaged (shape {tuple(x.shape)}, {x.dtype}; "
+                              f"expected ({n}, {', '.join(map(str, ck.image_shape))}) uint8); re-run the train stage")
+    return x
+
+
 def load_generator(path: str | Path, device: str = "auto", precision: str = "auto",
-                   sampler: str = "prior") -> LoadedGenerator:
+                   sampler: str = "prior", residual_scale: float = 1.0) -> LoadedGenerator:
     """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference).
 
-    ``sampler``: ``generate.sampler`` (``interpolate``: a VAE's :class:`InterpolatingSampler`)."""
+    ``sampler``: ``generate.sampler`` (``interpolate``: a VAE's :class:`InterpolatingSampler`;
+    ``residual``: its :class:`ResidualSampler`, edits of the training images by ``residual_scale``)."""
+    from augment.core.pixels import to_tensor
+
     ck = Checkpoint(path)
     ck.check_architecture()  # metadata vs weights, on the meta device: nothing allocated yet
-    anchors = interpolation_anchors(ck) if sampler == "interpolate" else None
+    anchors = interpolation_anchors(ck, sampler) if sampler in ("interpolate", "residual") else None
+    images = training_images(ck) if sampler == "residual" else None
     dev = resolve_device(device)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), dev)
     ck.load_into({k: v for k, v in trainer.modules().items()})
-    sampler_mod = trainer.sampler()
-    if anchors is not None:
-        from augment.models.vae import InterpolatingSampler
-
-        sampler_mod = InterpolatingSampler(sampler_mod.decoder, sampler_mod.prior, anchors[0].to(dev), anchors[1].to(dev))
-    sampler, disc = sampler_mod.eval(), trainer.discriminator().eval()
-    for p in list(sampler.parameters()) + list(disc.parameters()):
+    sampler_mod, disc = trainer.sampler().eval(), trainer.discriminator().eval()
+    for p in list(sampler_mod.parameters()) + list(disc.parameters()):
         p.requires_grad_(False)
     with torch.no_grad():
         _bake_spectral_norm(disc)
-        fold_class_batchnorm(sampler)
+        fold_class_batchnorm(sampler_mod)
         if dev.type == "cpu":
-            subpixel_image_layers(sampler)
+            subpixel_image_layers(sampler_mod)
     # Channels-last: cuDNN's fast convolution layout on CUDA, and on CPU oneDNN's too (measured
     # 1.4x for G + D at 28x28, benchmarks/RESULTS.md). Outputs stay deterministic for a seed.
     channels_last = dev.type in ("cuda", "cpu")
     if channels_last:
-        sampler.to(memory_format=torch.channels_last)
+        sampler_mod.to(memory_format=torch.channels_last)
         disc.to(memory_format=torch.channels_last)
-    return LoadedGenerator(sampler, disc, ck, dev, resolve_precision(precision, dev), channels_last)
+    if anchors is not None:  # wrapped after the rewrites: a residual is taken with the decoder that samples
+        from augment.models.vae import InterpolatingSampler, ResidualSampler
+
+        z, y = anchors[0].to(dev), anchors[1].to(dev)
+        sampler_mod = (ResidualSampler(sampler_mod.decoder, sampler_mod.prior, z, y, to_tensor(images.numpy(), dev),
+                                       residual_scale)
+                       if images is not None else InterpolatingSampler(sampler_mod.decoder, sampler_mod.prior, z, y))
+        sampler_mod.eval()
+    return LoadedGenerator(sampler_mod, disc, ck, dev, resolve_precision(precision, dev), channels_last)
 
 
 def shard_seed(seed: int, shard_id: int) -> int:
@@ -282,6 +304,7 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
         "device": device,
         "precision": "bf16" if autocast_dtype == torch.bfloat16 else "fp32",
         "sampler": cfg.sampler,
+        **({"residual_scale": cfg.residual_scale} if cfg.sampler == "residual" else {}),
         "shards": [{k: s[k] for k in ("shard", "file", "samples", "sha256")} for s in shards],
     }
 
@@ -293,7 +316,7 @@ def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: Gene
     from augment.core.parallel import inference_threads
 
     torch.manual_seed(cfg.seed)
-    gen = load_generator(checkpoint_path, cfg.device, cfg.precision, cfg.sampler)
+    gen = load_generator(checkpoint_path, cfg.device, cfg.precision, cfg.sampler, cfg.residual_scale)
     k = len(gen.checkpoint.class_names)
     n = num_shards(k, cfg)
     with inference_threads(cfg.threads, gen.device), atomic_directory(out_dir) as tmp, \

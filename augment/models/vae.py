@@ -208,3 +208,50 @@ class InterpolatingSampler(VAESampler):
             zi, zj = self.anchors[(base + i).clamp_max(last)], self.anchors[(base + j).clamp_max(last)]
             z = torch.where((n > 0)[:, None], zi + u[:, 2:3] * (zj - zi), z)
         return self.decoder(z, labels)
+
+
+class ResidualSampler(VAESampler):
+    """``generate.sampler: residual``: edits of the training images (DAGAN-style, Antoniou et al. 2017).
+
+    For a sample of class ``c``: a training image ``x_i`` of ``c`` (uniformly) with code ``z_i``,
+    ``eps ~ N(0, I)`` and ``z = z_i + s L_c eps`` (``L_c L_c^T`` the class prior's covariance, ``s``
+    = ``generate.residual_scale``); the sample is ``x_i + D(z) - D(z_i)``, clipped to the pixel
+    range. The image keeps its own detail (the decoder's blur cancels in the difference) and gets
+    the decoder's change for a nearby code: a new stroke width, slant or pose. ``s = 0`` gives the
+    training image back. The reconstructions' residuals ``x_i - D(z_i)`` are computed once, here,
+    with the decoder as it is (put it in eval mode first). A class with no training image falls
+    back to the class prior. ``anchor_images`` are the training images (float ``(N, C, H, W)`` in
+    [-1, 1]) in the order of their codes ``anchors`` and labels ``anchor_labels``."""
+
+    def __init__(self, decoder: nn.Module, prior: ClassPrior, anchors: torch.Tensor, anchor_labels: torch.Tensor,
+                 anchor_images: torch.Tensor, scale: float = 1.0, batch: int = 256):
+        super().__init__(decoder, prior)
+        k = prior.mean.size(0)
+        order = torch.argsort(anchor_labels, stable=True)
+        counts = torch.bincount(anchor_labels, minlength=k)
+        z, y = anchors.float()[order].contiguous(), anchor_labels[order]
+        with torch.no_grad():
+            rec = [decoder(z[i : i + batch], y[i : i + batch]).float() for i in range(0, len(z), batch)]
+            residual = anchor_images.float()[order] - torch.cat(rec) if rec else anchor_images.float()
+        self.scale = float(scale)
+        self.register_buffer("anchors", z)
+        self.register_buffer("residuals", residual.contiguous())
+        self.register_buffer("counts", counts)
+        self.register_buffer("starts", torch.cumsum(counts, 0) - counts)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b = labels.size(0)
+        u = torch.rand(b, generator=generator, device=generator.device).to(labels.device)
+        eps = torch.randn(b, self.prior.mean.size(1), generator=generator, device=generator.device).to(labels.device)
+        z = self.prior.sample(labels, eps)  # classes without a training image keep their prior code
+        if not len(self.anchors):
+            return self.decoder(z, labels)
+        n = self.counts[labels]
+        m = n.clamp_min(1)
+        idx = (self.starts[labels] + (u * m).long().clamp_max(m - 1)).clamp_max(len(self.anchors) - 1)
+        has = n > 0
+        z = torch.where(has[:, None], self.anchors[idx] + self.scale * (z - self.prior.mean[labels]), z)
+        x = self.decoder(z, labels)
+        edited = (x.float() + self.residuals[idx]).clamp(-1.0, 1.0)
+        return torch.where(has[:, None, None, None], edited, x.float())

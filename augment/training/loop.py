@@ -51,7 +51,8 @@ def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, classical:
 
 def sampler_tensors(trainer: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
     """What the trained family saves with its checkpoint for sampling beyond its weights (the
-    VAE: the training images' codes, for ``generate.sampler: interpolate``); ``{}`` for a GAN."""
+    VAE: the training images' codes and the images, for ``generate.sampler: interpolate`` and
+    ``residual``); ``{}`` for a GAN."""
     fn = getattr(trainer, "sampler_tensors", None)
     return fn(images, labels) if fn is not None else {}
 

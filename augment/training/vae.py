@@ -101,11 +101,14 @@ class VAETrainer(ResumableCounters):
 
     def sampler_tensors(self, images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
         """Saved with the checkpoint: the posterior means of the training images (uint8 N,H,W,C)
-        and their labels, the anchors of ``generate.sampler: interpolate``."""
+        and their labels, the anchors of ``generate.sampler: interpolate``, and the images
+        themselves (uint8), which ``generate.sampler: residual`` edits."""
         E = getattr(self.E, "module", self.E)
-        x = to_tensor(np.ascontiguousarray(images), self.device)
+        images = np.ascontiguousarray(images)
+        x = to_tensor(images, self.device)
         y = torch.as_tensor(np.asarray(labels, np.int64), device=self.device)
-        return {"anchors": encode_anchors(E, x, y).cpu(), "anchor_labels": y.cpu()}
+        return {"anchors": encode_anchors(E, x, y).cpu(), "anchor_labels": y.cpu(),
+                "anchor_images": torch.from_numpy(images.astype(np.uint8, copy=True))}
 
     def sampler(self) -> nn.Module:
         G = getattr(self.G, "module", self.G)  # DDP-wrapped after distribute()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -132,6 +134,86 @@ def test_interpolated_codes_lie_between_two_training_codes_of_the_class():
         t = ((c0 - anchors[a]) @ d) / (d @ d)
         near = ((anchors[a] + t[:, None] * d - c0).norm(dim=1) < 1e-4) & (t > 0.05) & (t < 0.95)
         assert int(near.sum()) > 20
+
+
+def test_residual_samples_are_edits_of_a_training_image_of_their_class():
+    """generate.sampler = residual: a sample of class c is x_i + D(z) - D(z_i) for a training
+    image x_i of c, so the decoder's own error cancels (scale 0 gives the images back exactly,
+    although D(z_i) != x_i) and the edit is the decoder's change for the moved code; a class with
+    no training image gets the prior's sample; the draws are seeded."""
+    import torch
+
+    from augment.models.vae import ClassPrior, ResidualSampler
+
+    class Lin(torch.nn.Module):  # a "decoder" that reconstructs nothing exactly: 0.1 z + 0.3
+        def forward(self, z, y):
+            return 0.1 * z.view(-1, 1, 2, 2) + 0.3
+
+    images = torch.tensor([-0.6, -0.2, 0.2, 0.6])[:, None, None, None].expand(4, 1, 2, 2).contiguous()
+    labels = torch.tensor([1, 0, 1, 0])  # classes 0 and 1 have two images each, class 2 none
+    codes = torch.randn(4, 4, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0] * 300 + [1] * 300 + [2] * 300)
+    copies = ResidualSampler(Lin(), ClassPrior(4, 3), codes, labels, images, scale=0.0).sample(
+        y, torch.Generator().manual_seed(0))
+    for c, own in ((0, {-0.2, 0.6}), (1, {-0.6, 0.2})):
+        got = copies[y == c]
+        assert torch.allclose(got, got[:, :, :1, :1].expand_as(got))  # whole images, unedited
+        assert {round(v, 4) for v in got[:, 0, 0, 0].tolist()} == own  # both images of the class, no other
+    edits = ResidualSampler(Lin(), ClassPrior(4, 3), codes, labels, images, scale=1.0)
+    e = edits.sample(y, torch.Generator().manual_seed(1))
+    assert torch.equal(e, edits.sample(y, torch.Generator().manual_seed(1)))
+    for c, own in ((0, torch.tensor([-0.2, 0.6])), (1, torch.tensor([-0.6, 0.2]))):
+        got = e[y == c].flatten(1)
+        src = own[(got.mean(1, keepdim=True) - own).abs().argmin(1)]
+        change = got - src[:, None]  # = 0.1 * L eps with L = I: the decoder's change, not its error
+        assert abs(float(change.mean())) < 0.02 and 0.08 < float(change.std()) < 0.12
+    prior = e[y == 2]  # no training image: decoded prior codes, 0.1 eps + 0.3
+    assert abs(float(prior.mean()) - 0.3) < 0.02 and 0.08 < float(prior.std()) < 0.12
+
+
+@pytest.mark.slow
+def test_a_vae_checkpoint_carries_its_images_and_generates_residual_edits(workspace: Path):
+    """train saves the training images themselves with a VAE checkpoint; generate.sampler =
+    residual edits them reproducibly, records the scale, and a checkpoint whose images do not
+    fit it is refused with the fix named."""
+    import torch
+
+    from augment.cli import main
+    from augment.data.prepare import load_prepared
+    from augment.errors import CheckpointError
+    from augment.generation.generate import load_generator
+    from augment.generation.shards import iter_shards
+    from augment.models.checkpoint import Checkpoint, save_checkpoint
+    from augment.training.families import get_trainer_class
+    from tests.conftest import write_params
+
+    write_params(workspace / "params.yaml", {"train": {"family": "vae"},
+                                             "generate": {"sampler": "residual", "residual_scale": 0.5}})
+    assert main(["prepare", "--quiet"]) == 0 and main(["train", "--quiet"]) == 0
+    ck = Checkpoint("models/generator.safetensors")
+    x, y = load_prepared("data/prepared").subset("train")
+    extra = ck.extra_tensors()
+    assert np.array_equal(extra["anchor_images"].numpy(), x) and np.array_equal(extra["anchor_labels"].numpy(), y)
+    runs = []
+    for _ in range(2):
+        assert main(["generate", "--quiet"]) == 0
+        runs.append([s["images"] for s in iter_shards("data/generated")])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+    summary = json.loads(Path("data/generated/generate.json").read_text())
+    assert summary["sampler"] == "residual" and summary["residual_scale"] == 0.5
+    t = get_trainer_class("vae")(ck.cfg, ck.image_shape, len(ck.class_names), torch.device("cpu"))
+    ck.load_into(t.modules())
+    for name, images in {"none": None, "cropped": extra["anchor_images"][:, 1:],
+                         "float": extra["anchor_images"].float()}.items():
+        tensors = {k: v for k, v in extra.items() if k != "anchor_images" and not k.startswith("grid_")}
+        if images is not None:
+            tensors["anchor_images"] = images
+        save_checkpoint(workspace / f"{name}.safetensors", t.modules(), ck.cfg, ck.image_shape, ck.class_names,
+                        extra_tensors=tensors)
+        fix = "carries no training images.*re-run the train stage" if images is None else \
+            "training images are damaged.*re-run the train stage"
+        with pytest.raises(CheckpointError, match=fix):
+            load_generator(workspace / f"{name}.safetensors", "cpu", sampler="residual")
 
 
 @pytest.mark.slow
