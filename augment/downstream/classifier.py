@@ -299,18 +299,39 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -
 
 
 
-def mixing_weights(is_synthetic: np.ndarray, share: float | None) -> np.ndarray | None:
-    """Per-image draw weights so that synthetic images make up ``share`` of each batch."""
+def mixing_weights(is_synthetic: np.ndarray, share: float | None,
+                   labels: np.ndarray | None = None) -> np.ndarray | None:
+    """Per-image draw weights so that synthetic images make up ``share`` of each batch.
+
+    With ``labels`` (class indices), the share is taken *within each class*: a class keeps the draw
+    mass its real images have in the real set, and its synthetic images take ``share`` of it (all
+    of it stays real where the class has no synthetic image). The synthetic images then never
+    change how often each class is drawn -- an uneven acceptance (e.g. 79 samples of one digit and
+    none of another) does not tilt the classifier's class prior."""
     if share is None or not is_synthetic.any() or is_synthetic.all():
         return None
-    n_syn, n_real = int(is_synthetic.sum()), int((~is_synthetic).sum())
-    return np.where(is_synthetic, share / n_syn, (1 - share) / n_real)
+    if labels is None:
+        n_syn, n_real = int(is_synthetic.sum()), int((~is_synthetic).sum())
+        return np.where(is_synthetic, share / n_syn, (1 - share) / n_real)
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError("class-balanced mixing needs class indices, not soft labels")
+    k = int(labels.max()) + 1
+    real_counts = np.bincount(labels[~is_synthetic], minlength=k)
+    syn_counts = np.bincount(labels[is_synthetic], minlength=k)
+    mass = real_counts / real_counts.sum()  # the real set's class frequencies
+    real_part = np.where(syn_counts > 0, 1.0 - share, 1.0) * mass
+    syn_part = np.where(syn_counts > 0, share, 0.0) * mass
+    w = np.where(is_synthetic, syn_part[labels] / np.maximum(syn_counts[labels], 1),
+                 real_part[labels] / np.maximum(real_counts[labels], 1))
+    return w / w.sum()
 
 
 def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, spec: ClassifierSpec, seed: int,
                      device: torch.device, classical: ClassicalConfig | None = None,
                      syn_x: np.ndarray | None = None, syn_y: np.ndarray | None = None,
-                     share: float | None = None, make_model: ModelFactory | None = None) -> nn.Module:
+                     share: float | None = None, make_model: ModelFactory | None = None,
+                     class_balanced: bool = False) -> nn.Module:
     """The one downstream model every part of the pipeline trains: real images, optionally with
     classical augmentation (``classical``), optionally with synthetic images drawn at ``share`` of
     each batch (``None``: in proportion to their count; 0: no synthetic at all). ``syn_y`` may be
@@ -327,7 +348,9 @@ def train_downstream(real_x: np.ndarray, real_y: np.ndarray, num_classes: int, s
         if syn_y.ndim == 2 and real_y.ndim == 1:  # soft synthetic labels: the real ones one-hot
             real_y = np.eye(num_classes, dtype=np.float32)[real_y]
         y = np.concatenate([real_y, syn_y])
-        w = mixing_weights(np.r_[np.zeros(len(real_x), bool), np.ones(len(syn_x), bool)], share)
+        is_syn = np.r_[np.zeros(len(real_x), bool), np.ones(len(syn_x), bool)]
+        hard = syn_y.ndim == 1
+        w = mixing_weights(is_syn, share, np.concatenate([real_y, syn_y]) if class_balanced and hard else None)
     aug = classical_augmentation(classical, seed) if classical is not None else None
     return train_classifier(x, y, num_classes, spec, seed, augment=aug, device=device, sample_weights=w,
                             make_model=make_model)
