@@ -318,9 +318,10 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
                         "diversity_mean": _get(q, "sets", "generated", "diversity_ratio_mean")},
             "seconds": times,
             # the out-of-fold evidence behind the choice (crossfit mode): per candidate share
-            "crossfit_table": [{k: r[k] for k in ("synthetic_share", "fraction", "oof_accuracy", "nll_gain",
-                                                  "nll_gain_lower", "accuracy_gain", "accuracy_gain_ci_low",
-                                                  "accuracy_gain_ci_high")}
+            "crossfit_table": [{k: r.get(k) for k in ("synthetic_share", "fraction", "oof_accuracy", "nll_gain",
+                                                      "nll_gain_lower", "temperature", "scaled_nll_gain",
+                                                      "scaled_nll_gain_lower", "accuracy_gain",
+                                                      "accuracy_gain_ci_low", "accuracy_gain_ci_high")}
                                for r in (outs.get("crossfit") or {}).get("table", [])],
             # how finely the out-of-fold accuracy gain was seen (half-width of its 95 % interval)
             "crossfit_resolution": (outs.get("crossfit") or {}).get("accuracy_resolution"),

@@ -20,7 +20,11 @@ Every labelled image thus gets one out-of-fold prediction per candidate and seed
 with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
 margin whose one-sided confidence bound (paired over images) is above ``min_gain``, and is not
 worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
-and the report says so. The final generator is then trained on every labelled image (the
+and the report says so. With ``crossfit.calibrated_gain`` (default) the log-loss gain must also
+hold after each candidate's probabilities get their own best temperature
+(:func:`temperature_scaled_nll`): synthetic images often make a classifier less over-confident,
+which lowers its log-loss without making it right more often, and a gain that is only better
+calibration is not what the user's accuracy sees. The final generator is then trained on every labelled image (the
 ``train`` stage) and the merge stage applies the chosen share and fraction.
 
 The TEST split never reaches this module: the stage adapter passes the labelled train images only.
@@ -87,6 +91,30 @@ def paired_gain(diff: np.ndarray, confidence: float) -> dict[str, float]:
     lower = mean - _t_quantile(confidence, n - 1) * se
     half = _t_quantile(0.5 + confidence / 2, n - 1) * se
     return {"mean": mean, "lower": lower, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def temperature_scaled_nll(prob: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-image log-loss after the one temperature that minimises it (and that temperature).
+
+    ``prob``: class probabilities ``(seeds, images, classes)``; ``labels``: ``(images,)``. The
+    log-probabilities are divided by ``T`` and re-normalised (the predicted class never changes);
+    ``T`` is fitted on all of them at once, in log space over [1/20, 20]. Returns the log-loss per
+    image averaged over seeds. It measures how well a model *ranks* the classes, not how well its
+    confidence is scaled: two candidates compared so differ in what accuracy can see."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(prob, 1e-12, 1.0))
+    idx = np.arange(len(labels))
+
+    def per_image(log_t: float) -> np.ndarray:
+        z = logp / math.exp(log_t)
+        z = z - z.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=-1))
+        return (lse - z[:, idx, labels]).mean(axis=0)
+
+    best = minimize_scalar(lambda t: float(per_image(t).mean()), bounds=(-math.log(20), math.log(20)),
+                           method="bounded", options={"xatol": 1e-4})
+    return per_image(float(best.x)), float(math.exp(best.x))
 
 
 def accuracy_resolution(table: list[dict[str, Any]]) -> float | None:
@@ -170,6 +198,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     device = resolve_device(cfg.device)
     workers = resolve_workers(cfg.workers, cfg.folds * len(points) * len(cfg.seeds), device)
     # out-of-fold probability of the true class, per candidate, seed and image
+    prob_all = np.zeros((len(points), len(cfg.seeds), len(y), k))
     p_true = np.zeros((len(points), len(cfg.seeds), len(y)))
     correct = np.zeros_like(p_true)
     accepted_per_fold = []
@@ -199,6 +228,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             for i, (share, frac) in enumerate(points):
                 for j in range(len(cfg.seeds)):
                     prob = clf_jobs[f, i, j].result()
+                    prob_all[i, j, held] = prob
                     p_true[i, j, held] = prob[np.arange(held.sum()), y[held]]
                     correct[i, j, held] = prob.argmax(1) == y[held]
                 if progress:
@@ -206,26 +236,46 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                              f"out-of-fold accuracy {correct[i, :, held].mean():.4f}")
     nll = -np.log(np.clip(p_true, 1e-12, 1.0)).mean(axis=1)  # (candidates, images), averaged over seeds
     acc = correct.mean(axis=1)
+    scaled = [temperature_scaled_nll(prob_all[i], y) for i in range(len(points))]  # (per-image nll, T)
     table = []
     for i, (share, frac) in enumerate(points):
         gain_nll = paired_gain(nll[0] - nll[i], cfg.confidence)  # > 0: lower log-loss than real only
+        gain_cal = paired_gain(scaled[0][0] - scaled[i][0], cfg.confidence)  # the same, each at its best T
         gain_acc = paired_gain(acc[i] - acc[0], cfg.confidence)
         table.append({"synthetic_share": share, "fraction": frac, "synthetic_per_fold": synthetic_per_fold[i],
                       "oof_accuracy": float(acc[i].mean()),
                       "oof_nll": float(nll[i].mean()), "nll_gain": gain_nll["mean"], "nll_gain_lower": gain_nll["lower"],
+                      "temperature": scaled[i][1], "scaled_nll_gain": gain_cal["mean"],
+                      "scaled_nll_gain_lower": gain_cal["lower"],
                       "accuracy_gain": gain_acc["mean"], "accuracy_gain_ci_low": gain_acc["ci_low"],
                       "accuracy_gain_ci_high": gain_acc["ci_high"]})
     resolution = accuracy_resolution(table)
-    eligible = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and r["accuracy_gain"] >= 0.0]
+
+    def passes(r: dict[str, Any]) -> bool:
+        calibrated = not cfg.calibrated_gain or r["scaled_nll_gain_lower"] > cfg.min_gain
+        return r["nll_gain_lower"] > cfg.min_gain and calibrated and r["accuracy_gain"] >= 0.0
+
+    eligible = [r for r in table[1:] if passes(r)]
     if eligible:
         best = max(eligible, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))
         reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "
                   f"{best['nll_gain']:.4f} (one-sided {cfg.confidence:.0%} bound {best['nll_gain_lower']:.4f} > "
-                  f"{cfg.min_gain}) without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
+                  f"{cfg.min_gain}"
+                  + (f"; {best['scaled_nll_gain_lower']:.4f} at each candidate's best temperature"
+                     if cfg.calibrated_gain else "")
+                  + f") without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
     else:
         best = table[0]
         reason = ("no synthetic configuration beat real data + classical augmentation under cross-fitting "
-                  f"(out-of-fold log-loss gain bound <= {cfg.min_gain} or accuracy lower): merging none")
+                  f"(out-of-fold log-loss gain bound <= {cfg.min_gain}"
+                  + (", also at each candidate's best temperature," if cfg.calibrated_gain else "")
+                  + " or accuracy lower): merging none")
+        calib_only = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and r["accuracy_gain"] >= 0.0]
+        if calib_only and cfg.calibrated_gain:
+            r = calib_only[0]
+            reason += (f". Share {r['synthetic_share']} lowered the log-loss (bound {r['nll_gain_lower']:.4f}) but "
+                       f"not at each candidate's best temperature (bound {r['scaled_nll_gain_lower']:.4f}): it made "
+                       "the classifier less over-confident, not right more often")
         if resolution is not None:
             reason += (f". On {len(y)} labelled images the out-of-fold accuracy gain is known to about "
                        f"+/-{100 * resolution:.1f} points (95 %): a smaller gain or loss cannot be told from noise "
@@ -233,7 +283,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     return {
         "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
-        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "images": int(len(y)), "workers": workers,
+        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain, "images": int(len(y)), "workers": workers,
         "realise": realise, "accuracy_resolution": resolution,
         "accepted_per_fold": accepted_per_fold, "table": table,
     }

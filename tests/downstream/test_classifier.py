@@ -106,3 +106,26 @@ def test_bad_soft_labels_are_refused_before_training(labels, match):
     with pytest.raises(ValueError, match=match):
         train_classifier(_bar_images(4, 0, False), labels, 2, ClassifierSpec(steps=2, width=8), 0,
                          device=torch.device("cpu"))
+
+
+def test_a_share_within_each_class_keeps_the_real_class_frequencies():
+    """mixing_weights with labels: 30 samples of class 0, 2 of class 1, none of class 2 do not
+    change how often each class is drawn; each class with samples draws them at the share; a
+    class without any stays all real. Without labels the share is global and tilts the classes."""
+    from augment.downstream.classifier import mixing_weights
+
+    labels = np.r_[np.repeat([0, 1, 2], [10, 10, 20]), np.repeat([0, 1], [30, 2])]
+    syn = np.r_[np.zeros(40, bool), np.ones(32, bool)]
+    w = mixing_weights(syn, 0.25, labels)
+    assert w.sum() == pytest.approx(1.0) and (w > 0).all()
+    mass = [w[labels == c].sum() for c in range(3)]
+    assert mass == pytest.approx([0.25, 0.25, 0.5])  # the real set's class frequencies
+    assert w[(labels == 0) & syn].sum() / mass[0] == pytest.approx(0.25)
+    assert w[(labels == 1) & syn].sum() / mass[1] == pytest.approx(0.25)
+    assert np.ptp(w[(labels == 0) & syn]) == 0 and np.ptp(w[(labels == 2)]) == 0  # equal within a group
+    tilted = mixing_weights(syn, 0.25)
+    assert tilted[syn].sum() == pytest.approx(0.25)
+    assert tilted[labels == 0].sum() > 0.35 and tilted[labels == 1].sum() < 0.21  # the global share tilts
+    assert mixing_weights(syn, None, labels) is None
+    with pytest.raises(ValueError, match="class indices"):
+        mixing_weights(syn, 0.25, np.eye(3)[labels])

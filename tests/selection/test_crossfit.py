@@ -97,11 +97,23 @@ def test_harmful_synthetic_data_is_not_merged(monkeypatch):
     assert len(out["accepted_per_fold"]) == 3
 
 
+def _faint(n_per: int, k: int = 3, size: int = 8, seed: int = 0):
+    """Like :func:`_structured` but the class rows only 40 brighter than a 0-160 background:
+    4 real images per class leave the classifier wrong on about a fifth of the held-out ones."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 160, (k * n_per, size, size, 1)).astype(np.int32)
+    y = np.repeat(np.arange(k), n_per)
+    for i, c in enumerate(y):
+        x[i, 2 * c:2 * c + 2, :, 0] += 40
+    return x.astype(np.uint8), y
+
+
 def test_helpful_synthetic_data_is_merged(monkeypatch):
-    """With two real images per class in each fit, many clean extra examples of the right class
-    lower the out-of-fold log-loss clearly: that share is chosen."""
-    x, y = _structured(3)
-    big_x, big_y = _structured(40, seed=1)
+    """With four real images per class in each fit, many clean extra examples of the right class
+    make the out-of-fold predictions right more often and lower the log-loss clearly, also at each
+    candidate's best temperature: that share is chosen."""
+    x, y = _faint(6)
+    big_x, big_y = _faint(40, seed=1)
 
     def fake_candidates(fx, fy, class_names, *args):
         return big_x, big_y, np.ones(len(big_y))
@@ -112,11 +124,46 @@ def test_helpful_synthetic_data_is_merged(monkeypatch):
     out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
                                    FilterConfig(), ClassicalConfig(rotate=0.0, translate=0.0, scale=0.0))
     row = out["table"][1]
-    assert row["nll_gain"] > 0
-    if row["nll_gain_lower"] > 0 and row["accuracy_gain"] >= 0:
-        assert out["synthetic_share"] == 0.5
-    else:  # the rule is conservative: never merge without evidence
-        assert out["synthetic_share"] == 0.0
+    assert row["accuracy_gain"] > 0.05 and row["nll_gain_lower"] > 0.1 and row["scaled_nll_gain_lower"] > 0.1
+    assert out["synthetic_share"] == 0.5 and not out["no_synthetic"]
+    assert "at each candidate's best temperature" in out["reason"]
+
+
+def test_a_gain_that_is_only_less_over_confidence_is_not_merged(monkeypatch):
+    """Real only: the right class for 4 of 5 images at p = 0.99, the wrong one for the fifth, also
+    at 0.99. With synthetic data: the same predictions at p = 0.7. Its log-loss is far lower, but
+    accuracy cannot see the difference: at each candidate's best temperature the two are the same,
+    so nothing is merged and the report says why. With crossfit.calibrated_gain off it is merged."""
+    x, y = _structured(30)
+    noise = x[:, 7, 7, 0].astype(int)  # the background pixel picks the misclassified images
+
+    def fake_candidates(fx, fy, class_names, *args):
+        return fx, fy, np.ones(len(fx))
+
+    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
+        wrong = held_x[:, 7, 7, 0].astype(int) % 5 == 0
+        pred = np.where(wrong, (true + 1) % k, true)
+        top = 0.7 if share else 0.99
+        prob = np.full((len(held_x), k), (1 - top) / (k - 1))
+        prob[np.arange(len(held_x)), pred] = top
+        return prob
+
+    assert 0 < (noise % 5 == 0).sum() < len(y)
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1)
+    args = (x, y, ["a", "b", "c"])
+    rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
+    out = crossfit.crossfit_select(*args, cfg, *rest)
+    row = out["table"][1]
+    assert row["nll_gain_lower"] > 0 and row["accuracy_gain"] == 0.0  # raw log-loss: a clear "gain"
+    assert row["scaled_nll_gain"] == pytest.approx(0.0, abs=1e-6) and row["scaled_nll_gain_lower"] <= 0
+    assert out["table"][0]["temperature"] > 1 > row["temperature"] * 0.99  # real only is over-confident
+    assert out["no_synthetic"] and out["calibrated_gain"]
+    assert "less over-confident, not right more often" in out["reason"]
+    loose = crossfit.crossfit_select(*args, dataclasses.replace(cfg, calibrated_gain=False), *rest)
+    assert loose["synthetic_share"] == 0.25 and "best temperature" not in loose["reason"]
 
 
 def test_worker_processes_give_the_same_choice_as_one_process():
