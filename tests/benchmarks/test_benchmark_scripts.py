@@ -230,3 +230,56 @@ def test_sample_edit_screen_runs_and_reports_paired_intervals(tmp_path: Path):
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
     rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
+
+
+@pytest.mark.slow
+def test_class_balance_screen_runs_and_records_what_the_predictions_lean_to(tmp_path: Path):
+    """The class-balance screen trains every variant on the same seeds, records per-class accuracy
+    and predicted class frequencies, and reports each variant paired with (b)."""
+    from benchmarks import screen_class_balance as screen
+
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
+                        'filter.filters=["memorisation"]', "evaluate.steps=5", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert set(res["accuracy"]) == set(screen.VARIANTS) and all(len(v) == 2 for v in res["accuracy"].values())
+    assert all(sum(p) == pytest.approx(1.0) for p in res["predicted_share"].values())
+    assert len(res["accepted_per_class"]) == 10 and sum(res["accepted_per_class"]) == res["accepted"]
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]
+    assert len(rows) == 2  # the paired row and the lean row
+    assert len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
+
+
+def test_crossfit_rule_screen_derives_each_rules_choice_from_the_table():
+    """A candidate whose log-loss gain vanishes at its best temperature is chosen by the raw rule
+    only; one that holds at both is chosen by both; lower accuracy rules it out for both."""
+    from benchmarks.screen_crossfit_rule import choice
+
+    real = {"synthetic_share": 0.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "scaled_nll_gain_lower": 0.0,
+            "accuracy_gain": 0.0}
+    soft = {**real, "synthetic_share": 0.25, "nll_gain": 0.03, "nll_gain_lower": 0.01, "scaled_nll_gain_lower": -0.01}
+    both = {**real, "synthetic_share": 0.5, "nll_gain": 0.02, "nll_gain_lower": 0.005, "scaled_nll_gain_lower": 0.002}
+    assert choice([real, soft, both], calibrated=False) == 0.25  # the larger raw gain
+    assert choice([real, soft, both], calibrated=True) == 0.5
+    assert choice([real, soft], calibrated=True) == 0.0
+    assert choice([real, {**both, "accuracy_gain": -0.01}], calibrated=False) == 0.0
+
+
+@pytest.mark.slow
+def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
+    from benchmarks import screen_crossfit_rule as screen
+
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0",
+                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
+                        'filter.filters=["memorisation"]', "crossfit.steps=5", "crossfit.seeds=[0]",
+                        "crossfit.folds=2", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert [r["synthetic_share"] for r in res["table"]] == [0.0, 0.25, 0.5]
+    assert res["chosen"] == res["choice_calibrated_rule"]  # the stage runs the calibrated rule by default
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    assert len([line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]) == 1

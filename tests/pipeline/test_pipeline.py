@@ -118,6 +118,7 @@ def test_crossfit_quota_end_to_end(workspace: Path):
     table = read_csv("data/crossfit/table.csv")
     assert [r["synthetic_share"] for r in table] == ["0.0", "0.5"]
     assert table[0]["synthetic_per_fold"] == "0 0" and len(table[1]["synthetic_per_fold"].split()) == 2
+    assert float(table[1]["temperature"]) > 0 and float(table[1]["scaled_nll_gain_lower"]) <= float(table[1]["scaled_nll_gain"])
     summary = json.loads(Path("data/augmented/summary.json").read_text())
     rows = read_csv("data/augmented/manifest.csv")
     assert len({r["weight"] for r in rows}) == 1  # uniform: the count realises the share
