@@ -243,7 +243,7 @@ class CrossfitConfig:
     confidence: float = 0.95  # one-sided bound on the out-of-fold log-loss gain
     min_gain: float = 0.0  # the bound must exceed this for synthetic data to be merged
     # the bound must also exceed min_gain after each candidate gets its own best temperature: a
-    # log-loss gain that is only a less over-confident classifier does not count
+    # log-loss gain that is only in how confident the classifier is does not count
     calibrated_gain: bool = True
     seed: int = 0  # fold assignment
     device: str = "auto"

@@ -22,8 +22,8 @@ margin whose one-sided confidence bound (paired over images) is above ``min_gain
 worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
 and the report says so. With ``crossfit.calibrated_gain`` (default) the log-loss gain must also
 hold after each candidate's probabilities get their own best temperature
-(:func:`temperature_scaled_nll`): synthetic images often make a classifier less over-confident,
-which lowers its log-loss without making it right more often, and a gain that is only better
+(:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
+which changes its log-loss without making it right more often, and a gain that is only better
 calibration is not what the user's accuracy sees. The final generator is then trained on every labelled image (the
 ``train`` stage) and the merge stage applies the chosen share and fraction.
 
@@ -274,8 +274,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         if calib_only and cfg.calibrated_gain:
             r = calib_only[0]
             reason += (f". Share {r['synthetic_share']} lowered the log-loss (bound {r['nll_gain_lower']:.4f}) but "
-                       f"not at each candidate's best temperature (bound {r['scaled_nll_gain_lower']:.4f}): it made "
-                       "the classifier less over-confident, not right more often")
+                       f"not at each candidate's best temperature (bound {r['scaled_nll_gain_lower']:.4f}): the gain "
+                       "was in how confident the classifier is, which accuracy does not see")
         if resolution is not None:
             reason += (f". On {len(y)} labelled images the out-of-fold accuracy gain is known to about "
                        f"+/-{100 * resolution:.1f} points (95 %): a smaller gain or loss cannot be told from noise "

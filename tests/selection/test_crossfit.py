@@ -161,7 +161,7 @@ def test_a_gain_that_is_only_less_over_confidence_is_not_merged(monkeypatch):
     assert row["scaled_nll_gain"] == pytest.approx(0.0, abs=1e-6) and row["scaled_nll_gain_lower"] <= 0
     assert out["table"][0]["temperature"] > 1 > row["temperature"] * 0.99  # real only is over-confident
     assert out["no_synthetic"] and out["calibrated_gain"]
-    assert "less over-confident, not right more often" in out["reason"]
+    assert "how confident the classifier is, which accuracy does not see" in out["reason"]
     loose = crossfit.crossfit_select(*args, dataclasses.replace(cfg, calibrated_gain=False), *rest)
     assert loose["synthetic_share"] == 0.25 and "best temperature" not in loose["reason"]
 
