@@ -170,6 +170,11 @@ def test_utility_report_lists_each_command_once_without_repeating_old_notes():
     ]
 
 
+# the screens' pipeline at a size that runs in seconds: 4 training iterations, 6 samples per class, memorisation filter only
+TINY_SCREEN = ["train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
+               'filter.filters=["memorisation"]']
+
+
 @pytest.mark.slow
 def test_soft_label_screen_runs_and_reports_paired_intervals(tmp_path: Path):
     """The soft-label screen trains every variant on the same seeds and its report pairs each with
@@ -178,8 +183,7 @@ def test_soft_label_screen_runs_and_reports_paired_intervals(tmp_path: Path):
 
     run = tmp_path / "run.json"
     assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1", "--teachers", "2",
-                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
-                        'filter.filters=["memorisation"]', "evaluate.steps=5", "--json", str(run)]) == 0
+                        "--set", *TINY_SCREEN, "evaluate.steps=5", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert set(res["accuracy"]) == set(screen.VARIANTS) and all(len(v) == 2 for v in res["accuracy"].values())
     assert len(res["teacher_single"]) == 2 and res["meta"]["command"].endswith(str(run))
@@ -222,8 +226,7 @@ def test_sample_edit_screen_runs_and_reports_paired_intervals(tmp_path: Path):
 
     run = tmp_path / "run.json"
     assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
-                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
-                        'filter.filters=["memorisation"]', "evaluate.steps=5", "--json", str(run)]) == 0
+                        "--set", *TINY_SCREEN, "evaluate.steps=5", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert set(res["accuracy"]) == set(screen.VARIANTS) and all(len(v) == 2 for v in res["accuracy"].values())
     md = tmp_path / "screen.md"
@@ -240,8 +243,7 @@ def test_class_balance_screen_runs_and_records_what_the_predictions_lean_to(tmp_
 
     run = tmp_path / "run.json"
     assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
-                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
-                        'filter.filters=["memorisation"]', "evaluate.steps=5", "--json", str(run)]) == 0
+                        "--set", *TINY_SCREEN, "evaluate.steps=5", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert set(res["accuracy"]) == set(screen.VARIANTS) and all(len(v) == 2 for v in res["accuracy"].values())
     assert all(sum(p) == pytest.approx(1.0) for p in res["predicted_share"].values())
@@ -274,8 +276,7 @@ def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
 
     run = tmp_path / "run.json"
     assert screen.main(["--setting", "digits8_5", "--gen-seed", "0",
-                        "--set", "train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
-                        'filter.filters=["memorisation"]', "crossfit.steps=5", "crossfit.seeds=[0]",
+                        "--set", *TINY_SCREEN, "crossfit.steps=5", "crossfit.seeds=[0]",
                         "crossfit.folds=2", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert [r["synthetic_share"] for r in res["table"]] == [0.0, 0.25, 0.5]
