@@ -24,8 +24,10 @@ and the report says so. With ``crossfit.calibrated_gain`` (default) the log-loss
 hold after each candidate's probabilities get their own best temperature
 (:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
 which changes its log-loss without making it right more often, and a gain that is only better
-calibration is not what the user's accuracy sees. The final generator is then trained on every labelled image (the
-``train`` stage) and the merge stage applies the chosen share and fraction.
+calibration is not what the user's accuracy sees. (Where real only is right on every out-of-fold
+image, the best temperature drives both log-losses to about 0 and nothing is merged.) The final
+generator is then trained on every labelled image (the ``train`` stage) and the merge stage applies
+the chosen share and fraction.
 
 The TEST split never reaches this module: the stage adapter passes the labelled train images only.
 """
@@ -283,7 +285,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     return {
         "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
-        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain, "images": int(len(y)), "workers": workers,
+        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
+        "images": int(len(y)), "workers": workers,
         "realise": realise, "accuracy_resolution": resolution,
         "accepted_per_fold": accepted_per_fold, "table": table,
     }
