@@ -86,11 +86,7 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
     names = list(VARIANTS)
     lines = S.report_header("Screen: a global synthetic share or one within each class", files, runs, command,
                             note)
-    lines += ["", "Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
-              "mean and 95 % t-interval.", "",
-              "| setting | classifier | overrides | gen seeds | accepted per class | b | "
-              + " | ".join(f"{v} − b" for v in names[1:]) + " |",
-              "|---|---|---|---|---|---|" + "---|" * (len(names) - 1)]
+    lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "accepted per class", "b"], names[1:])
     for (setting, family, sets), rs in S.group_runs(runs):
         b = [a for r in rs for a in r["accuracy"]["b"]]
         lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "

@@ -140,11 +140,8 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
     runs = [json.loads(Path(f).read_text()) for f in files]
     lines = S.report_header("Screen: edits that make the samples look more like real images", files, runs, command,
                             note)
-    lines += ["", "Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
-              "mean and 95 % t-interval. Every variant adds its images at share 0.25.", "",
-              "| setting | classifier | overrides | gen seeds | accepted | b | "
-              + " | ".join(f"{v} − b" for v in VARIANTS[1:]) + " |",
-              "|---|---|---|---|---|---|" + "---|" * (len(VARIANTS) - 1)]
+    lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "accepted", "b"], VARIANTS[1:],
+                             "Every variant adds its images at share 0.25.")
     for (setting, family, sets), rs in S.group_runs(runs):
         b = [a for r in rs for a in r["accuracy"]["b"]]
         cells = S.paired_cells(rs, VARIANTS[1:])

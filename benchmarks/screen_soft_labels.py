@@ -99,12 +99,10 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], teachers: int, family
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
     runs = [json.loads(Path(f).read_text()) for f in files]
     lines = S.report_header("Screen: soft labels for the synthetic images", files, runs, command, note)
-    lines += ["", "Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
-              "mean and 95 % t-interval. Teacher: the ensemble that gives the soft labels (mean of its "
-              "members' test accuracy / the ensemble's).", "",
-              "| setting | classifier | overrides | gen seeds | accepted | teacher single / ensemble | b | "
-              + " | ".join(f"{v} − b" for v in VARIANTS[1:]) + " |",
-              "|---|---|---|---|---|---|---|" + "---|" * (len(VARIANTS) - 1)]
+    lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "accepted",
+                              "teacher single / ensemble", "b"], VARIANTS[1:],
+                             "Teacher: the ensemble that gives the soft labels (mean of its members' test accuracy / "
+                             "the ensemble's).")
     for (setting, family, sets), rs in S.group_runs(runs):
         b = [a for r in rs for a in r["accuracy"]["b"]]
         cells = S.paired_cells(rs, VARIANTS[1:])

@@ -96,6 +96,15 @@ def group_runs(runs: list[dict]) -> list[tuple[tuple[str, str, str], list[dict]]
     return sorted(groups.items())
 
 
+def paired_header(columns: list[str], variants: list[str], caption: str = "") -> list[str]:
+    """The caption and header of a screen's paired table: ``columns`` (ending with ``b``), then one
+    ``<variant> − b`` column per variant; ``caption`` adds a sentence to the standard one."""
+    head = columns + [f"{v} − b" for v in variants]
+    text = ("Test accuracy (%); the paired difference to `b` per (generator seed x classifier seed) pair, "
+            "mean and 95 % t-interval." + (f" {caption}" if caption else ""))
+    return ["", text, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def paired_cells(rs: list[dict], variants: list[str]) -> list[str]:
     """Per variant, the paired difference to ``b`` in points over every (generator seed x
     classifier seed) pair, mean and 95 % t-interval; "—" where a run lacks the variant."""

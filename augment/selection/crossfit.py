@@ -199,10 +199,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     points = candidates(cfg)
     device = resolve_device(cfg.device)
     workers = resolve_workers(cfg.workers, cfg.folds * len(points) * len(cfg.seeds), device)
-    # out-of-fold probability of the true class, per candidate, seed and image
+    # out-of-fold class probabilities, per candidate, seed and image
     prob_all = np.zeros((len(points), len(cfg.seeds), len(y), k))
-    p_true = np.zeros((len(points), len(cfg.seeds), len(y)))
-    correct = np.zeros_like(p_true)
     accepted_per_fold = []
     synthetic_per_fold: list[list[int]] = [[] for _ in points]  # images the candidate adds, per fold
     with process_pool(workers) as pool:
@@ -229,13 +227,13 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             held = folds == f
             for i, (share, frac) in enumerate(points):
                 for j in range(len(cfg.seeds)):
-                    prob = clf_jobs[f, i, j].result()
-                    prob_all[i, j, held] = prob
-                    p_true[i, j, held] = prob[np.arange(held.sum()), y[held]]
-                    correct[i, j, held] = prob.argmax(1) == y[held]
+                    prob_all[i, j, held] = clf_jobs[f, i, j].result()
                 if progress:
+                    fold_acc = (prob_all[i][:, held].argmax(-1) == y[held]).mean()
                     progress(f"crossfit fold {f + 1}/{cfg.folds} share {share} fraction {frac}: "
-                             f"out-of-fold accuracy {correct[i, :, held].mean():.4f}")
+                             f"out-of-fold accuracy {fold_acc:.4f}")
+    p_true = prob_all[:, :, np.arange(len(y)), y]  # probability of the true class
+    correct = prob_all.argmax(-1) == y
     nll = -np.log(np.clip(p_true, 1e-12, 1.0)).mean(axis=1)  # (candidates, images), averaged over seeds
     acc = correct.mean(axis=1)
     scaled = [temperature_scaled_nll(prob_all[i], y) for i in range(len(points))]  # (per-image nll, T)
