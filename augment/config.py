@@ -240,7 +240,9 @@ class CrossfitConfig:
     # the classifier the share is chosen with: smallcnn | lenet | mlp | "package.module:function"
     # (your own; augment/downstream/models.py). Set evaluate.model to the same.
     model: str = "smallcnn"
-    confidence: float = 0.95  # one-sided bound on the out-of-fold log-loss gain
+    # one-sided bound on the out-of-fold log-loss gain, for all candidates together: with m
+    # synthetic candidates (shares x fractions) each is tested at 1 - (1 - confidence) / m
+    confidence: float = 0.95
     min_gain: float = 0.0  # the bound must exceed this for synthetic data to be merged
     # the bound must also exceed min_gain after each candidate gets its own best temperature: a
     # log-loss gain that is only in how confident the classifier is does not count

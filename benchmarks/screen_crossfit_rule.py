@@ -6,9 +6,13 @@ setting, generator seed and ``--set`` overrides. Only the rule that reads the ta
 screen runs those stages (as ``benchmarks/utility.py`` runs them: crossfit mode, default
 ``params.yaml``, ``--set`` overrides; the test split is never read) and records the out-of-fold
 table with both bounds: the raw log-loss gain and the gain at each candidate's best temperature.
-From the table it derives the choice of both rules: ``crossfit.calibrated_gain`` off (the rule
-before 2026-12-02) and on (the default since). What a choice does on the test set is in the
-utility benchmark's run of the same setting and seed: merging none gives (d) = (b) exactly.
+From the table it derives the choice of three rules: ``crossfit.calibrated_gain`` off (the rule
+before 2026-12-02); on, each candidate tested at ``crossfit.confidence`` (2026-12-02, 00:00 to
+04:00 UTC); on, with ``confidence`` held over all candidates together (Bonferroni, the default
+since). A bound at another level is recomputed from the stored mean and bound (the t-interval's
+standard error), so runs stored before the change are re-read too. What a choice does on the test
+set is in the utility benchmark's run of the same setting and seed: merging none gives (d) = (b)
+exactly.
 
     python benchmarks/screen_crossfit_rule.py --setting mnist28_10 --gen-seed 0 --json R0.json
     python benchmarks/screen_crossfit_rule.py --aggregate R0.json R1.json --out docs/screens/crossfit_rule.md
@@ -25,13 +29,49 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
+from augment.selection.crossfit import _t_quantile, candidate_confidence  # noqa: E402
 
 
-def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0) -> float:
-    """The share a rule picks from an out-of-fold table (0.0: none), as ``crossfit_select`` does."""
-    ok = [r for r in table[1:] if r["nll_gain_lower"] > min_gain and r["accuracy_gain"] >= 0.0
-          and (not calibrated or r["scaled_nll_gain_lower"] > min_gain)]
+CLASSES = {"digits": 10, "mnist": 10, "lfw": 2}  # for runs stored before "images" was recorded
+CONFIDENCE = 0.95  # crossfit.confidence of every run here (the default)
+
+
+def lower_at(row: dict, key: str, images: int, stored: float, level: float) -> float:
+    """``row[key]``'s one-sided lower bound at ``level``, from its mean and its bound at ``stored``
+    (paired t over ``images``, as :func:`augment.selection.crossfit.paired_gain`)."""
+    mean, lower = row[key], row[key + "_lower"]
+    if level == stored:
+        return lower
+    se = (mean - lower) / _t_quantile(stored, images - 1)
+    return mean - _t_quantile(level, images - 1) * se
+
+
+def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywise: bool = False,
+           images: int = 0, stored: float = CONFIDENCE) -> float:
+    """The share a rule picks from an out-of-fold table (0.0: none), as ``crossfit_select`` does;
+    ``familywise``: each candidate tested at the Bonferroni level (``images``: the labelled count,
+    ``stored``: the level the table's bounds were written at)."""
+    level = candidate_confidence(CONFIDENCE, len(table) - 1) if familywise else CONFIDENCE
+
+    def bound(r: dict, key: str) -> float:
+        return lower_at(r, key, images, stored, level) if level != stored else r[key + "_lower"]
+
+    ok = [r for r in table[1:] if bound(r, "nll_gain") > min_gain and r["accuracy_gain"] >= 0.0
+          and (not calibrated or bound(r, "scaled_nll_gain") > min_gain)]
     return max(ok, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))["synthetic_share"] if ok else 0.0
+
+
+def images_of(run: dict) -> int:
+    spec = S.U.SETTINGS[run["setting"]]
+    return int(run.get("images") or spec["per_class"] * CLASSES[spec["data"]])
+
+
+def choices(run: dict) -> dict[str, float]:
+    """Each rule's choice from a stored run's table."""
+    n, stored = images_of(run), run.get("candidate_confidence", CONFIDENCE)
+    t = run["table"]
+    return {"raw": choice(t, False, images=n, stored=stored), "calibrated": choice(t, True, images=n, stored=stored),
+            "familywise": choice(t, True, familywise=True, images=n, stored=stored)}
 
 
 def run(setting: str, gen_seed: int, overrides: dict) -> dict:
@@ -42,38 +82,50 @@ def run(setting: str, gen_seed: int, overrides: dict) -> dict:
         t0 = time.perf_counter()
         sel = stage(fr.cfg, fr.paths, progress=False)
         fr.seconds["crossfit"] = round(time.perf_counter() - t0, 1)
-        accepted = int(len(fr.sx))
+        accepted, images = int(len(fr.sx)), int(len(fr.ry))
     keys = ("synthetic_share", "fraction", "oof_accuracy", "nll_gain", "nll_gain_lower", "temperature",
             "scaled_nll_gain", "scaled_nll_gain_lower", "accuracy_gain", "accuracy_gain_ci_low",
             "accuracy_gain_ci_high")
     table = [{k: r[k] for k in keys} for r in sel["table"]]
-    return {"setting": setting, "gen_seed": gen_seed, "accepted": accepted, "table": table,
-            "chosen": sel["synthetic_share"], "reason": sel["reason"],
-            "choice_raw_rule": choice(table, False), "choice_calibrated_rule": choice(table, True),
-            "seconds": fr.seconds}
+    out = {"setting": setting, "gen_seed": gen_seed, "accepted": accepted, "images": images, "table": table,
+           "candidate_confidence": sel["candidate_confidence"], "chosen": sel["synthetic_share"],
+           "reason": sel["reason"], "seconds": fr.seconds}
+    c = choices(out)
+    out.update(choice_raw_rule=c["raw"], choice_calibrated_rule=c["calibrated"], choice_familywise_rule=c["familywise"])
+    return out
 
 
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
     runs = [json.loads(Path(f).read_text()) for f in files]
     lines = S.report_header("Screen: the cross-fitted choice with and without the calibrated bound", files, runs,
                             command, note)
-    lines += ["", "Per run and synthetic candidate: out-of-fold accuracy gain (points), the one-sided 95 % bound "
-              "of the log-loss gain as it is and at each candidate's best temperature, that temperature "
-              "(real only's in brackets), and the share each rule chooses (0 = merge none).", "",
+    lines += ["", "Per run and synthetic candidate: out-of-fold accuracy gain (points), the one-sided bound of the "
+              "log-loss gain as it is and at each candidate's best temperature, each at 95 % per candidate and, "
+              "in brackets, at the Bonferroni level that holds 95 % over the run's candidates (97.5 % for two), "
+              "that temperature (real only's in brackets), and the share each rule chooses (0 = merge none): "
+              "raw (calibrated_gain off), calibrated (per candidate), familywise (calibrated, 95 % over all "
+              "candidates: the default).", "",
               "| setting | overrides | gen seed | accepted | share | accuracy gain | log-loss bound | "
-              "bound at best T | T (real only) | chosen, raw rule | chosen, calibrated rule |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "bound at best T | T (real only) | chosen: raw | calibrated | familywise |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["setting"], json.dumps(r["meta"].get("set", {})), r["gen_seed"])):
         sets = json.dumps(r["meta"].get("set", {}))
         t0 = r["table"][0]["temperature"]
+        n, stored = images_of(r), r.get("candidate_confidence", CONFIDENCE)
+        fw = candidate_confidence(CONFIDENCE, len(r["table"]) - 1)
+        c = choices(r)
         for i, row in enumerate(r["table"][1:]):
             first = i == 0
+            b = {k: (lower_at(row, k, n, stored, CONFIDENCE), lower_at(row, k, n, stored, fw))
+                 for k in ("nll_gain", "scaled_nll_gain")}
             lines.append(f"| {r['setting'] if first else ''} | {(sets if sets != '{}' else 'default') if first else ''} | "
                          f"{r['gen_seed'] if first else ''} | {r['accepted'] if first else ''} | "
                          f"{row['synthetic_share']} | {100 * row['accuracy_gain']:+.1f} | "
-                         f"{row['nll_gain_lower']:+.4f} | {row['scaled_nll_gain_lower']:+.4f} | "
+                         f"{b['nll_gain'][0]:+.4f} ({b['nll_gain'][1]:+.4f}) | "
+                         f"{b['scaled_nll_gain'][0]:+.4f} ({b['scaled_nll_gain'][1]:+.4f}) | "
                          f"{row['temperature']:.2f} ({t0:.2f}) | "
-                         f"{r['choice_raw_rule'] if first else ''} | {r['choice_calibrated_rule'] if first else ''} |")
+                         + (" | ".join(str(c[k]) for k in ("raw", "calibrated", "familywise")) if first else " | ")
+                         + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 

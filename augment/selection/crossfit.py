@@ -19,7 +19,10 @@ fold ``k``:
 Every labelled image thus gets one out-of-fold prediction per candidate and seed. A candidate
 with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
 margin whose one-sided confidence bound (paired over images) is above ``min_gain``, and is not
-worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
+worse on out-of-fold accuracy. ``confidence`` holds for all candidates together: with ``m``
+synthetic candidates each bound is taken at ``1 - (1 - confidence) / m``
+(:func:`candidate_confidence`), so a longer grid of shares does not raise the chance of merging
+data that does not help; otherwise the choice is share 0 -- *merge no synthetic image* --
 and the report says so. With ``crossfit.calibrated_gain`` (default) the log-loss gain must also
 hold after each candidate's probabilities get their own best temperature
 (:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
@@ -93,6 +96,19 @@ def paired_gain(diff: np.ndarray, confidence: float) -> dict[str, float]:
     lower = mean - _t_quantile(confidence, n - 1) * se
     half = _t_quantile(0.5 + confidence / 2, n - 1) * se
     return {"mean": mean, "lower": lower, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def candidate_confidence(confidence: float, candidates: int) -> float:
+    """The one-sided level each of ``candidates`` synthetic candidates is tested at so that, when
+    none of them helps, the chance that any is merged stays at most ``1 - confidence`` (Bonferroni:
+    any candidate that passes is merged, so the errors add up). One candidate: ``confidence``."""
+    return 1.0 - (1.0 - confidence) / max(int(candidates), 1)
+
+
+def _level_text(confidence: float, level: float) -> str:
+    if math.isclose(confidence, level):
+        return f"{confidence:.0%}"
+    return f"{100 * level:.4g}% (= {confidence:.0%} over all candidates)"
 
 
 def temperature_scaled_nll(prob: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
@@ -237,10 +253,13 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     nll = -np.log(np.clip(p_true, 1e-12, 1.0)).mean(axis=1)  # (candidates, images), averaged over seeds
     acc = correct.mean(axis=1)
     scaled = [temperature_scaled_nll(prob_all[i], y) for i in range(len(points))]  # (per-image nll, T)
+    # The chance of merging when no candidate helps is held at 1 - confidence over all of them, not
+    # per candidate: any one that passes is merged, so each bound is taken at the Bonferroni level.
+    level = candidate_confidence(cfg.confidence, len(points) - 1)
     table = []
     for i, (share, frac) in enumerate(points):
-        gain_nll = paired_gain(nll[0] - nll[i], cfg.confidence)  # > 0: lower log-loss than real only
-        gain_cal = paired_gain(scaled[0][0] - scaled[i][0], cfg.confidence)  # the same, each at its best T
+        gain_nll = paired_gain(nll[0] - nll[i], level)  # > 0: lower log-loss than real only
+        gain_cal = paired_gain(scaled[0][0] - scaled[i][0], level)  # the same, each at its best T
         gain_acc = paired_gain(acc[i] - acc[0], cfg.confidence)
         table.append({"synthetic_share": share, "fraction": frac, "synthetic_per_fold": synthetic_per_fold[i],
                       "oof_accuracy": float(acc[i].mean()),
@@ -259,8 +278,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     if eligible:
         best = max(eligible, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))
         reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "
-                  f"{best['nll_gain']:.4f} (one-sided {cfg.confidence:.0%} bound {best['nll_gain_lower']:.4f} > "
-                  f"{cfg.min_gain}"
+                  f"{best['nll_gain']:.4f} (one-sided {_level_text(cfg.confidence, level)} bound "
+                  f"{best['nll_gain_lower']:.4f} > {cfg.min_gain}"
                   + (f"; {best['scaled_nll_gain_lower']:.4f} at each candidate's best temperature"
                      if cfg.calibrated_gain else "")
                   + f") without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
@@ -284,6 +303,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
         "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
+        "confidence": cfg.confidence, "candidate_confidence": level,
         "images": int(len(y)), "workers": workers,
         "realise": realise, "accuracy_resolution": resolution,
         "accepted_per_fold": accepted_per_fold, "table": table,

@@ -257,17 +257,26 @@ def test_class_balance_screen_runs_and_records_what_the_predictions_lean_to(tmp_
 
 def test_crossfit_rule_screen_derives_each_rules_choice_from_the_table():
     """A candidate whose log-loss gain vanishes at its best temperature is chosen by the raw rule
-    only; one that holds at both is chosen by both; lower accuracy rules it out for both."""
-    from benchmarks.screen_crossfit_rule import choice
+    only; one that holds at both is chosen by both; lower accuracy rules it out for both. A bound
+    that holds at 95 % but not at 97.5 % is chosen when it is the only candidate, not beside a
+    second one (the familywise rule); the 97.5 % bound is recomputed from the stored mean and bound."""
+    from benchmarks.screen_crossfit_rule import choice, lower_at
 
-    real = {"synthetic_share": 0.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "scaled_nll_gain_lower": 0.0,
-            "accuracy_gain": 0.0}
-    soft = {**real, "synthetic_share": 0.25, "nll_gain": 0.03, "nll_gain_lower": 0.01, "scaled_nll_gain_lower": -0.01}
-    both = {**real, "synthetic_share": 0.5, "nll_gain": 0.02, "nll_gain_lower": 0.005, "scaled_nll_gain_lower": 0.002}
+    real = {"synthetic_share": 0.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "scaled_nll_gain": 0.0,
+            "scaled_nll_gain_lower": 0.0, "accuracy_gain": 0.0}
+    soft = {**real, "synthetic_share": 0.25, "nll_gain": 0.03, "nll_gain_lower": 0.01, "scaled_nll_gain": 0.01,
+            "scaled_nll_gain_lower": -0.01}
+    both = {**real, "synthetic_share": 0.5, "nll_gain": 0.02, "nll_gain_lower": 0.005, "scaled_nll_gain": 0.02,
+            "scaled_nll_gain_lower": 0.002}
     assert choice([real, soft, both], calibrated=False) == 0.25  # the larger raw gain
     assert choice([real, soft, both], calibrated=True) == 0.5
     assert choice([real, soft], calibrated=True) == 0.0
     assert choice([real, {**both, "accuracy_gain": -0.01}], calibrated=False) == 0.0
+    # se = 0.018 / t(0.95, 99) = 0.01084; at 97.5 %: 0.02 - 1.984 * 0.01084 < 0
+    assert lower_at(both, "scaled_nll_gain", 100, 0.95, 0.975) == pytest.approx(-0.0015, abs=2e-4)
+    assert lower_at(both, "nll_gain", 100, 0.95, 0.95) == 0.005
+    assert choice([real, both], calibrated=True, familywise=True, images=100) == 0.5  # one candidate: 95 %
+    assert choice([real, soft, both], calibrated=True, familywise=True, images=100) == 0.0
 
 
 @pytest.mark.slow
@@ -280,7 +289,8 @@ def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
                         "crossfit.folds=2", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert [r["synthetic_share"] for r in res["table"]] == [0.0, 0.25, 0.5]
-    assert res["chosen"] == res["choice_calibrated_rule"]  # the stage runs the calibrated rule by default
+    assert res["chosen"] == res["choice_familywise_rule"]  # the stage's default rule
+    assert res["images"] == 50 and res["candidate_confidence"] == pytest.approx(0.975)
     md = tmp_path / "screen.md"
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
     assert len([line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]) == 1

@@ -166,6 +166,51 @@ def test_a_gain_that_is_only_less_over_confidence_is_not_merged(monkeypatch):
     assert loose["synthetic_share"] == 0.25 and "best temperature" not in loose["reason"]
 
 
+def test_confidence_holds_over_all_candidates(monkeypatch):
+    """A gain whose t statistic is 1.8 over 90 images passes a one-sided 95 % bound (t > 1.66)
+    but not 97.5 % (t > 1.99). Tried alone it is merged; tried beside a second, equally good
+    share it is not: with two candidates each is tested at 97.5 %, so the chance of merging
+    data that does not help stays at 5 % however long the grid of shares is."""
+    assert crossfit.candidate_confidence(0.95, 1) == pytest.approx(0.95)
+    assert crossfit.candidate_confidence(0.95, 2) == pytest.approx(0.975)
+    assert crossfit.candidate_confidence(0.9, 4) == pytest.approx(0.975)
+    x, y = _structured(30)
+    v = x[:, 7, 7, 0].astype(float)  # the background pixel sets each image's log-loss gain
+    z = (v - v.mean()) / v.std(ddof=1)
+    gain = 0.1 * (z + 1.8 / np.sqrt(len(y)))  # mean / standard error = 1.8 exactly
+    gain_of = {int(a): float(g) for a, g in zip(v, gain)}
+
+    def fake_candidates(fx, fy, class_names, *args):
+        return fx, fy, np.ones(len(fx))
+
+    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
+        g = np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
+        top = 0.6 * np.exp(g) * np.ones(len(held_x))  # always the argmax: accuracy is the same
+        prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+        prob[np.arange(len(held_x)), true] = top
+        return prob
+
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
+    rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1,
+                         calibrated_gain=False)
+    alone = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
+    assert alone["table"][1]["nll_gain"] == pytest.approx(gain.mean())
+    assert alone["candidate_confidence"] == pytest.approx(0.95) and alone["synthetic_share"] == 0.25
+    assert "one-sided 95% bound" in alone["reason"]
+    two = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, shares=[0.0, 0.25, 0.5]), *rest)
+    assert two["candidate_confidence"] == pytest.approx(0.975)
+    assert [r["nll_gain"] for r in two["table"][1:]] == pytest.approx([gain.mean()] * 2)
+    assert all(r["nll_gain_lower"] < 0 for r in two["table"][1:])
+    assert two["no_synthetic"] and "merging none" in two["reason"]
+    gain_of.update({a: g + 0.03 for a, g in gain_of.items()})  # t = 4.6: clear at any level here
+    clear = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, shares=[0.0, 0.25, 0.5]), *rest)
+    assert clear["synthetic_share"] == 0.25  # equal gains: the smaller share
+    assert "one-sided 97.5% (= 95% over all candidates) bound" in clear["reason"]
+
+
 def test_worker_processes_give_the_same_choice_as_one_process():
     """The fold generators and models are independent seeded jobs: run over two processes, the
     out-of-fold table is the one a single process computes (one torch thread per job in both)."""
