@@ -1,7 +1,7 @@
 """``augment`` command line: one subcommand per declared stage; flags only translate into arguments.
 
     augment default-dataset            # materialise the bundled default dataset (no network)
-    augment prepare|train|generate|filter|merge|evaluate [--params params.yaml] [paths...]
+    augment prepare|train|generate|filter|crossfit|merge|evaluate [--params params.yaml] [paths...]
     augment run                        # every stage in order, in this process (no DVC)
     augment scheduled-run              # dvc pull -> dvc repro -> dvc push -> commit dvc.lock
 
@@ -66,15 +66,17 @@ def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def run_stages(names: tuple[str, ...], cfg, paths: Paths, progress: bool) -> None:
-    """Run the named stages in order, printing each declared summary line."""
+def run_stages(names: tuple[str, ...], cfg, paths: Paths, progress: bool,
+               protect: dict[str, str] | None = None) -> None:
+    """Run the named stages in order, printing each declared summary line; ``protect``: files
+    no output may touch (the params file)."""
     from augment.pipeline.stages import check_stage_paths, get_stage
 
     for name in names:  # every stage's outputs checked before the first one writes anything
-        check_stage_paths(get_stage(name), cfg, paths)
+        check_stage_paths(get_stage(name), cfg, paths, protect)
     for name in names:
         stage = get_stage(name)
-        out = stage(cfg, paths, progress=progress)
+        out = stage(cfg, paths, progress=progress, protect=protect)
         print(stage.summary(out))
         for line in stage.warnings(out):
             print(_one_line(line), file=sys.stderr)
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = Paths(**{f.name: getattr(args, f.name) for f in fields(Paths)})
         # One run per workspace at a time (the current directory, where the paths resolve).
         with workspace_lock(".", what=f"augment {args.command}"):
-            run_stages(STAGE_NAMES if args.command == "run" else (args.command,), cfg, paths, not args.quiet)
+            run_stages(STAGE_NAMES if args.command == "run" else (args.command,), cfg, paths, not args.quiet,
+                       protect={"--params": args.params})
         return 0
     except LockBusyError as exc:
         print(_one_line(f"augment {args.command}: error: {exc}"), file=sys.stderr)

@@ -124,7 +124,7 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                          f"{b['nll_gain'][0]:+.4f} ({b['nll_gain'][1]:+.4f}) | "
                          f"{b['scaled_nll_gain'][0]:+.4f} ({b['scaled_nll_gain'][1]:+.4f}) | "
                          f"{row['temperature']:.2f} ({t0:.2f}) | "
-                         + (" | ".join(str(c[k]) for k in ("raw", "calibrated", "familywise")) if first else " | ")
+                         + " | ".join(str(c[k]) if first else "" for k in ("raw", "calibrated", "familywise"))
                          + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -54,7 +54,7 @@ from prefect.artifacts import (  # noqa: E402
 from augment.config import PipelineConfig, load_config, root_config  # noqa: E402
 from augment.errors import AugmentError  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
-from augment.pipeline.stages import STAGE_NAMES, get_stage  # noqa: E402
+from augment.pipeline.stages import STAGE_NAMES, check_stage_paths, get_stage  # noqa: E402
 from flows import caching  # noqa: E402
 
 
@@ -194,7 +194,7 @@ def publish_artifacts(paths: Paths, filter_report: dict, evaluated: bool) -> Non
 def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evaluate: bool = True,
                      dask_address: str | None = None, dask_workers: int = 0,
                      overrides: dict[str, Any] | None = None) -> AugmentResult:
-    """prepare -> train -> generate -> filter -> merge [-> evaluate], rooted at ``workdir``.
+    """prepare -> train -> generate -> filter -> crossfit -> merge [-> evaluate], rooted at ``workdir``.
 
     ``params_path``, when relative, is read under ``workdir`` (as every other path is).
     ``overrides`` (``{"filter.top_fraction": 0.3}``) change single parameters for this run
@@ -223,7 +223,10 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
               dask_workers: int, overrides: dict[str, Any] | None = None) -> AugmentResult:
     logger = get_run_logger()
     paths = Paths().rooted(workdir)
-    n_stages = 6 if evaluate else 5
+    stages = [s for s in STAGE_NAMES if evaluate or s != "evaluate"]
+    for stage in stages:  # every stage's outputs checked before the first one writes anything
+        check_stage_paths(get_stage(stage), cfg, paths, protect={"params_path": params_path})
+    n_stages = len(stages)
     progress = create_progress_artifact(0.0, key="augment-pipeline-progress", description="stages done")
 
     def done(k: int) -> None:
@@ -231,7 +234,7 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
 
     out: dict[str, dict] = {}
     warnings: dict[str, list[str]] = {}
-    for k, stage in enumerate(s for s in STAGE_NAMES if evaluate or s != "evaluate"):
+    for k, stage in enumerate(stages):
         if stage == "generate" and (dask_address or dask_workers > 0):
             from flows.scale import generate_sharded, sharded_flow
 

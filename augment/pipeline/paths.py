@@ -55,6 +55,21 @@ def _real(p: str | Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.fspath(p))))
 
 
+def check_output_owned(stage: str, name: str, path: str | Path, own_file: str) -> None:
+    """Refuse to replace ``path`` unless it is missing, an empty folder or a folder this stage wrote
+    (it holds ``own_file``): replacing a folder deletes everything in it."""
+    p = Path(path)
+    if p.is_symlink() or not p.exists():  # a link is replaced, never what it points to
+        return
+    if not p.is_dir():
+        raise ConfigError(f"output {name} = {path} ({stage} stage) is a file, not a folder; the stage writes a "
+                          "folder there and would delete it; move it or choose another path")
+    if any(p.iterdir()) and not (p / own_file).is_file():
+        raise ConfigError(f"output {name} = {path} ({stage} stage) is a folder that augment did not write (it has "
+                          f"files but no {own_file}); the stage replaces the whole folder and would delete them; "
+                          "empty or move it, or choose another path")
+
+
 def check_outputs_safe(stage: str, outputs: dict[str, str], protected: dict[str, str],
                        workspace: str | Path = ".") -> None:
     """Refuse, before anything is deleted or swapped, an output that equals, contains or lies inside

@@ -380,9 +380,11 @@ class Stage:
     def groups(self) -> tuple[str, ...]:
         return (self.group,) + self.shared_groups
 
-    def __call__(self, cfg: Any, paths: Paths, progress: bool = True) -> dict[str, Any]:
-        """Run the stage with its groups of the whole config ``cfg`` (a PipelineConfig)."""
-        check_stage_paths(self, cfg, paths)
+    def __call__(self, cfg: Any, paths: Paths, progress: bool = True,
+                 protect: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run the stage with its groups of the whole config ``cfg`` (a PipelineConfig);
+        ``protect``: files the caller read that no output may touch (:func:`check_stage_paths`)."""
+        check_stage_paths(self, cfg, paths, protect)
         extra = {g: getattr(cfg, g) for g in self.shared_groups}
         return self.run(getattr(cfg, self.group), paths, progress=progress, **extra)
 
@@ -478,13 +480,21 @@ def stage_outputs(stage: Stage, cfg: Any, paths: Paths) -> dict[str, str]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def check_stage_paths(stage: Stage, cfg: Any, paths: Paths) -> None:
-    """No output can destroy an input: ``stage``'s outputs must not equal, contain or lie inside the
-    input datasets (``prepare.raw_dir``/``test_dir``) or any other stage's outputs. Called before the
-    stage deletes or swaps anything (every caller goes through :meth:`Stage.__call__`)."""
-    from augment.pipeline.paths import check_outputs_safe
+# The file each folder-replacing stage has always written into its output folder: a non-empty
+# folder without it was not written by augment, and replacing it would delete someone's files.
+OWN_FILE = {"prepared": "dataset.npz", "model_dir": "generator.safetensors", "generated": "generate.json",
+            "filtered": "decisions.npz", "crossfit": "selection.json", "augmented": "summary.json"}
 
-    protected: dict[str, str] = {}
+
+def check_stage_paths(stage: Stage, cfg: Any, paths: Paths, protect: dict[str, str] | None = None) -> None:
+    """No output can destroy an input: ``stage``'s outputs must not equal, contain or lie inside the
+    input datasets (``prepare.raw_dir``/``test_dir``), any other stage's outputs or the files in
+    ``protect`` (``{"--params": "params.yaml"}``: what the caller read). An output folder the stage
+    replaces as a whole must be missing, empty or one that augment wrote (:data:`OWN_FILE`). Called
+    before the stage deletes or swaps anything (every caller goes through :meth:`Stage.__call__`)."""
+    from augment.pipeline.paths import check_outputs_safe, check_output_owned
+
+    protected: dict[str, str] = dict(protect or {})
     for spec in ("param:prepare.raw_dir", "param:prepare.test_dir"):
         value = paths.resolve(spec, cfg)
         if value is not None:
@@ -494,6 +504,9 @@ def check_stage_paths(stage: Stage, cfg: Any, paths: Paths) -> None:
         if other.name != stage.name:
             protected.update(stage_outputs(other, cfg, paths))
     check_outputs_safe(stage.name, mine, protected)
+    for spec in stage.outputs:
+        if spec in OWN_FILE:
+            check_output_owned(stage.name, _spec_label(spec), paths.resolve(spec, cfg), OWN_FILE[spec])
 
 
 def get_stage(name: str) -> Stage:

@@ -123,6 +123,42 @@ def test_output_folder_that_is_a_symlink_is_replaced_not_written_through(workspa
     assert not list(Path("data").glob(".prepared*"))  # the replaced link is removed, not left aside
 
 
+def test_an_output_folder_holding_the_params_file_is_refused(workspace: Path, capsys):
+    """The folder a stage replaces must not hold the params file it was run with."""
+    Path("cfg").mkdir()
+    Path("cfg/params.yaml").write_text(Path("params.yaml").read_text())
+    assert main(["prepare", "--quiet", "--params", "cfg/params.yaml", "--prepared", "cfg"]) == 2
+    assert "contains --params = cfg/params.yaml" in capsys.readouterr().err
+    assert sorted(p.name for p in Path("cfg").iterdir()) == ["params.yaml"]
+
+
+def test_a_folder_augment_did_not_write_is_not_replaced(workspace: Path, capsys):
+    """A stage replaces its output folder whole. A non-empty folder without the file the stage
+    always writes is someone else's: refused, naming it, and left as it was. A folder the stage
+    wrote (or an empty one) is replaced as before."""
+    Path("mystuff").mkdir()
+    Path("mystuff/notes.txt").write_text("mine")
+    assert main(["prepare", "--quiet", "--prepared", "mystuff"]) == 2
+    err = capsys.readouterr().err
+    assert "--prepared = mystuff" in err and "augment did not write" in err and "dataset.npz" in err
+    assert sorted(p.name for p in Path("mystuff").iterdir()) == ["notes.txt"]
+    Path("mystuff/notes.txt").unlink()  # empty: used
+    assert main(["prepare", "--quiet", "--prepared", "mystuff"]) == 0
+    assert main(["prepare", "--quiet", "--prepared", "mystuff"]) == 0  # its own output: replaced
+    assert (Path("mystuff") / "dataset.npz").is_file()
+    Path("afile").write_text("x")
+    assert main(["prepare", "--quiet", "--prepared", "afile"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and Path("afile").read_text() == "x"
+
+
+def test_every_folder_replacing_stage_names_the_file_it_always_writes():
+    """:data:`OWN_FILE` covers every stage output that is a whole folder swapped into place."""
+    from augment.pipeline.stages import OWN_FILE, STAGES as DECLARED
+
+    folders = {spec for st in DECLARED for spec in st.outputs if ":" not in spec}
+    assert folders == set(OWN_FILE)
+
+
 # -------------------------------------------------------------- network + test-split leakage
 
 

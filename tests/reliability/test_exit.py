@@ -55,8 +55,14 @@ def test_warnings_with_a_newline_stay_one_line_each(workspace, capsys):
 
 
 def test_os_error_is_exit_2_naming_the_file(workspace, capsys):
+    Path("notes.txt").write_text("a file where a folder is needed")
+    rc, _, err = run_cli(capsys, "prepare", "--quiet", "--prepared", "notes.txt/prepared")
+    assert_one_line_error(rc, err, "notes.txt", "previous outputs are left as they were")
+
+
+def test_an_output_inside_the_params_file_is_refused(workspace, capsys):
     rc, _, err = run_cli(capsys, "prepare", "--quiet", "--prepared", "params.yaml/prepared")
-    assert_one_line_error(rc, err, "params.yaml", "previous outputs are left as they were")
+    assert_one_line_error(rc, err, "--prepared = params.yaml/prepared", "lies inside --params = params.yaml")
 
 
 def test_default_dataset_over_a_file(tmp_path, monkeypatch, capsys):
