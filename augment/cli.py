@@ -70,7 +70,7 @@ def run_stages(names: tuple[str, ...], cfg, paths: Paths, progress: bool,
                protect: dict[str, str] | None = None) -> None:
     """Run the named stages in order, printing each declared summary line; ``protect``: files
     no output may touch (the params file)."""
-    from augment.pipeline.stages import check_stage_paths, get_stage
+    from augment.pipeline.stages import check_crossfit_folds, check_stage_paths, get_stage
 
     for name in names:  # every stage's outputs checked before the first one writes anything
         check_stage_paths(get_stage(name), cfg, paths, protect)
@@ -80,6 +80,8 @@ def run_stages(names: tuple[str, ...], cfg, paths: Paths, progress: bool,
         print(stage.summary(out))
         for line in stage.warnings(out):
             print(_one_line(line), file=sys.stderr)
+        if name == "prepare" and "crossfit" in names:
+            check_crossfit_folds(cfg, paths)  # before the generator trains, not after
 
 
 def _default_dataset(args: argparse.Namespace) -> int:
@@ -130,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_one_line(f"augment {args.command}: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"augment {args.command}: interrupted; outputs are left as they were (train resumes from its "
+        live = (" except the live training metrics (metrics/train_live/), which show the run up to where it "
+                "stopped;" if args.command in ("train", "run") else "")
+        print(f"augment {args.command}: interrupted; outputs are left as they were{live} (train resumes from its "
               "last resume state)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:

@@ -54,7 +54,7 @@ from prefect.artifacts import (  # noqa: E402
 from augment.config import PipelineConfig, load_config, root_config  # noqa: E402
 from augment.errors import AugmentError  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
-from augment.pipeline.stages import STAGE_NAMES, check_stage_paths, get_stage  # noqa: E402
+from augment.pipeline.stages import STAGE_NAMES, check_crossfit_folds, check_stage_paths, get_stage  # noqa: E402
 from flows import caching  # noqa: E402
 
 
@@ -246,6 +246,8 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
         warnings[stage] = get_stage(stage).warnings(out[stage])
         for line in warnings[stage]:
             logger.warning("%s: %s", stage, line)
+        if stage == "prepare":
+            check_crossfit_folds(cfg, paths)  # crossfit.folds fits the data: fail before train, not after
         done(k + 1)
     report, merged, metrics = out["filter"], out["merge"], out.get("evaluate", {})
     publish_artifacts(paths, report, evaluate)

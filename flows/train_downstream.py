@@ -21,6 +21,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from augment.data.prepare import load_prepared  # noqa: E402
+from augment.errors import DataError  # noqa: E402
 from augment.data.torch_dataset import load_augmented  # noqa: E402
 from augment.downstream.classifier import (  # noqa: E402
     ClassifierSpec,
@@ -33,13 +34,20 @@ from flows.augment_flow import AugmentResult, augment_pipeline  # noqa: E402
 
 @task(name="train-classifier")
 def train_on_augmented(augmented_dir: str, prepared_dir: str, steps: int, seed: int) -> dict:
-    """Train the downstream classifier on the merged set; report val accuracy."""
+    """Train the downstream classifier on the merged set; report its accuracy on the val split, or
+    on the test split when there is none (the default ``prepare.val_fraction: 0``: cross-fitting
+    uses every labelled image). The classifier is final here, so scoring it on test is reporting;
+    no choice is made from that number."""
     images, labels, _, _ = load_augmented(augmented_dir)
     ds = load_prepared(prepared_dir)
     model = train_classifier(images, labels, ds.num_classes, ClassifierSpec(steps=steps), seed)
-    val_x, val_y = ds.subset("val")  # validation only: the test split stays for final reporting
-    acc = float((predict_proba(model, val_x).argmax(1) == val_y).mean()) if len(val_x) else float("nan")
-    return {"val_accuracy": acc, "train_images": int(len(images))}
+    split = "val" if len(ds.subset("val")[1]) else "test"
+    x, y = ds.subset(split)
+    if not len(x):
+        raise DataError(f"{prepared_dir}: no val or test images to score the classifier on; set "
+                         "prepare.val_fraction > 0 or prepare.test_dir")
+    acc = float((predict_proba(model, x).argmax(1) == y).mean())
+    return {"accuracy": acc, "scored_on": split, "scored_images": int(len(y)), "train_images": int(len(images))}
 
 
 @flow(name="downstream-training")
@@ -47,8 +55,8 @@ def downstream_training(params_path: str = "params.yaml", workdir: str = ".", st
     result: AugmentResult = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False)  # subflow
     # Pass paths (small), never arrays, between tasks; the task reads the merged set itself.
     out = train_on_augmented(result.augmented_dir, Paths().rooted(workdir).prepared, steps, seed)
-    get_run_logger().info("downstream val accuracy %.4f on %d images (%d synthetic, generator %s)",
-                          out["val_accuracy"], out["train_images"], result.synthetic_images,
+    get_run_logger().info("downstream %s accuracy %.4f, trained on %d images (%d synthetic, generator %s)",
+                          out["scored_on"], out["accuracy"], out["train_images"], result.synthetic_images,
                           result.checkpoint_sha256[:12])
     return {**out, "synthetic_images": result.synthetic_images, "checkpoint_sha256": result.checkpoint_sha256}
 

@@ -50,6 +50,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000, notes: li
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+        raise DataError(f"{name}: not a readable image (PIL does not recognise the file: not an image, or "
+                        "a format it does not read)") from None
     except Exception as exc:  # PIL raises many types for corrupt data
         raise DataError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
     if img.width < 1 or img.height < 1:

@@ -193,6 +193,13 @@ def _cross_split_drops(dups: list[dict[str, Any]], split: np.ndarray) -> np.ndar
 
 def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]]:
     """Load, validate, resize and split. Returns the dataset and a JSON-able report."""
+    if cfg.test_dir:
+        raw, test = Path(cfg.raw_dir).resolve(), Path(cfg.test_dir).resolve()
+        if raw != test and (test.is_relative_to(raw) or raw.is_relative_to(test)):
+            inner, outer = ("test_dir", "raw_dir") if test.is_relative_to(raw) else ("raw_dir", "test_dir")
+            raise DataError(f"prepare.{inner} = {getattr(cfg, inner)} lies inside prepare.{outer} = "
+                            f"{getattr(cfg, outer)}: its folder would be read as a class of the other; keep the "
+                            "labelled images and the test set in two separate folders")
     scan = scan_image_folder(cfg.raw_dir)
     skipped = list(scan.skipped)
     notes: list[dict[str, str]] = []  # images used, but altered on the way (listed in the report)

@@ -76,9 +76,12 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
         for it, grid in sorted(result.grids.items()):
             save_png(grid, tmp / "samples" / f"iter_{it:07d}.png")
         loss_curves(result.log, tmp / "loss_curves.png")
-    keys = sorted({k for r in result.log for k in r})
+    # loss_generator: the generator's own loss under one name for either family (GAN loss_g, VAE
+    # loss_vae), so the plot dvc.yaml declares finds its column whichever family ran
+    log = [{**r, "loss_generator": r.get("loss_g", r.get("loss_vae"))} for r in result.log]
+    keys = sorted({k for r in log for k in r})
     keys = ["iteration"] + [k for k in keys if k != "iteration"]
-    atomic_write_csv(Path(paths.metrics_dir) / "train_log.csv", result.log, keys)
+    atomic_write_csv(Path(paths.metrics_dir) / "train_log.csv", log, keys)
     Path(paths.resume).unlink(missing_ok=True)  # finished: the resume state is no longer needed
     return {"checkpoint": paths.checkpoint, "iterations": cfg.iterations, "resumed_from": result.resumed_from,
             "final": result.log[-1] if result.log else {}}
@@ -507,6 +510,19 @@ def check_stage_paths(stage: Stage, cfg: Any, paths: Paths, protect: dict[str, s
     for spec in stage.outputs:
         if spec in OWN_FILE:
             check_output_owned(stage.name, _spec_label(spec), paths.resolve(spec, cfg), OWN_FILE[spec])
+
+
+def check_crossfit_folds(cfg: Any, paths: Paths) -> None:
+    """Right after prepare, when a run goes on to cross-fitting: ``crossfit.folds`` must fit every
+    class of the prepared train split, or the crossfit stage would fail only after train, generate
+    and filter have run. Raises the crossfit stage's own :class:`DataError`."""
+    from augment.data.prepare import load_prepared
+    from augment.selection.crossfit import stratified_folds
+
+    if cfg.merge.quota != "crossfit":
+        return
+    ds = load_prepared(paths.prepared)
+    stratified_folds(ds.subset("train")[1], cfg.crossfit.folds, cfg.crossfit.seed, ds.class_names)
 
 
 def get_stage(name: str) -> Stage:

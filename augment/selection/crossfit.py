@@ -55,13 +55,14 @@ from augment.config import (
 from augment.errors import DataError
 
 
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+def stratified_folds(labels: np.ndarray, k: int, seed: int, class_names: list[str] | None = None) -> np.ndarray:
     """Fold id (0..k-1) per image: each class spread as evenly as possible over the folds."""
     counts = np.bincount(labels)
     short = [int(c) for c in np.flatnonzero((counts > 0) & (counts < k))]
     if short:
-        raise DataError(f"crossfit.folds = {k} needs at least {k} labelled images in every class; class "
-                        f"index(es) {short} have {[int(counts[c]) for c in short]}: lower crossfit.folds "
+        named = [class_names[c] for c in short] if class_names else short
+        raise DataError(f"crossfit.folds = {k} needs at least {k} labelled images in every class; class(es) "
+                        f"{named} have {[int(counts[c]) for c in short]}: lower crossfit.folds "
                         "(minimum 2) or add images")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 5077]))
     folds = np.empty(len(labels), np.int64)
@@ -211,7 +212,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
 
     k = len(class_names)
     check_model_builds(cfg.model, "crossfit.model", x.shape[3], k, min(x.shape[1:3]))  # before any training
-    folds = stratified_folds(y, cfg.folds, cfg.seed)
+    folds = stratified_folds(y, cfg.folds, cfg.seed, class_names)
     points = candidates(cfg)
     device = resolve_device(cfg.device)
     workers = resolve_workers(cfg.workers, cfg.folds * len(points) * len(cfg.seeds), device)

@@ -337,6 +337,10 @@ CASES = [
     Case("test_dir_with_unknown_class", _test_dir(extra=True), needle="['class_3'] are not in the training classes"),
     Case("test_dir_missing", lambda ws: set_params({"prepare": {"test_dir": "data/nope"}}),
          needle="data/nope does not exist"),
+    Case("test_dir_inside_raw_dir",
+         lambda ws: (make_image_folder(RAW / "test", num_classes=3, per_class=2, seed=5),
+                     set_params({"prepare": {"test_dir": str(RAW / "test")}})),
+         needle="prepare.test_dir = data/raw/test lies inside prepare.raw_dir = data/raw"),
     # -- params.yaml
     Case("params_missing", lambda ws: Path("params.yaml").unlink(), needle="params.yaml does not exist"),
     Case("params_not_yaml", _write_text("params.yaml", "train: [unclosed"), needle="not valid YAML"),

@@ -33,7 +33,8 @@ def test_every_stage_writes_its_outputs(workspace: Path):
     assert Path("models/generator.safetensors").is_file()
     assert Path("models/sample_grid.png").is_file() and Path("models/loss_curves.png").is_file()
     log = read_csv("metrics/train_log.csv")
-    assert log and {"iteration", "loss_d", "loss_g"} <= set(log[0])
+    assert log and {"iteration", "loss_d", "loss_g", "loss_generator"} <= set(log[0])
+    assert [r["loss_generator"] for r in log] == [r["loss_g"] for r in log]  # the column dvc.yaml plots
     assert not Path("runs/resume/train_state.safetensors").exists()  # cleaned after success
 
     run("generate")

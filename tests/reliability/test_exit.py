@@ -153,3 +153,13 @@ def test_resumed_train_keeps_the_sample_grids_of_before_the_interruption(tmp_pat
     for it in clean.grids:
         assert np.array_equal(resumed.grids[it], clean.grids[it]), it
     assert resumed.log == clean.log
+
+
+def test_too_many_folds_for_the_data_fails_right_after_prepare(workspace, capsys):
+    """`augment run` checks crossfit.folds against the prepared classes before the generator
+    trains: the error names the classes and the fix, and no model is written."""
+    write_params(Path("params.yaml"), {"crossfit": {"folds": 20}, "merge": {"quota": "crossfit"}})
+    rc, _, err = run_cli(capsys, "run", "--quiet")
+    assert_one_line_error(rc, err, "crossfit.folds = 20 needs at least 20 labelled images in every class",
+                          "class_0", "lower crossfit.folds")
+    assert Path("data/prepared/dataset.npz").is_file() and not Path("models/generator.safetensors").exists()

@@ -32,8 +32,8 @@ def test_folds_are_stratified_and_cover_every_image_once():
 
 def test_too_few_images_for_the_folds_is_a_clear_error():
     y = np.array([0, 0, 0, 1, 1])
-    with pytest.raises(DataError, match=r"crossfit.folds = 3 .*class index\(es\) \[1\] have \[2\]"):
-        stratified_folds(y, 3, seed=0)
+    with pytest.raises(DataError, match=r"crossfit.folds = 3 .*class\(es\) \['b'\] have \[2\]"):
+        stratified_folds(y, 3, seed=0, class_names=["a", "b"])
 
 
 def test_candidates_always_try_real_only_first_and_once():
