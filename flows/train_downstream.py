@@ -21,13 +21,13 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from augment.data.prepare import load_prepared  # noqa: E402
-from augment.errors import DataError  # noqa: E402
 from augment.data.torch_dataset import load_augmented  # noqa: E402
 from augment.downstream.classifier import (  # noqa: E402
     ClassifierSpec,
     predict_proba,
     train_classifier,
 )
+from augment.errors import DataError  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 from flows.augment_flow import AugmentResult, augment_pipeline  # noqa: E402
 

@@ -19,11 +19,10 @@ fold ``k``:
 Every labelled image thus gets one out-of-fold prediction per candidate and seed. A candidate
 with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
 margin whose one-sided confidence bound (paired over images) is above ``min_gain``, and is not
-worse on out-of-fold accuracy. ``confidence`` holds for all candidates together: with ``m``
-synthetic candidates each bound is taken at ``1 - (1 - confidence) / m``
-(:func:`candidate_confidence`), so a longer grid of shares does not raise the chance of merging
-data that does not help; otherwise the choice is share 0 -- *merge no synthetic image* --
-and the report says so. With ``crossfit.calibrated_gain`` (default) the log-loss gain must also
+worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
+and the report says so. ``confidence`` holds for all candidates together: with ``m`` synthetic
+candidates each bound is taken at ``1 - (1 - confidence) / m`` (:func:`candidate_confidence`), so
+a longer grid of shares does not raise the chance of merging data that does not help. With ``crossfit.calibrated_gain`` (default) the log-loss gain must also
 hold after each candidate's probabilities get their own best temperature
 (:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
 which changes its log-loss without making it right more often, and a gain that is only better
