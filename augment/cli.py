@@ -31,8 +31,12 @@ EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130
 
 
+def _path_fields() -> list:
+    return [f for f in fields(Paths) if f.name != "workspace"]  # the CLI's workspace is the current folder
+
+
 def _add_paths(p: argparse.ArgumentParser) -> None:
-    for f in fields(Paths):
+    for f in _path_fields():
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
                        help=f"(default: {f.default})")
 
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         from augment.core.locking import workspace_lock
 
         cfg = load_params(args.params)
-        paths = Paths(**{f.name: getattr(args, f.name) for f in fields(Paths)})
+        paths = Paths(**{f.name: getattr(args, f.name) for f in _path_fields()})
         # One run per workspace at a time (the current directory, where the paths resolve).
         with workspace_lock(".", what=f"augment {args.command}"):
             run_stages(STAGE_NAMES if args.command == "run" else (args.command,), cfg, paths, not args.quiet,

@@ -36,6 +36,7 @@ from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
 from augment.config import PipelineConfig
+from augment.core.files import workspace_relative
 from augment.pipeline.imports import PACKAGE_ROOT, stage_modules
 from augment.pipeline.paths import Paths
 from augment.pipeline.stages import get_stage
@@ -87,7 +88,12 @@ def stage_key(stage: str, cfg: PipelineConfig, paths: Paths, root: Path = PACKAG
     for dep in code_deps(stage, root):
         h.update(f"{dep.name}={hash_path(dep)}\0".encode())
     for group in get_stage(stage).groups:
-        h.update(json.dumps(asdict(getattr(cfg, group)), sort_keys=True).encode() + b"\0")
+        values = asdict(getattr(cfg, group))
+        if group == "prepare":  # the dataset folders as the run records them, not as workdir spells them
+            for key in ("raw_dir", "test_dir"):
+                if values.get(key) is not None:
+                    values[key] = workspace_relative(values[key], paths.workspace)
+        h.update(json.dumps(values, sort_keys=True).encode() + b"\0")
     for inp in data_deps(stage, cfg, paths):
         h.update(f"{hash_path(inp)}\0".encode())
     return f"augment-{stage}-{h.hexdigest()[:32]}"

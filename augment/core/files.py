@@ -234,6 +234,19 @@ def read_csv_checked(path: str | Path, columns: Sequence[str], producer: str | N
     return rows
 
 
+def workspace_relative(path: str | Path, workspace: str | Path) -> str:
+    """``path`` as a run records it: relative to ``workspace`` (POSIX separators) when it lies inside
+    it, else unchanged. The same file thus gets the same record however the workspace is spelled
+    (``.``, an absolute path, a path through a link), so recorded outputs and cache keys do not
+    depend on where the run was started from."""
+    for norm in (os.path.abspath, os.path.realpath):
+        try:
+            return Path(norm(path)).relative_to(norm(workspace)).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
 def _remove(p: Path) -> None:
     """Delete a directory tree, or just the link when ``p`` is a symlink (never what it points to)."""
     if p.is_symlink():

@@ -305,6 +305,41 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     return ds, report
 
 
+def recorded_under(ds: PreparedDataset, report: dict[str, Any], workspace: str | Path
+                   ) -> tuple[PreparedDataset, dict[str, Any]]:
+    """``ds`` and ``report`` with every image path they record (``manifest.csv``'s ``file``, the
+    report's skipped, altered, conflicting, dropped and duplicate files) relative to ``workspace``
+    when inside it (:func:`augment.core.files.workspace_relative`): the prepared bytes, and so every
+    later stage's inputs and cache keys, are the same whether the run was given ``.`` or the
+    workspace's absolute path."""
+    import dataclasses
+
+    from augment.core.files import workspace_relative
+
+    def shown(f: str) -> str:
+        return workspace_relative(f, workspace)
+
+    def entry(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        out = dict(d)
+        for k in keys:
+            if isinstance(out.get(k), str):
+                new = shown(out[k])
+                if isinstance(out.get("reason"), str):  # the reason often starts with the file's name
+                    out["reason"] = out["reason"].replace(out[k], new)
+                out[k] = new
+        return out
+
+    rep = dict(report)
+    rep["skipped"] = [entry(d, ("file",)) for d in report.get("skipped", [])]
+    rep["altered"] = [entry(d, ("file",)) for d in report.get("altered", [])]
+    rep["label_conflicts"] = [entry(d, ("a", "b")) for d in report.get("label_conflicts", [])]
+    dup = dict(report.get("duplicates", {}))
+    dup["dropped"] = [entry(d, ("file",)) for d in dup.get("dropped", [])]
+    dup["pairs"] = [entry(d, ("a", "b")) for d in dup.get("pairs", [])]
+    rep["duplicates"] = dup
+    return dataclasses.replace(ds, files=[shown(f) for f in ds.files]), rep
+
+
 def save_prepared(ds: PreparedDataset, report: dict[str, Any], out_dir: str | Path) -> None:
     """Write ``dataset.npz``, ``manifest.csv`` and ``report.json`` atomically as one directory."""
     with atomic_directory(out_dir) as tmp:

@@ -22,6 +22,9 @@ class Paths:
     crossfit: str = "data/crossfit"
     metrics_dir: str = "metrics"
     resume: str = "runs/resume/train_state.safetensors"
+    # the folder the run works in (the CLI's current directory, the flow's workdir): recorded image
+    # paths are written relative to it. Not a CLI flag: the CLI's workspace is where it runs.
+    workspace: str = "."
 
     def rooted(self, root: str | Path) -> "Paths":
         root = Path(root)

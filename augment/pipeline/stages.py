@@ -40,9 +40,9 @@ from augment.pipeline.paths import require as _require
 
 
 def run_prepare(cfg: PrepareConfig, paths: Paths = Paths(), progress: bool = True) -> dict[str, Any]:
-    from augment.data.prepare import prepare_dataset, save_prepared
+    from augment.data.prepare import prepare_dataset, recorded_under, save_prepared
 
-    ds, report = prepare_dataset(cfg)
+    ds, report = recorded_under(*prepare_dataset(cfg), paths.workspace)
     save_prepared(ds, report, paths.prepared)
     return report
 

@@ -72,3 +72,19 @@ def test_atomic_directory_swap_never_leaves_the_path_missing(tmp_path: Path, mon
         assert not moved_aside and seen["missing"] == 0
     assert (target / "complete").read_text() == "99"
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_workspace_relative_is_the_same_however_the_workspace_is_spelled(tmp_path: Path, monkeypatch):
+    from augment.core.files import workspace_relative
+
+    ws = tmp_path / "ws"
+    (ws / "data/raw/a").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(ws, target_is_directory=True)
+    monkeypatch.chdir(ws)
+    want = "data/raw/a/x.png"
+    assert workspace_relative("data/raw/a/x.png", ".") == want
+    assert workspace_relative(ws / "data/raw/a/x.png", ws) == want
+    assert workspace_relative(link / "data/raw/a/x.png", link) == want
+    assert workspace_relative("data/raw/a/x.png", link) == want  # through the link: the real paths agree
+    assert workspace_relative("/elsewhere/x.png", ws) == "/elsewhere/x.png"  # outside: as given

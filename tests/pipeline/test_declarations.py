@@ -156,6 +156,34 @@ def test_editing_pixels_changes_the_train_cache_key_not_prepares(tmp_path: Path)
     assert after["prepare"] == before["prepare"]
 
 
+def test_prepare_records_and_cache_keys_do_not_depend_on_how_the_workspace_is_spelled(tmp_path: Path,
+                                                                                         monkeypatch):
+    """The flow roots every path at its workdir: given "." or the same folder's absolute path (from
+    another current directory), prepare writes the same bytes (image paths relative to the
+    workspace) and every stage gets the same cache key, so nothing re-runs for the spelling."""
+    from augment.config import load_params, root_config
+    from augment.pipeline.stages import get_stage
+    from flows.caching import hash_path, stage_key
+    from tests.conftest import make_image_folder, write_params
+
+    ws = tmp_path / "ws"
+    make_image_folder(ws / "data" / "raw")
+    write_params(ws / "params.yaml")
+    cfg = load_params(ws / "params.yaml")
+    monkeypatch.chdir(ws)
+    dot = Paths().rooted(".")
+    get_stage("prepare")(root_config(cfg, "."), dot, progress=False)
+    first = hash_path(ws / "data/prepared")
+    rows = (ws / "data/prepared/manifest.csv").read_text().splitlines()[1:]
+    assert rows and all(r.startswith("data/raw/") for r in rows)
+    keys_dot = {n: stage_key(n, root_config(cfg, "."), dot) for n in STAGE_NAMES}
+    monkeypatch.chdir(tmp_path)
+    absolute = Paths().rooted(ws)
+    get_stage("prepare")(root_config(cfg, ws), absolute, progress=False)
+    assert hash_path(ws / "data/prepared") == first
+    assert {n: stage_key(n, root_config(cfg, ws), absolute) for n in STAGE_NAMES} == keys_dot
+
+
 def _importers(module: str) -> set[str]:
     return {s.name for s in STAGES if module in {f.as_posix() for f in stage_modules(s)}}
 
