@@ -35,10 +35,22 @@ def _path_fields() -> list:
     return [f for f in fields(Paths) if f.name != "workspace"]  # the CLI's workspace is the current folder
 
 
+PATH_HELP = {  # what each stage folder holds (every stage gets every flag: outputs are checked against all)
+    "prepared": "prepare's output: the validated, split dataset",
+    "model_dir": "train's output: the generator checkpoint and sample grids",
+    "generated": "generate's output: the synthetic samples (npz shards)",
+    "filtered": "filter's output: the acceptance decisions and report",
+    "augmented": "merge's output: the augmented dataset (class folders + manifest.csv)",
+    "crossfit": "crossfit's output: the chosen synthetic share and its table",
+    "metrics_dir": "metrics files (train log, live metrics, evaluate report)",
+    "resume": "train's resume state (removed when training finishes)",
+}
+
+
 def _add_paths(p: argparse.ArgumentParser) -> None:
     for f in _path_fields():
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
-                       help=f"(default: {f.default})")
+                       help=f"{PATH_HELP.get(f.name, f.name)} (default: {f.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("default-dataset", help="write the default scarce digits dataset")
-    d.add_argument("--raw-dir", default="data/raw")
-    d.add_argument("--test-dir", default="data/test")
-    d.add_argument("--per-class", type=int, default=20)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--raw-dir", default="data/raw", help="where the labelled images go (default: data/raw)")
+    d.add_argument("--test-dir", default="data/test", help="where the rest go, as the test set (default: data/test)")
+    d.add_argument("--per-class", type=int, default=20, help="labelled images per class (default: 20)")
+    d.add_argument("--seed", type=int, default=0, help="which images are drawn as labelled (default: 0)")
     d.add_argument("--force", action="store_true", help="replace existing non-empty folders")
     for name in STAGE_NAMES + ("run",):
         p = sub.add_parser(name, help=f"run the {name} stage" if name != "run" else "run every stage in order")

@@ -89,6 +89,10 @@ def test_cli_stage_names_are_the_declared_ones():
     import augment.cli
 
     assert augment.cli.STAGE_NAMES == STAGE_NAMES
+    # every stage-folder flag says what the folder holds; the workspace is the CLI's own folder
+    assert {f.name for f in augment.cli._path_fields()} == set(augment.cli.PATH_HELP)
+    help_text = augment.cli.build_parser().format_help()
+    assert all(name in help_text for name in STAGE_NAMES)
 
 
 def test_dvc_yaml_agrees_with_the_declarations():
