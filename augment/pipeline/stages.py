@@ -506,7 +506,7 @@ def check_stage_paths(stage: Stage, cfg: Any, paths: Paths, protect: dict[str, s
     for other in STAGES:
         if other.name != stage.name:
             protected.update(stage_outputs(other, cfg, paths))
-    check_outputs_safe(stage.name, mine, protected)
+    check_outputs_safe(stage.name, mine, protected, paths.workspace)
     for spec in stage.outputs:
         if spec in OWN_FILE:
             check_output_owned(stage.name, _spec_label(spec), paths.resolve(spec, cfg), OWN_FILE[spec])

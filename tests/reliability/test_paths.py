@@ -176,3 +176,22 @@ def test_default_dataset_waits_for_no_one_while_the_lock_is_held(tmp_path, monke
         assert not (tmp_path / "data").exists()
     finally:
         os.close(fd)
+
+
+def test_an_output_that_is_the_flows_workdir_is_refused_from_any_current_folder(tmp_path, monkeypatch):
+    """The flow's workspace is its workdir, not the caller's current folder: an output spelled as
+    the workdir is refused even when the flow runs from elsewhere."""
+    import dataclasses
+
+    from augment.config import load_params, root_config
+    from augment.errors import ConfigError
+    from augment.pipeline.paths import Paths
+    from augment.pipeline.stages import check_stage_paths, get_stage
+
+    ws = tmp_path / "ws"
+    make_image_folder(ws / "data" / "raw")
+    write_params(ws / "params.yaml")
+    monkeypatch.chdir(tmp_path)  # the caller's folder holds the workdir: not the workspace itself
+    paths = dataclasses.replace(Paths().rooted(ws), generated=str(ws))
+    with pytest.raises(ConfigError, match="is the workspace folder"):
+        check_stage_paths(get_stage("generate"), root_config(load_params(ws / "params.yaml"), ws), paths)
