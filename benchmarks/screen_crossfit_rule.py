@@ -9,7 +9,8 @@ table with both bounds: the raw log-loss gain and the gain at each candidate's b
 From the table it derives the choice of three rules: ``crossfit.calibrated_gain`` off (the rule
 before 2026-12-02); on, each candidate tested at ``crossfit.confidence`` (2026-12-02, 00:00 to
 04:00 UTC); on, with ``confidence`` held over all candidates together (Bonferroni, the default
-since). A bound at another level is recomputed from the stored mean and bound (the t-interval's
+since); and, not built, the calibrated bound alone (familywise, without the raw one). A bound
+at another level is recomputed from the stored mean and bound (the t-interval's
 standard error), so runs stored before the change are re-read too. What a choice does on the test
 set is in the utility benchmark's run of the same setting and seed: merging none gives (d) = (b)
 exactly.
@@ -47,16 +48,17 @@ def lower_at(row: dict, key: str, images: int, stored: float, level: float) -> f
 
 
 def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywise: bool = False,
-           images: int = 0, stored: float = CONFIDENCE) -> float:
+           images: int = 0, stored: float = CONFIDENCE, raw: bool = True) -> float:
     """The share a rule picks from an out-of-fold table (0.0: none), as ``crossfit_select`` does;
     ``familywise``: each candidate tested at the Bonferroni level (``images``: the labelled count,
-    ``stored``: the level the table's bounds were written at)."""
+    ``stored``: the level the table's bounds were written at); ``raw=False``: the calibrated bound
+    alone, without the raw one (a rule not built, screened here)."""
     level = candidate_confidence(CONFIDENCE, len(table) - 1) if familywise else CONFIDENCE
 
     def bound(r: dict, key: str) -> float:
         return lower_at(r, key, images, stored, level) if level != stored else r[key + "_lower"]
 
-    ok = [r for r in table[1:] if bound(r, "nll_gain") > min_gain and r["accuracy_gain"] >= 0.0
+    ok = [r for r in table[1:] if (not raw or bound(r, "nll_gain") > min_gain) and r["accuracy_gain"] >= 0.0
           and (not calibrated or bound(r, "scaled_nll_gain") > min_gain)]
     return max(ok, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))["synthetic_share"] if ok else 0.0
 
@@ -71,7 +73,8 @@ def choices(run: dict) -> dict[str, float]:
     n, stored = images_of(run), run.get("candidate_confidence", CONFIDENCE)
     t = run["table"]
     return {"raw": choice(t, False, images=n, stored=stored), "calibrated": choice(t, True, images=n, stored=stored),
-            "familywise": choice(t, True, familywise=True, images=n, stored=stored)}
+            "familywise": choice(t, True, familywise=True, images=n, stored=stored),
+            "calibrated_only": choice(t, True, familywise=True, images=n, stored=stored, raw=False)}
 
 
 def run(setting: str, gen_seed: int, overrides: dict) -> dict:
@@ -104,10 +107,11 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
               "in brackets, at the Bonferroni level that holds 95 % over the run's candidates (97.5 % for two), "
               "that temperature (real only's in brackets), and the share each rule chooses (0 = merge none): "
               "raw (calibrated_gain off), calibrated (per candidate), familywise (calibrated, 95 % over all "
-              "candidates: the default).", "",
+              "candidates: the default), and calibrated only (the bound at the best temperature alone, "
+              "familywise, without the raw one: not built).", "",
               "| setting | overrides | gen seed | accepted | share | accuracy gain | log-loss bound | "
-              "bound at best T | T (real only) | chosen: raw | calibrated | familywise |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "bound at best T | T (real only) | chosen: raw | calibrated | familywise | calibrated only |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["setting"], json.dumps(r["meta"].get("set", {})), r["gen_seed"])):
         sets = json.dumps(r["meta"].get("set", {}))
         t0 = r["table"][0]["temperature"]
@@ -124,7 +128,8 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                          f"{b['nll_gain'][0]:+.4f} ({b['nll_gain'][1]:+.4f}) | "
                          f"{b['scaled_nll_gain'][0]:+.4f} ({b['scaled_nll_gain'][1]:+.4f}) | "
                          f"{row['temperature']:.2f} ({t0:.2f}) | "
-                         + " | ".join(str(c[k]) if first else "" for k in ("raw", "calibrated", "familywise"))
+                         + " | ".join(str(c[k]) if first else ""
+                                      for k in ("raw", "calibrated", "familywise", "calibrated_only"))
                          + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -277,6 +277,9 @@ def test_crossfit_rule_screen_derives_each_rules_choice_from_the_table():
     assert lower_at(both, "nll_gain", 100, 0.95, 0.95) == 0.005
     assert choice([real, both], calibrated=True, familywise=True, images=100) == 0.5  # one candidate: 95 %
     assert choice([real, soft, both], calibrated=True, familywise=True, images=100) == 0.0
+    # the calibrated bound alone: soft's raw bound no longer matters, its calibrated one still fails
+    assert choice([real, {**soft, "nll_gain_lower": -0.5}, both], calibrated=True, raw=False) == 0.5
+    assert choice([real, {**both, "nll_gain_lower": -0.5}], calibrated=True, raw=True) == 0.0
 
 
 @pytest.mark.slow
