@@ -6,9 +6,9 @@ setting, generator seed and ``--set`` overrides. Only the rule that reads the ta
 screen runs those stages (as ``benchmarks/utility.py`` runs them: crossfit mode, default
 ``params.yaml``, ``--set`` overrides; the test split is never read) and records the out-of-fold
 table with both bounds: the raw log-loss gain and the gain at each candidate's best temperature.
-From the table it derives the choice of three rules: ``crossfit.calibrated_gain`` off (the rule
-before 2026-12-02); on, each candidate tested at ``crossfit.confidence`` (2026-12-02, 00:00 to
-04:00 UTC); on, with ``confidence`` held over all candidates together (Bonferroni, the default
+From the table it derives the choice of four rules: ``crossfit.calibrated_gain`` off (the rule
+before 2026-12-02); on, each candidate tested at ``crossfit.confidence`` (2026-12-02, 01:07 to
+03:16 UTC); on, with ``confidence`` held over all candidates together (Bonferroni, the default
 since); and, not built, the calibrated bound alone (familywise, without the raw one). A bound
 at another level is recomputed from the stored mean and bound (the t-interval's
 standard error), so runs stored before the change are re-read too. What a choice does on the test
