@@ -22,6 +22,7 @@ exactly.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
-from augment.selection.crossfit import _t_quantile, candidate_confidence  # noqa: E402
+from augment.selection.crossfit import _t_quantile, candidate_confidence, choose  # noqa: E402
 
 
 CLASSES = {"digits": 10, "mnist": 10, "lfw": 2}  # for runs stored before "images" was recorded
@@ -54,13 +55,11 @@ def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywis
     ``stored``: the level the table's bounds were written at); ``raw=False``: the calibrated bound
     alone, without the raw one (a rule not built, screened here)."""
     level = candidate_confidence(CONFIDENCE, len(table) - 1) if familywise else CONFIDENCE
-
-    def bound(r: dict, key: str) -> float:
-        return lower_at(r, key, images, stored, level) if level != stored else r[key + "_lower"]
-
-    ok = [r for r in table[1:] if (not raw or bound(r, "nll_gain") > min_gain) and r["accuracy_gain"] >= 0.0
-          and (not calibrated or bound(r, "scaled_nll_gain") > min_gain)]
-    return max(ok, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))["synthetic_share"] if ok else 0.0
+    rows = [{**r, **{f"{k}_lower": lower_at(r, k, images, stored, level) for k in ("nll_gain", "scaled_nll_gain")}}
+            for r in table]
+    if not raw:  # the raw bound ignored
+        rows = [{**r, "nll_gain_lower": math.inf} for r in rows]
+    return choose(rows, min_gain, calibrated)["synthetic_share"]
 
 
 def images_of(run: dict) -> int:

@@ -22,8 +22,9 @@ margin whose one-sided confidence bound (paired over images) is above ``min_gain
 worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
 and the report says so. ``confidence`` holds for all candidates together: with ``m`` synthetic
 candidates each bound is taken at ``1 - (1 - confidence) / m`` (:func:`candidate_confidence`), so
-a longer grid of shares does not raise the chance of merging data that does not help. With ``crossfit.calibrated_gain`` (default) the log-loss gain must also
-hold after each candidate's probabilities get their own best temperature
+a longer grid of shares does not raise the chance of merging data that does not help. With
+``crossfit.calibrated_gain`` (default) the log-loss gain must also hold after each candidate's
+probabilities get their own best temperature
 (:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
 which changes its log-loss without making it right more often, and a gain that is only better
 calibration is not what the user's accuracy sees. (Where real only is right on every out-of-fold
@@ -103,6 +104,16 @@ def candidate_confidence(confidence: float, candidates: int) -> float:
     none of them helps, the chance that any is merged stays at most ``1 - confidence`` (Bonferroni:
     any candidate that passes is merged, so the errors add up). One candidate: ``confidence``."""
     return 1.0 - (1.0 - confidence) / max(int(candidates), 1)
+
+
+def choose(table: list[dict[str, Any]], min_gain: float, calibrated: bool) -> dict[str, Any]:
+    """The chosen row of an out-of-fold table (``table[0]``, real only, when none passes): a
+    synthetic candidate passes when its log-loss gain bound -- and, with ``calibrated``, the bound
+    at each candidate's best temperature -- is above ``min_gain`` and its accuracy is not lower;
+    of those, the largest log-loss gain (the smaller share on a tie)."""
+    ok = [r for r in table[1:] if r["nll_gain_lower"] > min_gain and r["accuracy_gain"] >= 0.0
+          and (not calibrated or r["scaled_nll_gain_lower"] > min_gain)]
+    return max(ok, key=lambda r: (r["nll_gain"], -r["synthetic_share"])) if ok else table[0]
 
 
 def _level_text(confidence: float, level: float) -> str:
@@ -270,13 +281,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                       "accuracy_gain_ci_high": gain_acc["ci_high"]})
     resolution = accuracy_resolution(table)
 
-    def passes(r: dict[str, Any]) -> bool:
-        calibrated = not cfg.calibrated_gain or r["scaled_nll_gain_lower"] > cfg.min_gain
-        return r["nll_gain_lower"] > cfg.min_gain and calibrated and r["accuracy_gain"] >= 0.0
-
-    eligible = [r for r in table[1:] if passes(r)]
-    if eligible:
-        best = max(eligible, key=lambda r: (r["nll_gain"], -r["synthetic_share"]))
+    best = choose(table, cfg.min_gain, cfg.calibrated_gain)
+    if best is not table[0]:
         reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "
                   f"{best['nll_gain']:.4f} (one-sided {_level_text(cfg.confidence, level)} bound "
                   f"{best['nll_gain_lower']:.4f} > {cfg.min_gain}"
@@ -284,7 +290,6 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                      if cfg.calibrated_gain else "")
                   + f") without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
     else:
-        best = table[0]
         reason = ("no synthetic configuration beat real data + classical augmentation under cross-fitting "
                   f"(out-of-fold log-loss gain bound <= {cfg.min_gain}"
                   + (", also at each candidate's best temperature," if cfg.calibrated_gain else "")
