@@ -678,7 +678,9 @@ def root_config(cfg: PipelineConfig, root: str | Path) -> PipelineConfig:
 def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> PipelineConfig:
     """``cfg`` with dotted-key overrides applied (``{"filter.top_fraction": 0.3}``), checked
     exactly as ``params.yaml`` is: the same type coercion (:func:`from_dict`), the same range
-    checks (``validate``), and an unknown group or key is a :class:`ConfigError` naming it.
+    checks (``validate``), the same checks across groups (:func:`check_cross_group`, which also
+    imports a user's ``crossfit.model``/``evaluate.model``), and an unknown group or key is a
+    :class:`ConfigError` naming it.
 
     This is what a calling flow passes as ``augment_pipeline(overrides=...)`` -- the Prefect
     counterpart of ``dvc exp run -S filter.top_fraction=0.3``.
@@ -700,6 +702,7 @@ def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> Pi
         raw[group][name] = value
     new = from_dict(PipelineConfig, raw, "")
     new.validate()
+    check_cross_group(new)  # as load_params does: a bad combination fails now, not after training
     return new
 
 

@@ -88,3 +88,23 @@ def test_workspace_relative_is_the_same_however_the_workspace_is_spelled(tmp_pat
     assert workspace_relative(link / "data/raw/a/x.png", link) == want
     assert workspace_relative("data/raw/a/x.png", link) == want  # through the link: the real paths agree
     assert workspace_relative("/elsewhere/x.png", ws) == "/elsewhere/x.png"  # outside: as given
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_users_umask_not_owner_only(tmp_path: Path, umask: int):
+    """A training job running as another user must be able to read the outputs under the usual
+    umask (022), and a private umask (077) is still honoured."""
+    import stat
+
+    from augment.core.files import atomic_directory, atomic_write_text, current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_text(tmp_path / "metrics.json", "{}")
+        with atomic_directory(tmp_path / "augmented") as d:
+            (d / "a.png").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "augmented").stat().st_mode) == 0o777 & ~umask

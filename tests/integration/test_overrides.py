@@ -34,6 +34,10 @@ def test_int_is_accepted_for_a_float_as_in_yaml():
     ({"filter.mode": "best"}, "filter.mode = 'best'"),       # Literal
     ({"train.iterations": True}, "train.iterations = True: expected an integer"),
     ({"merge.tune_shares": [0.1, 2.0]}, "merge.tune_shares[1]"),
+    # the checks across groups (check_cross_group), as params.yaml gets them: at load, not after training
+    ({"merge.quota": "tuned", "prepare.val_fraction": 0.0}, "merge.quota = 'tuned' needs a val split"),
+    ({"evaluate.model": "no_such_pkg.mod:fn"}, "evaluate.model"),
+    ({"prepare.test_dir": None, "prepare.test_fraction": 0.0}, "prepare.test_fraction = 0 leaves no test split"),
 ])
 def test_bad_override_is_a_config_error_naming_it(overrides, needle):
     with pytest.raises(ConfigError) as exc:
