@@ -33,15 +33,17 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from augment.ops.scheduling import ScheduledRunRefused, scheduled_run  # noqa: E402
+from augment.ops.scheduling import ScheduledRunError, scheduled_run  # noqa: E402
 
 
 def _retry_unless_refused(task, task_run, state) -> bool:
-    """Retry a failed step (e.g. the remote was unreachable), not a refusal (lock held, dirty tree)."""
+    """Retry a step that talks to the remote (``dvc pull``/``push``: it may have been unreachable),
+    not a refusal (lock held, uncommitted sources) nor a failed ``dvc repro``: a stage that refused
+    its input would refuse it again, after re-running everything before it."""
     try:
         state.result()
-    except ScheduledRunRefused:
-        return False
+    except ScheduledRunError as exc:
+        return exc.retryable
     except Exception:
         return True
     return False
@@ -96,12 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cron", default="0 2 * * *", help='cron schedule (default "0 2 * * *": 02:00 every day)')
     ap.add_argument("--timezone", default=None, help="IANA timezone of the cron schedule (default UTC)")
     ap.add_argument("--params", default="params.yaml", help="on-demand pipeline: params file")
-    ap.add_argument("--workdir", default=".", help="on-demand pipeline: workspace")
+    ap.add_argument("--workdir", default=None,
+                    help="on-demand pipeline: workspace (default: --repo; resolved now, not in the serving process's folder)")
     a = ap.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):
         print("warning: PREFECT_API_URL is not set; schedules need a running server "
               "(prefect server start, then export PREFECT_API_URL=http://127.0.0.1:4200/api)", file=sys.stderr)
-    serve(*deployments(str(Path(a.repo).resolve()), a.cron, a.timezone, a.params, a.workdir), limit=1)
+    repo = str(Path(a.repo).resolve())
+    serve(*deployments(repo, a.cron, a.timezone, a.params, str(Path(a.workdir or repo).resolve())), limit=1)
     return 0
 
 

@@ -8,7 +8,10 @@ What one run does, in the repository ``repo``:
    is refused at once with the holder named; an interactive ``dvc repro`` running meanwhile is
    refused by DVC's own rwlock;
 2. refuses to start when tracked files have uncommitted changes (``dvc.lock`` is only meaningful
-   committed together with the ``dvc.yaml``, ``params.yaml`` and code it was made from);
+   committed together with the ``dvc.yaml``, ``params.yaml`` and code it was made from); the
+   git-tracked metrics/plots outputs of dvc.yaml are the exception: when a run outside DVC (the
+   on-demand flow, ``augment run``) rewrote them, they are copied to
+   ``.dvc/tmp/augment-displaced/<UTC time>/`` and ``dvc repro`` rewrites them;
 3. ``dvc pull --allow-missing`` from the default remote (data changed upstream; cached stage
    outputs so unchanged stages are not recomputed);
 4. ``dvc repro`` (stages whose deps/params did not change are skipped);
@@ -37,10 +40,15 @@ from augment.core.locking import flock_exclusive
 from augment.errors import AugmentError, LockBusyError
 
 LOCK_RELPATH = ".dvc/tmp/augment-scheduled.lock"
+DISPLACED_RELPATH = ".dvc/tmp/augment-displaced"  # ignored by git (.dvc/.gitignore)
 
 
 class ScheduledRunError(AugmentError, RuntimeError):
-    """A scheduled run could not start or a step failed; the message says which and why."""
+    """A scheduled run could not start or a step failed; the message says which and why.
+    ``retryable``: the failed step talks to a remote (``dvc pull``/``push``), so trying again later
+    may succeed; a failed ``dvc repro`` (a stage refused its input) would fail the same way."""
+
+    retryable: bool = False
 
 
 class ScheduledRunRefused(ScheduledRunError):
@@ -60,6 +68,8 @@ class ScheduledRunResult:
     """``dvc status`` reports nothing to do after the run."""
     skipped: list[str] = field(default_factory=list)
     """Steps skipped and why (``"pull: no remote"``, ``"push: no remote"``)."""
+    displaced: str | None = None
+    """Where copies of pipeline outputs a run outside DVC had changed were kept, if any."""
     log: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,7 +114,9 @@ def _run(cmd: list[str], repo: Path, log: list[str], echo: Callable[[str], None]
     out = "\n".join(lines).strip()
     log.append(f"$ {' '.join(cmd)}\n{out}")
     if check and returncode != 0:
-        raise ScheduledRunError(f"`{' '.join(cmd)}` failed in {repo} (exit {returncode}):\n{out}")
+        err = ScheduledRunError(f"`{' '.join(cmd)}` failed in {repo} (exit {returncode}):\n{out}")
+        err.retryable = cmd[:2] in (["dvc", "pull"], ["dvc", "push"])
+        raise err
     return out
 
 
@@ -118,8 +130,9 @@ def _quiet(cmd: list[str], repo: Path, log: list[str], check: bool = True) -> st
     return res.stdout.strip()
 
 
-def uncached_outputs(repo: Path) -> list[str]:
-    """Metrics/plots/outs declared ``cache: false`` in dvc.yaml: they live in git, next to dvc.lock."""
+def uncached_outputs(repo: Path, existing: bool = True) -> list[str]:
+    """Metrics/plots/outs declared ``cache: false`` in dvc.yaml: they live in git, next to dvc.lock.
+    With ``existing`` only those present on disk."""
     spec = yaml.safe_load((repo / "dvc.yaml").read_text()) or {}
     paths: list[str] = []
     for stage in (spec.get("stages") or {}).values():
@@ -129,7 +142,48 @@ def uncached_outputs(repo: Path) -> list[str]:
                     for p, opts in entry.items():
                         if isinstance(opts, dict) and opts.get("cache") is False:
                             paths.append(p)
-    return [p for p in paths if (repo / p).exists()]
+    return [p for p in paths if not existing or (repo / p).exists()]
+
+
+def _dirty_paths(repo: Path, log: list[str]) -> list[str]:
+    """Tracked paths with uncommitted changes (staged or not), as git spells them."""
+    res = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd=repo, env=_env(),
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    log.append(f"$ git status --porcelain=v1 -z --untracked-files=no\n{res.stdout.replace(chr(0), ' ')}{res.stderr}")
+    if res.returncode != 0:
+        raise ScheduledRunError(f"`git status` failed in {repo} (exit {res.returncode}):\n{res.stderr.strip()}")
+    records, paths = res.stdout.split("\0"), []
+    i = 0
+    while i < len(records):
+        rec = records[i]
+        i += 1
+        if len(rec) < 4:
+            continue
+        paths.append(rec[3:])
+        if rec[0] in "RC":  # a rename or copy: the next record is the original path
+            i += 1
+    return paths
+
+
+def _is_under(path: str, roots: list[str]) -> bool:
+    return any(path == r.rstrip("/") or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _set_aside(repo: Path, paths: list[str], echo: Callable[[str], None]) -> Path:
+    """Copy ``paths`` (pipeline outputs a run outside DVC rewrote) to
+    ``.dvc/tmp/augment-displaced/<UTC time>/`` before ``dvc repro`` rewrites them."""
+    import shutil
+    import time
+
+    dest = repo / DISPLACED_RELPATH / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for rel in paths:
+        src = repo / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    echo(f"pipeline outputs changed by a run outside DVC ({'; '.join(paths)}): copies kept in {dest}; "
+         "dvc repro rewrites them from the committed params and code")
+    return dest
 
 
 def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, commit: bool = True,
@@ -145,10 +199,19 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
     log = result.log
     with run_lock(repo):
         if not allow_dirty:
-            dirty = _quiet(["git", "status", "--porcelain", "--untracked-files=no"], repo, log)
-            if dirty.strip():
-                raise ScheduledRunRefused("tracked files have uncommitted changes; commit them first (dvc.lock must match "
-                                        f"the committed dvc.yaml, params.yaml and code), or pass --allow-dirty:\n{dirty}")
+            dirty = _dirty_paths(repo, log)
+            # Metrics/plots that dvc.yaml declares (cache: false, so git tracks them) and that a run
+            # outside DVC rewrote (an on-demand flow, `augment run`): not sources, and `dvc repro`
+            # rewrites them to match dvc.lock. They are copied aside, so nothing is lost, and the
+            # run goes on. A changed source (params, dvc.yaml, code) is refused.
+            outputs = [p for p in dirty if _is_under(p, uncached_outputs(repo, existing=False))]
+            sources = [p for p in dirty if p not in outputs]
+            if sources:
+                raise ScheduledRunRefused(
+                    f"tracked files have uncommitted changes: {'; '.join(sources)}. dvc.lock must match the committed "
+                    "dvc.yaml, params.yaml and code: commit these changes (or revert them) first, or pass --allow-dirty")
+            if outputs:
+                result.displaced = str(_set_aside(repo, outputs, echo))
         has_remote = bool(_quiet(["dvc", "remote", "list"], repo, log).strip())
         no_remote = "no DVC remote is configured (add one: dvc remote add -d NAME URL)"
         if pull and has_remote:

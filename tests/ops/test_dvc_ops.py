@@ -62,6 +62,30 @@ def test_scheduled_run_reproduces_pushes_commits_and_leaves_dvc_status_clean(rep
         busy = _sh(["augment", "scheduled-run"], repo, ok=False)
     assert busy.returncode == 2 and "refusing to run concurrently" in busy.stderr
 
+    # A run outside DVC (an on-demand flow, `augment evaluate`) rewrote a git-tracked metrics file:
+    # the next nightly run is not blocked by it. The user's file is copied aside, not lost, and
+    # `dvc repro` rewrites the output to match the committed params and code.
+    metrics = repo / "metrics" / "evaluate.md"
+    committed = metrics.read_text()
+    metrics.write_text("an on-demand run's table\n")
+    third = _sh(["augment", "scheduled-run"], repo)
+    kept = list((repo / ".dvc/tmp/augment-displaced").glob("*/metrics/evaluate.md"))
+    assert [p.read_text() for p in kept] == ["an on-demand run's table\n"]
+    assert "Running stage 'evaluate'" in third.stdout and "Running stage 'train'" not in third.stdout
+    assert metrics.read_text() == committed and "dvc status: up to date" in third.stdout
+    assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.strip() == ""
+
+    # A changed source is still refused, named on one line, and nothing runs.
+    params = repo / "params.yaml"
+    before = params.read_text()
+    params.write_text(before + "\n# edited\n")
+    try:
+        dirty = _sh(["augment", "scheduled-run"], repo, ok=False)
+    finally:
+        params.write_text(before)
+    assert dirty.returncode == 2 and "uncommitted changes: params.yaml." in dirty.stderr
+    assert "$ dvc repro" not in dirty.stdout
+
     # The remote holds everything: a fresh clone gets the data and outputs with `dvc pull`.
     clone = tmp_path / "clone"
     _sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
@@ -110,3 +134,27 @@ def test_nightly_prefect_flow_runs_the_scheduled_run(repo: Path, prefect_harness
     out = nightly_dvc_run(repo=str(repo))
     assert out["status_clean"] and out["pulled"] and out["pushed"]
     assert "dvc.lock" not in _sh(["git", "status", "--porcelain"], repo).stdout
+
+
+def test_nightly_retries_a_remote_step_not_a_refused_or_failed_repro(tmp_path: Path):
+    """The nightly task retries once when `dvc pull`/`push` failed (the remote may be back), not
+    when the run was refused or `dvc repro` failed: that re-runs every stage before the failed one
+    and fails the same way."""
+    from augment.ops.scheduling import ScheduledRunError, ScheduledRunRefused, _run
+    from flows.scheduled import _retry_unless_refused
+
+    class State:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def result(self):
+            raise self.exc
+
+    def failure(cmd: list[str]) -> ScheduledRunError:  # tmp_path is no DVC project: every dvc command fails
+        with pytest.raises(ScheduledRunError) as info:
+            _run(cmd, tmp_path, [], lambda line: None)
+        return info.value
+
+    assert _retry_unless_refused(None, None, State(failure(["dvc", "push"]))) is True
+    assert _retry_unless_refused(None, None, State(failure(["dvc", "repro"]))) is False
+    assert _retry_unless_refused(None, None, State(ScheduledRunRefused("lock held"))) is False
