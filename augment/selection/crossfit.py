@@ -153,7 +153,8 @@ def accuracy_resolution(table: list[dict[str, Any]]) -> float | None:
     With ~100 labelled images this is a few points, so a true gain or loss below it is invisible
     to any out-of-fold rule; the report says so instead of letting "merging none" read as "harmful"."""
     widths = [(r["accuracy_gain_ci_high"] - r["accuracy_gain_ci_low"]) / 2 for r in table[1:]
-              if math.isfinite(r["accuracy_gain_ci_high"]) and math.isfinite(r["accuracy_gain_ci_low"])]
+              if math.isfinite(r["accuracy_gain_ci_high"]) and math.isfinite(r["accuracy_gain_ci_low"])
+              and sum(r.get("synthetic_per_fold") or [1]) > 0]  # a candidate with no sample tests nothing
     return float(np.median(widths)) if widths else None
 
 
@@ -300,7 +301,11 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             reason += (f". Share {r['synthetic_share']} lowered the log-loss (bound {r['nll_gain_lower']:.4f}) but "
                        f"not at each candidate's best temperature (bound {r['scaled_nll_gain_lower']:.4f}): the gain "
                        "was in how confident the classifier is, which accuracy does not see")
-        if resolution is not None:
+        if not any(sum(r["synthetic_per_fold"]) for r in table[1:]):
+            reason += (f". The fold filters accepted no synthetic sample (accepted per fold and class: "
+                       f"{accepted_per_fold}), so no synthetic candidate was tested: see the filter report "
+                       "(data/filtered/report.json) and loosen the filter params, or train the generator longer")
+        elif resolution is not None:
             reason += (f". On {len(y)} labelled images the out-of-fold accuracy gain is known to about "
                        f"+/-{100 * resolution:.1f} points (95 %): a smaller gain or loss cannot be told from noise "
                        "here, so 'none' means no gain was shown, not that the synthetic data hurts")

@@ -97,6 +97,19 @@ def test_harmful_synthetic_data_is_not_merged(monkeypatch):
     assert len(out["accepted_per_fold"]) == 3
 
 
+def test_no_accepted_sample_is_reported_as_nothing_tested(monkeypatch):
+    """When the fold filters accept nothing, the report blames the filters and claims no
+    resolution: a +/-0.0-point interval would read as a sharp test that found no gain."""
+    x, y = _structured(9)
+    monkeypatch.setattr(crossfit, "fold_candidates",
+                        lambda fx, fy, *args: (fx[:0], fy[:0], np.ones(0)))
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.5], seeds=[0], steps=20, device="cpu", workers=1)
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig())
+    assert out["no_synthetic"] and out["accuracy_resolution"] is None
+    assert "accepted no synthetic sample" in out["reason"] and "points (95 %)" not in out["reason"]
+
+
 def _faint(n_per: int, k: int = 3, size: int = 8, seed: int = 0):
     """Like :func:`_structured` but the class rows only 40 brighter than a 0-160 background:
     4 real images per class leave the classifier wrong on about a fifth of the held-out ones."""
