@@ -27,6 +27,7 @@ Each rank uses ``cuda:<LOCAL_RANK>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -97,13 +98,18 @@ def _device(spec: str, local_rank: int) -> tuple[str, str]:
 def train_ddp(params_path: str, paths: Any, backend: str | None = None, progress: bool = True) -> dict[str, Any] | None:
     """Run one DDP rank (call under torchrun). Returns rank 0's train summary, ``None`` elsewhere."""
     from augment.config import load_params
+    from augment.core.locking import workspace_lock
     from augment.pipeline.paths import Paths
-    from augment.pipeline.stages import run_train
+    from augment.pipeline.stages import check_stage_paths, get_stage, run_train
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cfg = load_params(params_path).train
+    full = load_params(params_path)
+    cfg = full.train
+    # The same output checks as `augment train` (Stage.__call__) on every rank, before any rank
+    # waits for the others: an output that would destroy an input is refused at once.
+    check_stage_paths(get_stage("train"), full, paths, {"--params": str(params_path)})
     device_spec, default_backend = _device(cfg.device, local_rank)
     backend = backend or default_backend
     if device_spec.startswith("cuda"):
@@ -128,7 +134,11 @@ def train_ddp(params_path: str, paths: Any, backend: str | None = None, progress
                 rank_paths = Paths(prepared=paths.prepared, model_dir=str(Path(tmp) / "models"),
                                    metrics_dir=str(Path(tmp) / "metrics"),
                                    resume=str(Path(tmp) / "resume.safetensors"))
-            out = run_train(rank_cfg, rank_paths, progress=progress and rank == 0, wrap_trainer=wrap)
+            # Rank 0 writes the workspace's models/ and metrics/: it holds the workspace lock, as
+            # every augment command does, so a flow or CLI run cannot interleave with it.
+            with workspace_lock(".", what="augment.training.distributed") if rank == 0 else contextlib.nullcontext():
+                out = run_train(rank_cfg, rank_paths, progress=progress and rank == 0, wrap_trainer=wrap,
+                                classical=full.classical)  # train.real_augment: classical uses these
         # The DDP-trained networks (not EMA copies) must have stayed identical on every rank.
         trained = built[-1].wrapped()
         out["ddp"] = {"world_size": world, "backend": backend, "max_param_divergence": max_divergence(trained)}
@@ -140,7 +150,7 @@ def train_ddp(params_path: str, paths: Any, backend: str | None = None, progress
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from augment.errors import CheckpointError, ConfigError, DataError
+    from augment.errors import AugmentError
     from augment.pipeline.paths import Paths
 
     ap = argparse.ArgumentParser(prog="torchrun -m augment.training.distributed",
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths(prepared=a.prepared, model_dir=a.model_dir, metrics_dir=a.metrics_dir)
     try:
         out = train_ddp(a.params, paths, a.backend, progress=not a.quiet)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except AugmentError as exc:  # bad params or data, an output refused, the workspace lock held
         print(f"augment.training.distributed: error: {exc}", file=sys.stderr)
         return 2
     if out is not None:

@@ -50,3 +50,19 @@ def test_ddp_training_with_torchrun_gloo_two_processes_writes_a_loadable_checkpo
     assert out["num_shards"] == 4
     # Different from the single-process weights (more images per step), but a working generator.
     assert Checkpoint(paths.checkpoint).family == ck.family
+
+
+def test_ddp_entry_point_refuses_an_output_that_would_destroy_an_input(tmp_path: Path, monkeypatch, capsys):
+    """torchrun -m augment.training.distributed gets the output checks `augment train` has, before
+    any rank waits for the others (no process group is needed to be refused)."""
+    from augment.training.distributed import main
+    from tests.conftest import write_params
+
+    write_params(tmp_path / "params.yaml")
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    (tmp_path / "data/prepared/dataset.npz").write_bytes(b"keep")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", "params.yaml", "--prepared", "data/prepared", "--model-dir", "data/prepared"]) == 2
+    err = capsys.readouterr().err
+    assert "augment.training.distributed: error:" in err and "--model-dir" in err and "--prepared" in err
+    assert (tmp_path / "data/prepared/dataset.npz").read_bytes() == b"keep"
