@@ -29,7 +29,7 @@ import base64
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,12 @@ class AugmentResult:
     """Classes the filter/quota left with no synthetic sample in the merged set (also warned about)."""
     warnings: list[str] = field(default_factory=list)
     """The stages' warnings (also logged and published as the ``augment-warnings`` artifact)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The run's effective parameters: ``params.yaml`` with ``overrides`` applied, before the paths
+    are rooted at ``workdir``. Also written to ``<metrics>/flow_params.yaml``: copy that file to a
+    params file (outside the outputs) to repeat the run with ``augment run`` or ``dvc repro``."""
+    overrides: dict[str, Any] | None = None
+    """The ``overrides`` this run was given, as given."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,12 +217,22 @@ def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evalu
     # Every relative path -- the stages' outputs and the dataset folders in params.yaml -- is
     # rooted at ``workdir``, whatever the calling process's working directory.
     params_file = params_path if Path(params_path).is_absolute() else str(Path(workdir) / params_path)
-    cfg = root_config(load_config(params_file, overrides), workdir)
+    effective = load_config(params_file, overrides)
+    cfg = root_config(effective, workdir)
     if overrides:
         get_run_logger().info("parameter overrides: %s", json.dumps(overrides, sort_keys=True))
     # One run per workspace at a time (the same lock as the `augment` CLI): a second run is refused.
     with workspace_lock(workdir, what="prefect flow augment-pipeline"):
-        return _pipeline(cfg, params_file, workdir, evaluate, dask_address, dask_workers, overrides)
+        result = _pipeline(cfg, params_file, workdir, evaluate, dask_address, dask_workers, overrides)
+        result = replace(result, params=asdict(effective), overrides=overrides)
+        # What this run used, whatever params.yaml says tomorrow: a params file that repeats it.
+        from augment.core.files import atomic_write_text
+
+        atomic_write_text(Path(Paths().rooted(workdir).metrics_dir) / "flow_params.yaml",
+                          "# effective parameters of the flow run that wrote this folder's outputs "
+                          f"(params: {params_path}; overrides: {json.dumps(overrides, sort_keys=True)})\n"
+                          + yaml.safe_dump(result.params, sort_keys=False))
+        return result
 
 
 def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: bool, dask_address: str | None,
@@ -289,8 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         if not eq:
             ap.error(f"--set {item!r}: expected GROUP.KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value)
-    result = augment_pipeline(params_path=a.params, workdir=a.workdir, evaluate=not a.no_evaluate,
-                              dask_address=a.dask_address, dask_workers=a.dask_workers, overrides=overrides or None)
+    params_file = a.params if Path(a.params).is_absolute() else str(Path(a.workdir) / a.params)
+    try:
+        load_config(params_file, overrides or None)  # a bad param: one line, before any server starts
+        result = augment_pipeline(params_path=a.params, workdir=a.workdir, evaluate=not a.no_evaluate,
+                                  dask_address=a.dask_address, dask_workers=a.dask_workers,
+                                  overrides=overrides or None)
+    except AugmentError as exc:  # bad params or data, an output refused, the workspace lock held
+        print(f"{ap.prog}: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+        return 2
     print(json.dumps({k: v for k, v in result.to_dict().items() if k != "filter_report"}, indent=2))
     return 0
 

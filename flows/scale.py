@@ -143,16 +143,25 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from augment.core.locking import workspace_lock
 
-    cfg = load_params(a.params)  # bad params fail here, before any cluster starts
-    with workspace_lock(a.workdir, what="flows/scale.py"):
-        sharded = sharded_flow(generate_sharded, a.dask_address, a.dask_workers)
-        out = sharded(params_path=a.params, workdir=a.workdir, progress=not a.quiet)
-        print(json.dumps({k: v for k, v in out.items() if k != "shards"}))
-        if not a.no_filter:
-            from augment.pipeline import stages
+    from augment.config import root_config
+    from augment.errors import AugmentError
+    from augment.pipeline.stages import get_stage
 
-            report = stages.run_filter(cfg.filter, Paths().rooted(a.workdir))
-            print(f"filter ({report['mode']}): accepted {report['accepted']} of {report['generated']}")
+    # A relative --params is read under --workdir, as flows/augment_flow.py reads it.
+    params_file = a.params if Path(a.params).is_absolute() else str(Path(a.workdir) / a.params)
+    try:
+        cfg = load_params(params_file)  # bad params fail here, before any cluster starts
+        with workspace_lock(a.workdir, what="flows/scale.py"):
+            sharded = sharded_flow(generate_sharded, a.dask_address, a.dask_workers)
+            out = sharded(params_path=params_file, workdir=a.workdir, progress=not a.quiet)
+            print(json.dumps({k: v for k, v in out.items() if k != "shards"}))
+            if not a.no_filter:  # the filter stage with its output checks, as `augment filter` runs it
+                report = get_stage("filter")(root_config(cfg, a.workdir), Paths().rooted(a.workdir),
+                                             progress=not a.quiet, protect={"--params": params_file})
+                print(f"filter ({report['mode']}): accepted {report['accepted']} of {report['generated']}")
+    except AugmentError as exc:
+        print(f"{ap.prog}: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+        return 2
     return 0
 
 

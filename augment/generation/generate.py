@@ -301,6 +301,10 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
         "n_per_class": cfg.n_per_class,
         "num_shards": len(shards),
         "seed": cfg.seed,
+        # the discriminator scores depend on the batch composition (batch norm): recorded so a run
+        # can be repeated from this file
+        "batch_size": cfg.batch_size,
+        "shard_size": cfg.shard_size,
         "device": device,
         "precision": "bf16" if autocast_dtype == torch.bfloat16 else "fp32",
         "sampler": cfg.sampler,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,11 @@ def test_flow_caches_on_inputs_invalidates_on_deleted_output_and_returns_typed_r
     assert first.real_images > 0 and first.synthetic_images >= 0
     assert first.filter_report["generated"] == 30 and first.metrics == {} and first.report is None
     json.dumps(first.to_dict())  # small and JSON-able: no arrays, no models
+    # What the run used, on disk: a params file that repeats it, whatever params.yaml says later.
+    from augment.config import load_config, load_params
+
+    assert first.params == asdict(load_config(kw["params_path"])) and first.overrides is None
+    assert asdict(load_params(workspace / "metrics/flow_params.yaml")) == first.params
     images, labels, synthetic, rows = first.load()
     assert len(images) == len(rows) == first.real_images + first.synthetic_images
     assert int(synthetic.sum()) == first.synthetic_images

@@ -57,3 +57,15 @@ def test_flow_resolves_params_under_workdir_and_rejects_bad_override_before_work
         augment_flow.augment_pipeline.fn(params_path="params.yaml", workdir=str(tmp_path),
                                          overrides={"filter.nope": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_flow_script_reports_a_bad_override_in_one_line_before_any_server(tmp_path: Path, capsys):
+    """`python flows/augment_flow.py -S ...` with a bad value: exit 2 and one `error:` line, as the
+    augment CLI gives, not two tracebacks after a temporary server started."""
+    from flows import augment_flow
+
+    write_params(tmp_path / "params.yaml")
+    assert augment_flow.main(["--workdir", str(tmp_path), "-S", "filter.top_fraction=2"]) == 2
+    err = capsys.readouterr().err
+    assert "error: filter.top_fraction = 2.0 is out of range" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
