@@ -291,7 +291,7 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
                        device: str, autocast_dtype: torch.dtype | None, shards: list[dict]) -> dict:
     """``generate.json``: where the samples came from, and every shard with its count and sha256.
 
-    One definition for the single-process stage and the sharded flow (:mod:`flows.scale`)."""
+    One definition for the single-process stage and the sharded flow (:mod:`augment.flows.scale`)."""
     return {
         "checkpoint": checkpoint_path,
         "checkpoint_sha256": checkpoint_sha256,

@@ -3,7 +3,7 @@
 ``stage_modules(stage)`` starts from the imports inside the stage's adapter function (plus the
 adapter module's own top-level imports) and follows every ``augment.*`` import of those modules,
 function-local imports included, transitively. DVC's ``deps`` (checked by a test) and the Prefect
-cache keys (:mod:`flows.caching`) both come from it, so an edit to any module a stage imports,
+cache keys (:mod:`augment.flows.caching`) both come from it, so an edit to any module a stage imports,
 however indirectly, re-runs that stage.
 """
 

@@ -3,7 +3,7 @@
 A stage is one :class:`Stage`: its name, the ``params.yaml`` group it reads, what it reads and
 writes (:class:`~augment.pipeline.paths.Paths` fields or ``param:<group>.<key>``), the adapter
 that runs it and a one-line summary of its result. The CLI subcommands (:mod:`augment.cli`),
-the Prefect tasks and their cache keys (:mod:`flows.augment_flow`, :mod:`flows.caching`) and the
+the Prefect tasks and their cache keys (:mod:`augment.flows.augment_flow`, :mod:`augment.flows.caching`) and the
 check of ``dvc.yaml`` (``tests/pipeline``) are all derived from :data:`STAGES`; nothing restates a
 stage elsewhere.
 

@@ -22,8 +22,8 @@ def _mtime(p: Path) -> int:
 
 @pytest.mark.slow
 def test_flow_caches_on_inputs_invalidates_on_deleted_output_and_returns_typed_result(workspace: Path, prefect_harness):
-    from flows.augment_flow import AugmentResult, augment_pipeline
-    from flows.train_downstream import downstream_training
+    from augment.flows.augment_flow import AugmentResult, augment_pipeline
+    from augment.flows.train_downstream import downstream_training
 
     kw = dict(params_path=str(workspace / "params.yaml"), workdir=str(workspace), evaluate=False)
     first = augment_pipeline(**kw)

@@ -48,7 +48,7 @@ def test_bad_override_is_a_config_error_naming_it(overrides, needle):
 def test_flow_resolves_params_under_workdir_and_rejects_bad_override_before_work(tmp_path: Path, monkeypatch):
     """The flow body (``.fn``) with a bad override fails with ConfigError before taking the lock
     or writing anything; no Prefect server is needed for this path."""
-    from flows import augment_flow
+    from augment.flows import augment_flow
 
     write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path.parent)
@@ -62,7 +62,7 @@ def test_flow_resolves_params_under_workdir_and_rejects_bad_override_before_work
 def test_flow_script_reports_a_bad_override_in_one_line_before_any_server(tmp_path: Path, capsys):
     """`python flows/augment_flow.py -S ...` with a bad value: exit 2 and one `error:` line, as the
     augment CLI gives, not two tracebacks after a temporary server started."""
-    from flows import augment_flow
+    from augment.flows import augment_flow
 
     write_params(tmp_path / "params.yaml")
     assert augment_flow.main(["--workdir", str(tmp_path), "-S", "filter.top_fraction=2"]) == 2

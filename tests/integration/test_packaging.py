@@ -87,10 +87,10 @@ def test_help_is_fast_and_imports_no_torch_and_version_prints():
 
 
 def test_flows_import_without_the_scale_extra():
-    """flows.scale and flows.augment_flow import with dask / prefect-dask absent (blocked here)."""
+    """augment.flows.scale and augment.flows.augment_flow import with dask / prefect-dask absent (blocked here)."""
     code = ("import sys\n"
             "for m in ('dask', 'distributed', 'prefect_dask'): sys.modules[m] = None\n"
-            "import flows.scale, flows.augment_flow\n"
+            "import augment.flows.scale, augment.flows.augment_flow\n"
             "print('ok', [m for m in ('dask', 'distributed', 'prefect_dask') if sys.modules.get(m)])\n")
     res = _py(code, NO_ALBUMENTATIONS_UPDATE="1")
     assert res.returncode == 0 and res.stdout.strip() == "ok []", res.stderr[-2000:]

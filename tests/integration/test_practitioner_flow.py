@@ -24,7 +24,7 @@ CONSUMER_FLOW = textwrap.dedent('''
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
     from augment.data.torch_dataset import AugmentedDataset
-    from flows.augment_flow import AugmentResult, augment_pipeline
+    from augment.flows.augment_flow import AugmentResult, augment_pipeline
 
 
     @task
@@ -132,7 +132,7 @@ def test_flow_outside_the_repo_runs_the_pipeline_as_a_subflow_and_trains_on_it(t
 @pytest.mark.slow
 def test_bad_params_and_bad_input_fail_at_once_without_retries(tmp_path: Path, prefect_harness, monkeypatch):
     from augment.errors import ConfigError, DataError
-    from flows.augment_flow import augment_pipeline
+    from augment.flows.augment_flow import augment_pipeline
 
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -153,7 +153,7 @@ def test_a_filter_that_empties_a_class_publishes_a_warning_artifact(tmp_path: Pa
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.augment_flow import augment_pipeline
+    from augment.flows.augment_flow import augment_pipeline
 
     ws = _workspace(tmp_path / "ws")
     monkeypatch.chdir(tmp_path)

@@ -125,7 +125,7 @@ def test_experiments_metrics_diff_and_plots(repo: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_nightly_prefect_flow_runs_the_scheduled_run(repo: Path, prefect_harness, monkeypatch):
     """The flow the cron deployment runs (flows/scheduled.py): same function, Prefect logging + artifact."""
-    from flows.scheduled import nightly_dvc_run
+    from augment.flows.scheduled import nightly_dvc_run
 
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     for k, v in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -141,7 +141,7 @@ def test_nightly_retries_a_remote_step_not_a_refused_or_failed_repro(tmp_path: P
     when the run was refused or `dvc repro` failed: that re-runs every stage before the failed one
     and fails the same way."""
     from augment.ops.scheduling import ScheduledRunError, ScheduledRunRefused, _run
-    from flows.scheduled import _retry_unless_refused
+    from augment.flows.scheduled import _retry_unless_refused
 
     class State:
         def __init__(self, exc):

@@ -139,7 +139,7 @@ def _copy_package(dst: Path) -> Path:
 
 def _keys(root: Path) -> dict[str, str]:
     from augment.config import load_params
-    from flows.caching import stage_key
+    from augment.flows.caching import stage_key
 
     cfg = load_params(ROOT / "params.yaml")
     paths = Paths().rooted(root / "workspace")
@@ -167,7 +167,7 @@ def test_prepare_records_and_cache_keys_do_not_depend_on_how_the_workspace_is_sp
     workspace) and every stage gets the same cache key, so nothing re-runs for the spelling."""
     from augment.config import load_params, root_config
     from augment.pipeline.stages import get_stage
-    from flows.caching import hash_path, stage_key
+    from augment.flows.caching import hash_path, stage_key
     from tests.conftest import make_image_folder, write_params
 
     ws = tmp_path / "ws"
