@@ -161,9 +161,10 @@ def publish_warnings(warnings: dict[str, list[str]]) -> None:
     """The stages' warnings as one artifact (``augment-warnings``), on every run, cached or not:
     e.g. a filter that left a class with no synthetic sample."""
     lines = [f"- **{stage}**: {line}" for stage, ws in warnings.items() for line in ws]
-    if lines:
-        create_markdown_artifact(key="augment-warnings", description=f"{len(lines)} pipeline warning(s)",
-                                 markdown="## Pipeline warnings\n\n" + "\n".join(lines))
+    # Published also when there are none: the UI shows a key's latest version, which would
+    # otherwise still be an earlier run's warnings.
+    create_markdown_artifact(key="augment-warnings", description=f"{len(lines)} pipeline warning(s)",
+                             markdown="## Pipeline warnings\n\n" + ("\n".join(lines) or "None in this run."))
 
 
 def publish_artifacts(paths: Paths, filter_report: dict, evaluated: bool) -> None:
@@ -189,6 +190,10 @@ def publish_artifacts(paths: Paths, filter_report: dict, evaluated: bool) -> Non
         create_markdown_artifact(key="augment-evaluation", description="Downstream test accuracy, four variants",
                                  markdown="## Downstream evaluation\n\n" + table + "\n\n"
                                  + _embed_png(hist, "score histogram"))
+    else:  # not left showing an earlier run's table as if it were this run's
+        create_markdown_artifact(key="augment-evaluation", description="Not evaluated in this run",
+                                 markdown="## Downstream evaluation\n\nThis run was not evaluated (`evaluate=False`); "
+                                 "`metrics/evaluate.md` may hold an earlier run's table.")
 
 
 # ------------------------------------------------------------------------------------ the flow

@@ -74,6 +74,13 @@ def test_flow_caches_on_inputs_invalidates_on_deleted_output_and_returns_typed_r
     table = by_key["augment-acceptance"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert {row["class"] for row in table} == set(first.class_names)
+    # Keys whose latest version a person reads are published on every run, saying what this run did.
+    with get_client(sync_client=True) as client:
+        latest = {key: client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                             limit=1, sort="CREATED_DESC")[0].data
+                  for key in ("augment-evaluation", "augment-warnings")}
+    assert "not evaluated" in latest["augment-evaluation"]
+    assert ("None in this run." in latest["augment-warnings"]) == (not first.warnings)
 
 
 def _stop(proc: subprocess.Popen) -> None:
