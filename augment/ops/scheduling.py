@@ -145,6 +145,26 @@ def uncached_outputs(repo: Path, existing: bool = True) -> list[str]:
     return [p for p in paths if not existing or (repo / p).exists()]
 
 
+def check_dvc_yaml_params(repo: Path) -> None:
+    """A mistake DVC reports only as "ERROR: unexpected error": ``prepare.test_dir: null`` in
+    params.yaml while dvc.yaml still lists ``${prepare.test_dir}`` as a dependency."""
+    params_file = repo / "params.yaml"
+    if not params_file.is_file():
+        return
+    try:
+        prepare = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}).get("prepare") or {}
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        return  # the prepare stage reports a broken params file itself, naming it
+    if not isinstance(prepare, dict) or "test_dir" not in prepare or prepare["test_dir"] is not None:
+        return
+    for number, line in enumerate((repo / "dvc.yaml").read_text(encoding="utf-8").splitlines(), 1):
+        if "${prepare.test_dir}" in line.split("#", 1)[0]:
+            raise ScheduledRunRefused(
+                f"params.yaml sets prepare.test_dir: null but dvc.yaml line {number} still depends on "
+                "${prepare.test_dir} (DVC would fail with only 'ERROR: unexpected error'): delete that line "
+                "from the prepare stage's deps, commit, and run again")
+
+
 def _dirty_paths(repo: Path, log: list[str]) -> list[str]:
     """Tracked paths with uncommitted changes (staged or not), as git spells them."""
     res = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd=repo, env=_env(),
@@ -195,6 +215,7 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
         raise ScheduledRunRefused(f"{repo} is not a DVC project (no dvc.yaml / .dvc): run `dvc init` there first")
     if not (repo / ".git").exists():
         raise ScheduledRunRefused(f"{repo} is not a git repository: scheduled runs commit dvc.lock")
+    check_dvc_yaml_params(repo)
     result = ScheduledRunResult()
     log = result.log
     with run_lock(repo):

@@ -158,3 +158,21 @@ def test_nightly_retries_a_remote_step_not_a_refused_or_failed_repro(tmp_path: P
     assert _retry_unless_refused(None, None, State(failure(["dvc", "push"]))) is True
     assert _retry_unless_refused(None, None, State(failure(["dvc", "repro"]))) is False
     assert _retry_unless_refused(None, None, State(ScheduledRunRefused("lock held"))) is False
+
+
+def test_a_null_test_dir_with_its_dvc_yaml_line_left_in_is_named(tmp_path: Path):
+    """DVC itself says only 'ERROR: unexpected error' here; the scheduled run names the line."""
+    from augment.ops.scheduling import ScheduledRunRefused, check_dvc_yaml_params
+
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    write_params(tmp_path / "params.yaml", {"prepare": {"test_dir": None, "test_fraction": 0.2}})
+    with pytest.raises(ScheduledRunRefused, match=r"dvc.yaml line \d+ still depends on \$\{prepare.test_dir\}"):
+        check_dvc_yaml_params(tmp_path)
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text("".join(line for line in dvc_yaml.read_text().splitlines(keepends=True)
+                                if "${prepare.test_dir}" not in line))
+    check_dvc_yaml_params(tmp_path)  # the line removed, as README step 3 says: accepted
