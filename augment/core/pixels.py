@@ -8,6 +8,8 @@ import torch
 
 def to_tensor(images_u8: np.ndarray, device: torch.device) -> torch.Tensor:
     """``uint8 (N, H, W, C)`` numpy -> float ``(N, C, H, W)`` in [-1, 1]."""
+    if not images_u8.flags.writeable:  # e.g. a decoded image or a memory-mapped shard: torch warns on these
+        images_u8 = images_u8.copy()
     t = torch.from_numpy(images_u8).to(device)
     return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
 

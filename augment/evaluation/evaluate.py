@@ -147,12 +147,18 @@ def format_table(metrics: dict[str, Any]) -> str:
         r = v[name]
         da = r["mean"] - v["real"]["mean"]
         db = r["mean"] - v["classical"]["mean"]
-        lines.append(f"{tag + ' ' + label:<34} {r['mean']:.4f} ± {r['std']:.4f} {da:>+10.4f} {db:>+10.4f}")
+        # One seed gives no spread: "n/a", not a "± 0.0000" that reads as an exact number.
+        spread = f"± {r['std']:.4f}" if len(metrics["seeds"]) > 1 else "± n/a   "
+        lines.append(f"{tag + ' ' + label:<34} {r['mean']:.4f} {spread} {da:>+10.4f} {db:>+10.4f}")
+    if len(metrics["seeds"]) < 2:
+        lines.append("(one seed: no spread over seeds; set evaluate.seeds to several before reading a difference)")
+    # One row per class, its full name (classes like defect_01 .. defect_12 stay apart).
     names = list(v["real"]["per_class"])
+    width = max([9] + [len(n) for n in names])
     lines.append("")
-    lines.append("per class " + " ".join(f"{n[:8]:>8}" for n in names))
-    for name, (tag, _, _, _) in VARIANTS.items():
-        lines.append(f"{tag:<9} " + " ".join(f"{v[name]['per_class'][n]:>8.3f}" for n in names))
+    lines.append(f"{'per class':<{width}} " + " ".join(f"{tag:>8}" for tag, *_ in VARIANTS.values()))
+    for n in names:
+        lines.append(f"{n:<{width}} " + " ".join(f"{v[name]['per_class'][n]:>8.3f}" for name in VARIANTS))
     return "\n".join(lines)
 
 

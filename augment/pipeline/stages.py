@@ -349,10 +349,25 @@ def _merge_warnings(r: dict[str, Any]) -> list[str]:
         return ["WARNING: merge left every class with no synthetic sample"]
     out = no_synthetic_warnings(r.get("per_class", {}), "synthetic", "merge")
     share, uniform = r.get("synthetic_share"), r.get("uniform_share")
+    if share:  # the share is global: a class with few or no samples is drawn less often than in the real set
+        pc = r.get("per_class", {})
+        n_real = sum(c.get("real", 0) for c in pc.values())
+        n_syn = sum(c.get("synthetic", 0) for c in pc.values())
+        moved = {name: ((1 - share) * c["real"] / n_real + share * c.get("synthetic", 0) / n_syn) / (c["real"] / n_real)
+                 for name, c in pc.items() if c.get("real") and n_syn}
+        far = [f"{name} x{ratio:.2f}" for name, ratio in moved.items() if not 1 / 1.5 <= ratio <= 1.5]
+        if far:
+            out.append("note: sampled by weight, the synthetic share changes how often these classes are drawn "
+                       f"against the real set: {', '.join(far)} (the share is global, not per class; "
+                       "docs/stages.md, merge)")
     if share is not None and uniform is not None and abs(uniform - share) > 0.05:
+        if r.get("realise") == "replicate":  # already copying reals: too few samples to reach the share
+            fix = (f"only {r['synthetic']} synthetic images were accepted, too few for that share even with one "
+                   "copy of each real image: sample by the manifest's weight column (e.g. WeightedRandomSampler)")
+        else:
+            fix = "sample by the manifest's weight column, or set merge.realise: replicate"
         out.append(f"WARNING: read as is (ImageFolder, weights ignored) the merged folder is {uniform:.0%} synthetic, "
-                   f"not the chosen {share:.0%}: sample by the manifest's weight column, or set "
-                   "merge.realise: replicate")
+                   f"not the chosen {share:.0%}: {fix}")
     return out
 
 

@@ -155,6 +155,7 @@ def accuracy_resolution(table: list[dict[str, Any]]) -> float | None:
     widths = [(r["accuracy_gain_ci_high"] - r["accuracy_gain_ci_low"]) / 2 for r in table[1:]
               if math.isfinite(r["accuracy_gain_ci_high"]) and math.isfinite(r["accuracy_gain_ci_low"])
               and sum(r.get("synthetic_per_fold") or [1]) > 0]  # a candidate with no sample tests nothing
+    widths = [w for w in widths if w > 0]  # a candidate that changed no prediction measures no noise level
     return float(np.median(widths)) if widths else None
 
 
@@ -305,7 +306,11 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             reason += (f". The fold filters accepted no synthetic sample (accepted per fold and class: "
                        f"{accepted_per_fold}), so no synthetic candidate was tested: see the filter report "
                        "(data/filtered/report.json) and loosen the filter params, or train the generator longer")
-        elif resolution is not None:
+        elif resolution is None:
+            reason += (". No synthetic candidate changed any out-of-fold prediction (real + classical: "
+                       f"{100 * table[0]['oof_accuracy']:.1f} % correct out of fold), so accuracy could show neither "
+                       "a gain nor a loss here")
+        else:
             reason += (f". On {len(y)} labelled images the out-of-fold accuracy gain is known to about "
                        f"+/-{100 * resolution:.1f} points (95 %): a smaller gain or loss cannot be told from noise "
                        "here, so 'none' means no gain was shown, not that the synthetic data hurts")

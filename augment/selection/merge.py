@@ -80,7 +80,8 @@ def load_rows_images(gen_dir: str | Path, decisions: dict[str, np.ndarray], rows
 
 
 def draw_weights(is_synthetic: np.ndarray, share: float | None) -> np.ndarray:
-    """Per-sample draw weights (sum 1 per source) realising ``share``; uniform when None."""
+    """Per-sample draw weights realising ``share``: they sum to 1 over the whole folder, and the
+    synthetic rows together to ``share``; uniform when None."""
     from augment.downstream.classifier import mixing_weights
 
     w = mixing_weights(is_synthetic, share)

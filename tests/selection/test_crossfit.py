@@ -53,6 +53,11 @@ def test_resolution_is_the_median_interval_half_width_of_the_synthetic_candidate
     assert crossfit.accuracy_resolution(rows) == pytest.approx(0.03)
     rows.append({"accuracy_gain_ci_low": float("-inf"), "accuracy_gain_ci_high": float("inf")})  # one image
     assert crossfit.accuracy_resolution(rows) == pytest.approx(0.03)
+    # a candidate that changed no out-of-fold prediction has a zero-width interval: it measures no
+    # noise level, and alone it must not report "+/-0.0 points"
+    assert crossfit.accuracy_resolution(rows + [{"accuracy_gain_ci_low": 0.0, "accuracy_gain_ci_high": 0.0}] * 5) \
+        == pytest.approx(0.03)
+    assert crossfit.accuracy_resolution(rows[:1] + [{"accuracy_gain_ci_low": 0.0, "accuracy_gain_ci_high": 0.0}]) is None
 
 
 def test_paired_gain_bounds():

@@ -186,6 +186,24 @@ def test_merge_warns_when_the_folder_read_as_is_is_not_the_chosen_share():
     assert len(weights) == 1 and "89% synthetic" in weights[0] and "merge.realise: replicate" in weights[0]
     assert _merge_warnings({"synthetic": 850, "synthetic_share": 0.25, "uniform_share": 850 / 3450,
                             "per_class": per_class}) == []
+    # replicate already in effect, but too few samples accepted for the share: the advice is the weights
+    (few,) = _merge_warnings({"synthetic": 15, "synthetic_share": 0.5, "uniform_share": 15 / 59,
+                              "realise": "replicate", "per_class": {"a": {"synthetic": 8}, "b": {"synthetic": 7}}})
+    assert "only 15 synthetic images" in few and "weight column" in few and "set merge.realise" not in few
+
+
+def test_merge_notes_classes_the_global_share_draws_far_more_or_less_often():
+    """The share is global: a class with no sample is drawn at (1 - share) of its real frequency,
+    a small class with many samples far more often; the merge stage names both."""
+    from augment.pipeline.stages import _merge_warnings
+
+    per_class = {"good": {"real": 20, "synthetic": 10}, "scratch": {"real": 20, "synthetic": 0},
+                 "rare": {"real": 4, "synthetic": 5}}
+    lines = _merge_warnings({"synthetic": 15, "synthetic_share": 0.5, "uniform_share": 0.5, "per_class": per_class})
+    (note,) = [line for line in lines if line.startswith("note:")]
+    assert "scratch x0.50" in note and "rare x2.33" in note and "good" not in note
+    even = {c: {"real": 20, "synthetic": 10} for c in ("a", "b")}
+    assert _merge_warnings({"synthetic": 20, "synthetic_share": 0.5, "uniform_share": 0.5, "per_class": even}) == []
 
 
 def test_merge_warning_for_no_synthetic_names_how_the_share_was_chosen():
