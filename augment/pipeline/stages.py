@@ -50,6 +50,8 @@ def run_prepare(cfg: PrepareConfig, paths: Paths = Paths(), progress: bool = Tru
 def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
               wrap_trainer: Callable[[Any], Any] | None = None,
               classical: ClassicalConfig = ClassicalConfig()) -> dict[str, Any]:
+    import torch
+
     from augment.core.plots import loss_curves, save_png
     from augment.data.prepare import load_prepared
     from augment.models.checkpoint import save_checkpoint
@@ -68,7 +70,9 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     cfg = result.cfg  # auto sizes resolved for this data: the checkpoint records what was trained
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
-                        ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x))},
+                        ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x)),
+                                               # float sums split over threads: another count, other last bits
+                                               "torch_threads": torch.get_num_threads()},
                         extra_tensors=sampler_tensors(result.trainer, x, y))
         last = max(result.grids)
         save_png(result.grids[last], tmp / "sample_grid.png")
