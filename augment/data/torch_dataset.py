@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable
 
@@ -92,7 +93,8 @@ class AugmentedDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, transform: Callable[..., Any] | None = None,
-                 target_transform: Callable[[int], Any] | None = None, return_meta: bool = False):
+                 target_transform: Callable[[int], Any] | None = None, return_meta: bool = False,
+                 shard_cache_bytes: int = 256 * 2**20):
         self.root = Path(root)
         manifest = self.root / "manifest.csv"
         if not manifest.is_file():
@@ -125,7 +127,11 @@ class AugmentedDataset(Dataset):
         self.samples: list[tuple[str, int]] = samples
         self.is_synthetic = np.asarray([r.get("source") == "synthetic" for r in self.rows], dtype=bool)
         self.weights = np.asarray(weights, dtype=np.float64)
-        self._cache: tuple[str, np.ndarray] | None = None
+        # npz shards decoded so far, least recently used first, up to shard_cache_bytes (the shard in
+        # use is always kept): a shuffled or weighted sampler reads random items, and re-reading a
+        # whole shard per item would cost ~30x a sequential pass. Each DataLoader worker has its own.
+        self._shards: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._shard_cache_bytes = int(shard_cache_bytes)
 
     # ---------------------------------------------------------------------------- manifest checks
 
@@ -184,9 +190,14 @@ class AugmentedDataset(Dataset):
         """The uint8 ``(H, W, C)`` image of item ``i`` (no transform)."""
         r = self.rows[i]
         if r.get("shard"):
-            if self._cache is None or self._cache[0] != r["shard"]:
-                self._cache = (r["shard"], load_npz(self.root / r["shard"])["images"])
-            return self._cache[1][int(r["offset"])]
+            images = self._shards.get(r["shard"])
+            if images is None:
+                images = load_npz(self.root / r["shard"])["images"]
+                self._shards[r["shard"]] = images
+                while len(self._shards) > 1 and sum(a.nbytes for a in self._shards.values()) > self._shard_cache_bytes:
+                    self._shards.popitem(last=False)
+            self._shards.move_to_end(r["shard"])
+            return images[int(r["offset"])]
         path = Path(self.samples[i][0])
         if not path.is_file():
             raise DataError(f"{path} (listed in {self.root}/manifest.csv) does not exist")

@@ -97,3 +97,31 @@ def test_bad_manifest_row_is_refused_naming_the_line(tmp_path: Path, change, nee
     with pytest.raises(DataError) as exc:
         AugmentedDataset(tmp_path)
     assert needle in str(exc.value) and "manifest.csv line 4" in str(exc.value)
+
+
+def test_npz_shards_are_read_once_under_random_access(tmp_path: Path, monkeypatch):
+    """merge.format npz read through a shuffled or weighted sampler: each shard is decoded once
+    (while it fits the cache), not once per item; a small cache still returns the right images."""
+    from augment.core.files import atomic_save_npz
+    from augment.data import torch_dataset
+
+    rng = np.random.default_rng(0)
+    shards = {f"s{k}.npz": rng.integers(0, 255, (6, 4, 4, 1), dtype=np.uint8) for k in range(3)}
+    rows = []
+    for name, images in shards.items():
+        atomic_save_npz(tmp_path / name, images=images)
+        rows += [{"shard": name, "offset": str(j), "class": CLASSES[j % 2], "label": j % 2, "source": "real",
+                  "weight": "1"} for j in range(len(images))]
+    atomic_write_csv(tmp_path / "manifest.csv", rows, MANIFEST_FIELDS)
+    (tmp_path / "summary.json").write_text(json.dumps({"class_names": CLASSES}))
+    loads = []
+    real_load = torch_dataset.load_npz
+    monkeypatch.setattr(torch_dataset, "load_npz", lambda p: loads.append(p) or real_load(p))
+    order = rng.permutation(len(rows)).tolist() * 2
+    for budget, most in ((1 << 20, 3), (1, None)):  # everything fits / only the shard in use
+        loads.clear()
+        ds = AugmentedDataset(tmp_path, shard_cache_bytes=budget)
+        for i in order:
+            np.testing.assert_array_equal(ds.image(i), shards[rows[i]["shard"]][int(rows[i]["offset"])])
+        if most is not None:
+            assert len(loads) == most
