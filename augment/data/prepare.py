@@ -246,6 +246,10 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         split = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     all_files = files + test_files
     all_hashes = hashes + test_hashes
+    # What the common shape changed, by file (the report lists them; the summary notes them).
+    resized_files = [{"file": all_files[i], "from": list(a.shape[:2])}
+                     for i, a in enumerate(arrays + test_arrays) if a.shape[:2] != shape[:2]]
+    colour_files = [all_files[i] for i, a in enumerate(arrays + test_arrays) if a.shape[2] == 3]
     dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
     # The same image under two class labels: one of the labels is wrong (reported, not guessed).
     conflicts = [{"a": all_files[d["a"]], "class_a": scan.class_names[labels[d["a"]]],
@@ -285,7 +289,11 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
             s: {name: int(((split == SPLIT_CODE[s]) & (labels == c)).sum()) for c, name in enumerate(ds.class_names)}
             for s in SPLITS
         },
-        "resized": int(sum(a.shape[:2] != shape[:2] for a in arrays + test_arrays)),
+        "resized": len(resized_files),
+        "resized_files": resized_files,  # file and its original (H, W), resized to image_shape
+        "colour_images": len(colour_files),  # any colour image makes every image RGB
+        "colour_example": colour_files[0] if colour_files else None,
+        "images_read": len(all_files),
         "skipped": skipped,
         "altered": notes,
         "label_conflicts": conflicts,

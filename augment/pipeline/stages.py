@@ -431,6 +431,15 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
     if r.get("altered"):
         out.append(f"note: {len(r['altered'])} image(s) used with a change (first frame of a multi-frame image, "
                    "EXIF rotation); listed in report.json (altered)")
+    if r.get("resized_files"):
+        first = r["resized_files"][0]
+        h, w = r["image_shape"][:2]
+        out.append(f"note: {len(r['resized_files'])} image(s) resized to the most common size {h}x{w}, e.g. "
+                   f"{first['file']} ({first['from'][0]}x{first['from'][1]}); listed in report.json (resized_files)")
+    colour, total = r.get("colour_images", 0), r.get("images_read", 0)
+    if colour and total and colour < total:
+        out.append(f"note: {colour} of {total} images are colour (e.g. {r.get('colour_example')}), so every image "
+                   "is prepared as RGB; convert those to grey if the data is grey")
     return out
 
 

@@ -124,3 +124,16 @@ def test_cross_split_copies_are_reported_refused_or_dropped(tmp_path: Path):
     assert report["duplicates"]["exact_cross_split"] == 0
     assert len(kept.files) == 35 - len(dropped)
     assert all(f not in kept.files for f in (d["file"] for d in dropped))
+
+
+def test_prepare_notes_what_the_common_shape_changed():
+    """A resized image and a few colour files among grey ones are named in the stage's notes."""
+    from augment.pipeline.stages import get_stage
+
+    report = {"duplicates": {"exact_cross_split": 0, "near_cross_split": 0}, "image_shape": [24, 32, 3],
+              "resized_files": [{"file": "raw/a/square.png", "from": [28, 28]}],
+              "colour_images": 1, "colour_example": "raw/a/as_rgb.png", "images_read": 30}
+    resized, colour = get_stage("prepare").warnings(report)
+    assert "1 image(s) resized to the most common size 24x32, e.g. raw/a/square.png (28x28)" in resized
+    assert "1 of 30 images are colour (e.g. raw/a/as_rgb.png), so every image is prepared as RGB" in colour
+    assert get_stage("prepare").warnings({**report, "resized_files": [], "colour_images": 30}) == []

@@ -313,7 +313,9 @@ CASES = [
          lambda ws: (RAW / "class_0" / "really_jpeg.png").write_bytes(pil_bytes(Image.new("L", (8, 8), 90), "JPEG")),
          check=_expect_channels(1)),
     Case("mixed_sizes", lambda ws: (RAW / "class_0" / "big.png").write_bytes(png(np.zeros((13, 10, 1), np.uint8))),
-         check=lambda ws: (report()["image_shape"] == [8, 8, 1] and report()["resized"] == 1) or pytest.fail()),
+         check=lambda ws: (report()["image_shape"] == [8, 8, 1] and report()["resized"] == 1
+                           and [(Path(r["file"]).name, r["from"]) for r in report()["resized_files"]]
+                           == [("big.png", [13, 10])]) or pytest.fail()),
     Case("decompression_bomb", lambda ws: (RAW / "class_0" / "bomb.png").write_bytes(bomb_png()),
          needle="class_0/bomb.png: refused as a possible decompression bomb"),
     Case("large_image_over_default_limit",
