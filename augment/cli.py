@@ -140,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         with workspace_lock(".", what=f"augment {args.command}"):
             run_stages(STAGE_NAMES if args.command == "run" else (args.command,), cfg, paths, not args.quiet,
                        protect={"--params": args.params})
+            if args.command == "run":  # what this run used, whatever params.yaml says tomorrow
+                from pathlib import Path
+
+                from augment.config import effective_params_yaml
+                from augment.core.files import atomic_write_text
+
+                atomic_write_text(Path(paths.metrics_dir) / "run_params.yaml",
+                                  effective_params_yaml(cfg, f"augment run --params {args.params}"))
         return 0
     except LockBusyError as exc:
         print(_one_line(f"augment {args.command}: error: {exc}"), file=sys.stderr)

@@ -706,6 +706,24 @@ def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> Pi
     return new
 
 
+def effective_params_yaml(cfg: PipelineConfig, source: str) -> str:
+    """``cfg`` as a params file that repeats the run (every group, every key), headed by where it
+    came from and the versions and thread count it ran with (``metrics/run_params.yaml`` of
+    ``augment run``, ``metrics/flow_params.yaml`` of the flow)."""
+    import platform
+
+    import numpy
+    import torch
+
+    from augment import __version__
+
+    head = (f"# effective parameters of the run that wrote these outputs ({source})\n"
+            f"# augment {__version__}, torch {torch.__version__}, numpy {numpy.__version__}, "
+            f"python {platform.python_version()}, torch threads {torch.get_num_threads()}\n"
+            "# to repeat it: copy this file out of the outputs and pass it as --params\n")
+    return head + yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
 def load_config(params_path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """``params.yaml`` with ``overrides`` applied, validated (see :func:`apply_overrides`)."""
     return apply_overrides(load_params(params_path), overrides)

@@ -229,12 +229,11 @@ def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evalu
         result = _pipeline(cfg, params_file, workdir, evaluate, dask_address, dask_workers, overrides)
         result = replace(result, params=asdict(effective), overrides=overrides)
         # What this run used, whatever params.yaml says tomorrow: a params file that repeats it.
+        from augment.config import effective_params_yaml
         from augment.core.files import atomic_write_text
 
-        atomic_write_text(Path(Paths().rooted(workdir).metrics_dir) / "flow_params.yaml",
-                          "# effective parameters of the flow run that wrote this folder's outputs "
-                          f"(params: {params_path}; overrides: {json.dumps(overrides, sort_keys=True)})\n"
-                          + yaml.safe_dump(result.params, sort_keys=False))
+        atomic_write_text(Path(Paths().rooted(workdir).metrics_dir) / "flow_params.yaml", effective_params_yaml(
+            effective, f"flow augment-pipeline, params {params_path}, overrides {json.dumps(overrides, sort_keys=True)}"))
         return result
 
 

@@ -230,6 +230,10 @@ def clean_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_pipeline_runs_with_the_network_unplugged(clean_run: Path):
     assert (clean_run / "metrics/evaluate.json").is_file()
+    # `augment run` leaves a params file that repeats it, whatever params.yaml says later
+    from augment.config import load_params
+
+    assert load_params(clean_run / "metrics/run_params.yaml") == load_params(clean_run / "params.yaml")
     assert {p.name for p in (clean_run / "data/augmented").iterdir() if p.is_dir()} == {"with space", "ünïcødé", "-dash"}
 
 
