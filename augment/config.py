@@ -232,7 +232,10 @@ class CrossfitConfig:
     """K-fold cross-fitted choice of the synthetic share (augment/selection/crossfit.py): every
     labelled image is used, by a fold generator and, once, as out-of-fold validation."""
 
-    folds: int = 3
+    # null = auto: AUTO_FOLDS (5), fewer when a class has fewer labelled images (at least 2). More
+    # folds: each fold generator sees more of the data (4/5 instead of 2/3), so its samples are
+    # judged closer to how the final generator's will be (docs/screens/crossfit_rule.md)
+    folds: Optional[int] = None
     shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])  # 0.0 = real only (always tried)
     fractions: list[float] = field(default_factory=lambda: [1.0])  # top fraction of the accepted samples
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # classifier seeds per fold and candidate
@@ -252,7 +255,8 @@ class CrossfitConfig:
     workers: Optional[int] = None  # processes for the fold generators and models; null = one per CPU (1 on CUDA)
 
     def validate(self) -> None:
-        _check_range("crossfit.folds", self.folds, 2, 20)
+        if self.folds is not None:
+            _check_range("crossfit.folds", self.folds, 2, 20)
         _check_workers("crossfit.workers", self.workers)
         if not self.shares or not self.fractions or not self.seeds:
             raise ConfigError("crossfit.shares, crossfit.fractions and crossfit.seeds must not be empty")

@@ -449,7 +449,8 @@ def _crossfit_summary(r: dict[str, Any]) -> str:
     res = r.get("accuracy_resolution")
     seen = (f", accuracy gain seen to +/-{100 * res:.1f} points"
             if res is not None and not r.get("no_synthetic") else "")  # a "none" reason already states it
-    return f"crossfit ({r['folds']} folds, {r['images']} labelled images{seen}): {r['reason']}"
+    auto = " (auto)" if "folds_param" in r and r["folds_param"] is None else ""
+    return f"crossfit ({r['folds']} folds{auto}, {r['images']} labelled images{seen}): {r['reason']}"
 
 
 def _merge_summary(r: dict[str, Any]) -> str:
@@ -545,12 +546,13 @@ def check_crossfit_folds(cfg: Any, paths: Paths) -> None:
     class of the prepared train split, or the crossfit stage would fail only after train, generate
     and filter have run. Raises the crossfit stage's own :class:`DataError`."""
     from augment.data.prepare import load_prepared
-    from augment.selection.crossfit import stratified_folds
+    from augment.selection.crossfit import resolve_folds, stratified_folds
 
     if cfg.merge.quota != "crossfit":
         return
     ds = load_prepared(paths.prepared)
-    stratified_folds(ds.subset("train")[1], cfg.crossfit.folds, cfg.crossfit.seed, ds.class_names)
+    y = ds.subset("train")[1]
+    stratified_folds(y, resolve_folds(y, cfg.crossfit.folds, ds.class_names), cfg.crossfit.seed, ds.class_names)
 
 
 def get_stage(name: str) -> Stage:

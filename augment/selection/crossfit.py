@@ -55,6 +55,26 @@ from augment.config import (
 from augment.errors import DataError
 
 
+AUTO_FOLDS = 5
+
+
+def resolve_folds(labels: np.ndarray, folds: int | None, class_names: list[str] | None = None) -> int:
+    """``crossfit.folds``, or with null (auto) :data:`AUTO_FOLDS`, lowered to the smallest class's
+    count of labelled images (at least 2, so every image is held out once)."""
+    if folds is not None:
+        return int(folds)
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    if not len(present):
+        raise DataError("crossfit: no labelled images")
+    if present.min() < 2:
+        short = [int(c) for c in np.flatnonzero(counts == 1)]
+        named = [class_names[c] for c in short] if class_names else short
+        raise DataError(f"cross-fitting needs at least 2 labelled images in every class; class(es) {named} have 1: "
+                        "add images, or choose another merge.quota")
+    return int(min(AUTO_FOLDS, present.min()))
+
+
 def stratified_folds(labels: np.ndarray, k: int, seed: int, class_names: list[str] | None = None) -> np.ndarray:
     """Fold id (0..k-1) per image: each class spread as evenly as possible over the folds."""
     counts = np.bincount(labels)
@@ -224,17 +244,18 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
 
     k = len(class_names)
     check_model_builds(cfg.model, "crossfit.model", x.shape[3], k, min(x.shape[1:3]))  # before any training
-    folds = stratified_folds(y, cfg.folds, cfg.seed, class_names)
+    n_folds = resolve_folds(y, cfg.folds, class_names)
+    folds = stratified_folds(y, n_folds, cfg.seed, class_names)
     points = candidates(cfg)
     device = resolve_device(cfg.device)
-    workers = resolve_workers(cfg.workers, cfg.folds * len(points) * len(cfg.seeds), device)
+    workers = resolve_workers(cfg.workers, n_folds * len(points) * len(cfg.seeds), device)
     # out-of-fold class probabilities, per candidate, seed and image
     prob_all = np.zeros((len(points), len(cfg.seeds), len(y), k))
     accepted_per_fold = []
     synthetic_per_fold: list[list[int]] = [[] for _ in points]  # images the candidate adds, per fold
     with process_pool(workers) as pool:
         gen_jobs = []
-        for f in range(cfg.folds):
+        for f in range(n_folds):
             fit = folds != f
             # Each fold's generator gets its own seed, derived from the final one's.
             fold_train = replace(train_cfg, seed=int(np.random.SeedSequence([train_cfg.seed, f]).generate_state(1)[0] % 2**31))
@@ -252,14 +273,14 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                 for j, seed in enumerate(cfg.seeds):
                     clf_jobs[f, i, j] = pool.submit(_fold_classifier, x[fit], y[fit], x[held], k, cfg.steps, seed,
                                                     str(device), classical, syn_x[pick], syn_y[pick], draw, cfg.model)
-        for f in range(cfg.folds):
+        for f in range(n_folds):
             held = folds == f
             for i, (share, frac) in enumerate(points):
                 for j in range(len(cfg.seeds)):
                     prob_all[i, j, held] = clf_jobs[f, i, j].result()
                 if progress:
                     fold_acc = (prob_all[i][:, held].argmax(-1) == y[held]).mean()
-                    progress(f"crossfit fold {f + 1}/{cfg.folds} share {share} fraction {frac}: "
+                    progress(f"crossfit fold {f + 1}/{n_folds} share {share} fraction {frac}: "
                              f"out-of-fold accuracy {fold_acc:.4f}")
     p_true = prob_all[:, :, np.arange(len(y)), y]  # probability of the true class
     correct = prob_all.argmax(-1) == y
@@ -317,7 +338,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     return {
         "synthetic_share": best["synthetic_share"], "fraction": best["fraction"],
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
-        "folds": cfg.folds, "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
+        "folds": n_folds, "folds_param": cfg.folds,  # the folds used; the param (null = auto)
+        "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
         "confidence": cfg.confidence, "candidate_confidence": level,
         "images": int(len(y)), "workers": workers,
         "realise": realise, "accuracy_resolution": resolution,

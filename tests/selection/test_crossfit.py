@@ -60,6 +60,19 @@ def test_resolution_is_the_median_interval_half_width_of_the_synthetic_candidate
     assert crossfit.accuracy_resolution(rows[:1] + [{"accuracy_gain_ci_low": 0.0, "accuracy_gain_ci_high": 0.0}]) is None
 
 
+def test_auto_folds_are_five_or_the_smallest_class():
+    """crossfit.folds null: 5 folds (each fold generator sees 4/5 of the data), fewer when a class
+    has fewer labelled images, so a scarce class is not an error; an explicit value is kept."""
+    from augment.errors import DataError
+
+    ten = np.repeat([0, 1], 10)
+    assert crossfit.resolve_folds(ten, None) == crossfit.AUTO_FOLDS == 5
+    assert crossfit.resolve_folds(np.array([0] * 10 + [1] * 3), None) == 3
+    assert crossfit.resolve_folds(ten, 3) == 3
+    with pytest.raises(DataError, match=r"at least 2 labelled images in every class; class\(es\) \['b'\] have 1"):
+        crossfit.resolve_folds(np.array([0] * 10 + [1]), None, ["a", "b"])
+
+
 def test_paired_gain_bounds():
     rng = np.random.default_rng(0)
     clear = paired_gain(0.1 + 0.01 * rng.standard_normal(200), 0.95)
