@@ -323,7 +323,9 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             reason += (f". Share {r['synthetic_share']} lowered the log-loss (bound {r['nll_gain_lower']:.4f}) but "
                        f"not at each candidate's best temperature (bound {r['scaled_nll_gain_lower']:.4f}): the gain "
                        "was in how confident the classifier is, which accuracy does not see")
-        if not any(sum(r["synthetic_per_fold"]) for r in table[1:]):
+        if len(table) == 1:
+            pass  # no synthetic candidate was asked for (crossfit.shares: [0.0])
+        elif not any(sum(r["synthetic_per_fold"]) for r in table[1:]):
             reason += (f". The fold filters accepted no synthetic sample (accepted per fold and class: "
                        f"{accepted_per_fold}), so no synthetic candidate was tested: see the filter report "
                        "(data/filtered/report.json) and loosen the filter params, or train the generator longer")
