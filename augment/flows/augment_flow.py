@@ -51,9 +51,9 @@ from prefect.artifacts import (  # noqa: E402
 
 from augment.config import PipelineConfig, load_config, root_config  # noqa: E402
 from augment.errors import AugmentError  # noqa: E402
+from augment.flows import caching  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 from augment.pipeline.stages import STAGE_NAMES, check_crossfit_folds, check_stage_paths, get_stage  # noqa: E402
-from augment.flows import caching  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from augment.downstream.classifier import predict_proba, train_classifier  # noq
 from augment.downstream.models import resolve_model  # noqa: E402
 from augment.errors import DataError  # noqa: E402
 from augment.evaluation.evaluate import classifier_spec  # noqa: E402
-from augment.pipeline.paths import Paths  # noqa: E402
 from augment.flows.augment_flow import AugmentResult, augment_pipeline  # noqa: E402
+from augment.pipeline.paths import Paths  # noqa: E402
 
 
 @task(name="train-classifier")
