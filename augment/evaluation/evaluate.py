@@ -85,6 +85,7 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
     k = ds.num_classes
     check_model_builds(cfg.model, "evaluate.model", real_x.shape[3], k, min(real_x.shape[1:3]))  # before training
     results: dict[str, Any] = {}
+    correct: dict[str, np.ndarray] = {}  # per variant: each test image's accuracy, averaged over the seeds
     bar = tqdm(total=len(VARIANTS) * len(cfg.seeds), desc="evaluate", unit="model", disable=not progress)
     no_synthetic = len(syn_x) == 0 or cfg.synthetic_share == 0.0
     # Nothing synthetic to add: (c) and (d) would train exactly the models of (a) and (b) (same
@@ -98,14 +99,17 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
             if name not in trained:
                 twin = "real" if name == "synthetic" else "classical"
                 results[name] = {**results[twin], "same_as": twin}
+                correct[name] = correct[twin]
                 bar.update(len(cfg.seeds))
                 continue
-            accs, per_class = [], []
+            accs, per_class, hits = [], [], []
             for seed in cfg.seeds:
                 pred = jobs[name, seed].result()
+                hits.append(pred == test_y)
                 accs.append(float((pred == test_y).mean()))
                 per_class.append(per_class_accuracy(pred, test_y, k))
                 bar.update(1)
+            correct[name] = np.mean(hits, axis=0)
             pc = np.asarray(per_class, dtype=np.float64)
             results[name] = {
                 **summarise(accs),
@@ -122,6 +126,11 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
     per_class_delta = {
         n: results["combined"]["per_class"][n] - results["classical"]["per_class"][n] for n in ds.class_names
     }
+    # (d) - (b) paired over the test images (each image's accuracy averaged over the seeds): this
+    # interval also covers which test images were drawn, which the spread over seeds does not.
+    diff = correct["combined"] - correct["classical"]
+    paired = {"all": paired_interval(diff),
+              **{n: paired_interval(diff[test_y == c]) for c, n in enumerate(ds.class_names)}}
     return {
         "test_images": int(len(test_x)),
         "train_real_images": int(len(real_x)),
@@ -131,7 +140,19 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
         "variants": results,
         "delta": deltas,
         "per_class_delta_combined_vs_classical": per_class_delta,
+        "combined_vs_classical_paired": paired,
     }
+
+
+def paired_interval(diff: np.ndarray) -> dict[str, float | int | None]:
+    """Mean of per-image differences and its 95 % Student-t interval (None below two images)."""
+    d = np.asarray(diff, dtype=np.float64)
+    if len(d) == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "images": 0}
+    half = ci95(d.tolist())
+    mean = float(d.mean())
+    return {"mean": mean, "ci_low": None if half is None else mean - half,
+            "ci_high": None if half is None else mean + half, "images": int(len(d))}
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -152,13 +173,27 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{tag + ' ' + label:<34} {r['mean']:.4f} {spread} {da:>+10.4f} {db:>+10.4f}")
     if len(metrics["seeds"]) < 2:
         lines.append("(one seed: no spread over seeds; set evaluate.seeds to several before reading a difference)")
+    paired = metrics.get("combined_vs_classical_paired", {})
+
+    def interval(r: dict | None) -> str:
+        if not r or r.get("mean") is None:
+            return "n/a"
+        if r.get("ci_low") is None:
+            return f"{r['mean']:+.3f}"
+        return f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+
+    if paired.get("all"):
+        lines.append(f"(d) - (b) paired over the {paired['all']['images']} test images (seeds averaged): "
+                     f"{interval(paired['all'])} (95 %; unlike the ± above, this covers which test images were drawn)")
     # One row per class, its full name (classes like defect_01 .. defect_12 stay apart).
     names = list(v["real"]["per_class"])
     width = max([9] + [len(n) for n in names])
     lines.append("")
-    lines.append(f"{'per class':<{width}} " + " ".join(f"{tag:>8}" for tag, *_ in VARIANTS.values()))
+    lines.append(f"{'per class':<{width}} " + " ".join(f"{tag:>8}" for tag, *_ in VARIANTS.values())
+                 + ("  (d) - (b) 95 %" if paired else ""))
     for n in names:
-        lines.append(f"{n:<{width}} " + " ".join(f"{v[name]['per_class'][n]:>8.3f}" for name in VARIANTS))
+        lines.append(f"{n:<{width}} " + " ".join(f"{v[name]['per_class'][n]:>8.3f}" for name in VARIANTS)
+                     + (f"  {interval(paired.get(n))}" if paired else ""))
     return "\n".join(lines)
 
 

@@ -47,3 +47,23 @@ def test_without_synthetic_images_c_and_d_are_a_and_b():
     v = out["variants"]
     assert v["synthetic"]["same_as"] == "real" and v["combined"]["same_as"] == "classical"
     assert v["combined"]["per_seed"] == v["classical"]["per_seed"]
+    # the paired (d) - (b) over test images: exactly zero, with a zero-width interval, overall and per class
+    paired = out["combined_vs_classical_paired"]
+    assert set(paired) == {"all", "a", "b", "c"}
+    assert all((r["mean"], r["ci_low"], r["ci_high"]) == (0.0, 0.0, 0.0) for r in paired.values())
+    assert paired["all"]["images"] == 15 and paired["a"]["images"] == 5
+
+
+def test_paired_difference_matches_the_accuracies_and_covers_the_test_images():
+    """The paired (d) - (b) mean is the accuracy difference; its interval is over test images."""
+    from augment.evaluation.evaluate import paired_interval
+
+    ds = _dataset()
+    syn_x, syn_y = ds.subset("train")
+    out = evaluate_variants(ds, syn_x, syn_y, EvaluateConfig(seeds=[0, 1], steps=15, batch_size=8, width=4,
+                                                             device="cpu", workers=1), progress=False)
+    v, paired = out["variants"], out["combined_vs_classical_paired"]
+    assert abs(paired["all"]["mean"] - (v["combined"]["mean"] - v["classical"]["mean"])) < 1e-9
+    r = paired_interval(np.array([1.0, 0.0, 0.0, -1.0, 1.0, 1.0]))
+    assert r["ci_low"] < r["mean"] < r["ci_high"] and abs(r["mean"] - 1 / 3) < 1e-12 and r["images"] == 6
+    assert paired_interval(np.array([0.5]))["ci_low"] is None
