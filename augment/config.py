@@ -669,11 +669,17 @@ def load_params(path: str | Path = "params.yaml") -> PipelineConfig:
     return cfg
 
 
+def under_root(path: str, root: str | Path) -> str:
+    """``path`` read under ``root`` when relative (a flow's params file and dataset folders under
+    its ``workdir``); an absolute path as it is."""
+    return path if Path(path).is_absolute() else str(Path(root) / path)
+
+
 def root_config(cfg: PipelineConfig, root: str | Path) -> PipelineConfig:
     """``cfg`` with its relative dataset folders (``prepare.raw_dir``/``test_dir``) under ``root``,
     as the stages' output paths are (:meth:`augment.pipeline.paths.Paths.rooted`)."""
     def under(p: str | None) -> str | None:
-        return p if p is None or Path(p).is_absolute() else str(Path(root) / p)
+        return None if p is None else under_root(p, root)
 
     prep = dataclasses.replace(cfg.prepare, raw_dir=under(cfg.prepare.raw_dir), test_dir=under(cfg.prepare.test_dir))
     return dataclasses.replace(cfg, prepare=prep)

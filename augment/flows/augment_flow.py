@@ -49,7 +49,7 @@ from prefect.artifacts import (  # noqa: E402
     update_progress_artifact,
 )
 
-from augment.config import PipelineConfig, load_config, root_config  # noqa: E402
+from augment.config import PipelineConfig, load_config, root_config, under_root  # noqa: E402
 from augment.errors import AugmentError  # noqa: E402
 from augment.flows import caching  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
@@ -219,7 +219,7 @@ def augment_pipeline(params_path: str = "params.yaml", workdir: str = ".", evalu
 
     # Every relative path -- the stages' outputs and the dataset folders in params.yaml -- is
     # rooted at ``workdir``, whatever the calling process's working directory.
-    params_file = params_path if Path(params_path).is_absolute() else str(Path(workdir) / params_path)
+    params_file = under_root(params_path, workdir)
     effective = load_config(params_file, overrides)
     cfg = root_config(effective, workdir)
     if overrides:
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if not eq:
             ap.error(f"--set {item!r}: expected GROUP.KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value)
-    params_file = a.params if Path(a.params).is_absolute() else str(Path(a.workdir) / a.params)
+    params_file = under_root(a.params, a.workdir)
     try:
         load_config(params_file, overrides or None)  # a bad param: one line, before any server starts
         result = augment_pipeline(params_path=a.params, workdir=a.workdir, evaluate=not a.no_evaluate,

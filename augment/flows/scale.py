@@ -37,7 +37,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from augment.config import GenerateConfig, load_config, load_params  # noqa: E402
+from augment.config import GenerateConfig, load_config, load_params, under_root  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from augment.pipeline.stages import get_stage
 
     # A relative --params is read under --workdir, as flows/augment_flow.py reads it.
-    params_file = a.params if Path(a.params).is_absolute() else str(Path(a.workdir) / a.params)
+    params_file = under_root(a.params, a.workdir)
     try:
         cfg = load_params(params_file)  # bad params fail here, before any cluster starts
         with workspace_lock(a.workdir, what="flows/scale.py"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # A temporary Prefect server (no PREFECT_API_URL) needs more than Prefect's default 20 s to start on a
@@ -17,7 +16,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from augment.config import load_config  # noqa: E402
+from augment.config import load_config, under_root  # noqa: E402
 from augment.data.classical import classical_augmentation  # noqa: E402
 from augment.data.prepare import load_prepared  # noqa: E402
 from augment.data.torch_dataset import AugmentedDataset  # noqa: E402
@@ -63,7 +62,7 @@ def downstream_training(params_path: str = "params.yaml", workdir: str = ".", st
                         seed: int = 0) -> dict:
     """``steps``: training steps (``None``: ``evaluate.steps``)."""
     result: AugmentResult = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False)  # subflow
-    params_file = params_path if Path(params_path).is_absolute() else str(Path(workdir) / params_path)
+    params_file = under_root(params_path, workdir)
     # Pass paths (small), never arrays, between tasks; the task reads the merged set itself.
     out = train_on_augmented(result.augmented_dir, Paths().rooted(workdir).prepared, params_file, steps, seed)
     get_run_logger().info("downstream %s accuracy %.4f, trained on %d images (%d synthetic, generator %s)",

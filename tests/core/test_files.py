@@ -108,3 +108,17 @@ def test_outputs_get_the_users_umask_not_owner_only(tmp_path: Path, umask: int):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "augmented").stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_read_only_image_becomes_a_tensor_without_a_warning():
+    """Decoded images and memory-mapped shards are read-only arrays; torch would warn on each."""
+    import warnings
+
+    from augment.core.pixels import image_to_tensor
+
+    img = np.full((4, 4, 1), 255, np.uint8)
+    img.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = image_to_tensor(img)
+    assert t.shape == (1, 4, 4) and float(t.max()) == 1.0

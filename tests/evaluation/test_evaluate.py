@@ -67,3 +67,14 @@ def test_paired_difference_matches_the_accuracies_and_covers_the_test_images():
     r = paired_interval(np.array([1.0, 0.0, 0.0, -1.0, 1.0, 1.0]))
     assert r["ci_low"] < r["mean"] < r["ci_high"] and abs(r["mean"] - 1 / 3) < 1e-12 and r["images"] == 6
     assert paired_interval(np.array([0.5]))["ci_low"] is None
+
+
+def test_the_table_shows_no_spread_for_one_seed_and_full_class_names():
+    from augment.evaluation.evaluate import VARIANTS, format_table
+
+    per_class = {"scratch_left": 0.9, "scratch_right": 0.8}
+    metrics = {"variants": {k: {"mean": 0.85, "std": 0.0, "per_class": per_class} for k in VARIANTS},
+               "test_images": 20, "seeds": [0], "train_real_images": 10, "synthetic_images": 0}
+    table = format_table(metrics)
+    assert "± n/a" in table and "± 0.0000" not in table and "one seed" in table
+    assert "scratch_left " in table and "scratch_right " in table  # not both cut to "scratch_"

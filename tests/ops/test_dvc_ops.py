@@ -176,3 +176,20 @@ def test_a_null_test_dir_with_its_dvc_yaml_line_left_in_is_named(tmp_path: Path)
     dvc_yaml.write_text("".join(line for line in dvc_yaml.read_text().splitlines(keepends=True)
                                 if "${prepare.test_dir}" not in line))
     check_dvc_yaml_params(tmp_path)  # the line removed, as README step 3 says: accepted
+
+
+def test_on_demand_deployment_runs_in_the_repo_not_the_serving_folder(tmp_path: Path, monkeypatch):
+    """`python flows/scheduled.py --repo R` started from another folder (systemd: `/`): both
+    deployments work in R, resolved when the server starts."""
+    from augment.flows import scheduled
+
+    seen = {}
+    monkeypatch.setattr(scheduled, "deployments", lambda *args: seen.update(args=args) or ())
+    monkeypatch.setattr(scheduled, "serve", lambda *a, **k: None)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    scheduled.main(["--repo", "repo"])
+    repo, _, _, params, workdir = seen["args"]
+    assert repo == workdir == str((tmp_path / "repo").resolve()) and params == "params.yaml"
+    scheduled.main(["--repo", "repo", "--workdir", "other"])
+    assert seen["args"][4] == str((tmp_path / "other").resolve())
