@@ -31,6 +31,9 @@ def test_cpu_generation_is_reproducible_and_bf16_stays_close(tmp_path: Path):
         summary = generate_samples(ck, tmp_path / name, c, progress=False)
         outs[name] = list(iter_shards(tmp_path / name))
     assert summary["precision"] == "bf16"
+    # the scores depend on the batch composition: generate.json records what repeats them
+    recorded = json.loads((tmp_path / "a" / "generate.json").read_text())
+    assert (recorded["batch_size"], recorded["shard_size"], recorded["seed"]) == (16, 32, 5)
     for x, y in zip(outs["a"], outs["b"]):  # same seed -> identical on CPU (fp32 default)
         assert all(np.array_equal(x[k], y[k]) for k in x)
     for x, y in zip(outs["a"], outs["bf16"]):  # bf16: same latents and labels, scores close
@@ -220,6 +223,8 @@ def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(works
     """train saves the training images' codes with a VAE checkpoint; generate.sampler =
     interpolate uses them (reproducibly). A GAN checkpoint, or a VAE checkpoint without codes,
     is refused with the fix named."""
+    import torch
+
     from augment.cli import main
     from augment.errors import CheckpointError
     from augment.generation.generate import load_generator
@@ -232,6 +237,8 @@ def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(works
     ck = Checkpoint("models/generator.safetensors")
     codes = ck.extra_tensors()
     train_images = ck.extra["train_images"]
+    # another thread count changes the float sums' last bits: the checkpoint says how many trained it
+    assert ck.extra["torch_threads"] == torch.get_num_threads()
     assert codes["anchors"].shape == (train_images, ck.cfg.z_dim) and codes["anchor_labels"].shape == (train_images,)
     shards = []
     for _ in range(2):
@@ -239,8 +246,6 @@ def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(works
         shards.append([s["images"] for s in iter_shards("data/generated")])
     assert all(np.array_equal(a, b) for a, b in zip(*shards))
     # without its codes (a checkpoint written before they were saved): the same weights, re-saved
-    import torch
-
     from augment.training.families import get_trainer_class
 
     t = get_trainer_class("vae")(ck.cfg, ck.image_shape, len(ck.class_names), torch.device("cpu"))

@@ -128,6 +128,33 @@ def test_no_accepted_sample_is_reported_as_nothing_tested(monkeypatch):
     assert "accepted no synthetic sample" in out["reason"] and "points (95 %)" not in out["reason"]
 
 
+def test_no_changed_prediction_is_reported_as_such(monkeypatch):
+    """When the synthetic candidates leave every out-of-fold prediction as real data alone made it,
+    accuracy saw neither a gain nor a loss: the report says so instead of quoting a +/-0.0-point
+    resolution, which would read as a sharp test that found no gain."""
+    x, y = _structured(9)
+
+    def fake_candidates(fx, fy, class_names, *args):
+        return fx, fy, np.ones(len(fx))
+
+    def same_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
+        prob = np.full((len(held_x), k), 0.1 / (k - 1))
+        prob[np.arange(len(held_x)), true] = 0.9  # the same with or without synthetic images
+        return prob
+
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    monkeypatch.setattr(crossfit, "_fold_classifier", same_classifier)
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.5], seeds=[0], steps=10, device="cpu", workers=1)
+    out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                   FilterConfig(), ClassicalConfig())
+    assert out["no_synthetic"] and out["accuracy_resolution"] is None
+    assert sum(out["table"][1]["synthetic_per_fold"]) > 0  # samples were tested: not the filters' fault
+    assert "No synthetic candidate changed any out-of-fold prediction" in out["reason"]
+    assert "100.0 % correct out of fold" in out["reason"]
+    assert "points (95 %)" not in out["reason"] and "accepted no synthetic sample" not in out["reason"]
+
+
 def _faint(n_per: int, k: int = 3, size: int = 8, seed: int = 0):
     """Like :func:`_structured` but the class rows only 40 brighter than a 0-160 background:
     4 real images per class leave the classifier wrong on about a fifth of the held-out ones."""
