@@ -72,7 +72,7 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
 def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progress: bool = False,
                      overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The generate stage, one task per shard, on whatever task runner the flow runs with."""
-    from augment.core.files import atomic_directory, atomic_write_json, sha256_file
+    from augment.core.files import atomic_directory, atomic_write_json, sha256_file, workspace_relative
     from augment.data.prepare import load_prepared
     from augment.generation.generate import generation_summary, num_shards
     from augment.models.checkpoint import Checkpoint
@@ -105,7 +105,7 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
         import torch
 
         dtype = torch.bfloat16 if shards and shards[0]["precision"] == "bf16" else None
-        summary = generation_summary(ckpt, str(paths.checkpoint), sha, cfg, shards[0]["device"] if shards else "cpu",
+        summary = generation_summary(ckpt, workspace_relative(paths.checkpoint, paths.workspace), sha, cfg, shards[0]["device"] if shards else "cpu",
                                      dtype, shards)
         atomic_write_json(tmp / "generate.json", summary)
     logger.info("generated %d samples in %d shard(s) on the task runner's workers -> %s",

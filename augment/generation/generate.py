@@ -313,9 +313,13 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
     }
 
 
-def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: GenerateConfig, progress: bool = True) -> dict:
+def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: GenerateConfig, progress: bool = True,
+                     recorded_checkpoint: str | None = None) -> dict:
     """Generate every shard into ``out_dir`` (swapped in atomically) and return a summary.
 
+    ``recorded_checkpoint``: the checkpoint's path as ``generate.json`` records it (the stage passes
+    it relative to the workspace, so a run from ``.`` and one from the folder's absolute path write
+    the same bytes; default: ``checkpoint_path`` as given).
     On CPU the batches run on ``generate.threads`` torch threads (null: one per usable CPU)."""
     from augment.core.parallel import inference_threads
 
@@ -337,7 +341,8 @@ def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: Gene
         if pending is not None:
             pending.result()
         shards = [shard_record(tmp / f"shard_{i:05d}.npz", i) for i in range(n)]
-        summary = generation_summary(gen.checkpoint, str(checkpoint_path), sha256_file(checkpoint_path), cfg,
+        summary = generation_summary(gen.checkpoint, recorded_checkpoint or str(checkpoint_path),
+                                     sha256_file(checkpoint_path), cfg,
                                      str(gen.device), gen.autocast_dtype, shards)
         atomic_write_json(tmp / "generate.json", summary)
     return summary

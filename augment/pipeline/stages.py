@@ -92,6 +92,7 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
 
 
 def run_generate(cfg: GenerateConfig, paths: Paths = Paths(), progress: bool = True) -> dict[str, Any]:
+    from augment.core.files import workspace_relative
     from augment.data.prepare import load_prepared
     from augment.generation.generate import generate_samples
     from augment.models.checkpoint import Checkpoint
@@ -99,7 +100,8 @@ def run_generate(cfg: GenerateConfig, paths: Paths = Paths(), progress: bool = T
     if Path(paths.prepared, "dataset.npz").is_file():
         ds = load_prepared(paths.prepared)
         Checkpoint(paths.checkpoint).check_compatible(ds.image_shape, ds.class_names)
-    return generate_samples(paths.checkpoint, paths.generated, cfg, progress=progress)
+    return generate_samples(paths.checkpoint, paths.generated, cfg, progress=progress,
+                            recorded_checkpoint=workspace_relative(paths.checkpoint, paths.workspace))
 
 
 def run_filter(cfg: FilterConfig, paths: Paths = Paths(), progress: bool = True,

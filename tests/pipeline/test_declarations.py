@@ -188,6 +188,25 @@ def test_prepare_records_and_cache_keys_do_not_depend_on_how_the_workspace_is_sp
     assert {n: stage_key(n, root_config(cfg, ws), absolute) for n in STAGE_NAMES} == keys_dot
 
 
+def test_generate_records_do_not_depend_on_how_the_workspace_is_spelled(tmp_path: Path, monkeypatch):
+    """generate.json names the checkpoint relative to the workspace: the on-demand flow (an absolute
+    workdir) and `dvc repro` (".") write the same bytes, so DVC does not see a changed output and
+    the next scheduled `dvc pull` is not refused over it."""
+    from augment.config import GenerateConfig
+    from benchmarks.common import make_checkpoint
+
+    ws = tmp_path / "ws"
+    make_checkpoint(ws / "models" / "generator.safetensors", size=8, width=4, z_dim=8, num_classes=2, iterations=2)
+    cfg = GenerateConfig(n_per_class=8, batch_size=8, device="cpu")
+    monkeypatch.chdir(ws)
+    get_stage("generate").run(cfg, Paths().rooted("."), progress=False)
+    first = (ws / "data/generated/generate.json").read_bytes()
+    assert json.loads(first)["checkpoint"] == "models/generator.safetensors"
+    monkeypatch.chdir(tmp_path)
+    get_stage("generate").run(cfg, Paths().rooted(ws), progress=False)
+    assert (ws / "data/generated/generate.json").read_bytes() == first
+
+
 def _importers(module: str) -> set[str]:
     return {s.name for s in STAGES if module in {f.as_posix() for f in stage_modules(s)}}
 
