@@ -118,7 +118,7 @@ def _scheduled_run(args: argparse.Namespace) -> int:
     res = scheduled_run(args.repo, pull=not args.no_pull, push=not args.no_push,
                         commit=not args.no_commit, allow_dirty=args.allow_dirty,
                         echo=lambda line: print(line, flush=True))
-    return 0 if res.status_clean else 1
+    return 0 if res.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

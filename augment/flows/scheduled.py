@@ -67,10 +67,14 @@ def nightly_dvc_run(repo: str = ".", pull: bool = True, push: bool = True, commi
                   f"* pulled: {out['pulled']}, pushed: {out['pushed']}"
                   + (f" (skipped: {', '.join(out['skipped'])})" if out.get("skipped") else "") + "\n"
                   f"* commit: {out['committed'] or 'nothing changed'}\n"
-                  f"* dvc status clean: {out['status_clean']}\n"),
+                  f"* dvc status clean: {out['status_clean']}\n"
+                  + (f"* left uncommitted: {'; '.join(out['uncommitted'])}\n" if out.get("uncommitted") else "")),
     )
     if not out["status_clean"]:
         raise RuntimeError(f"dvc status is not clean after the scheduled run in {repo}")
+    if out.get("uncommitted"):
+        raise RuntimeError(f"tracked files left uncommitted after the scheduled run in {repo}: "
+                           f"{'; '.join(out['uncommitted'])}; the next run will refuse to start until they are committed")
     return out
 
 

@@ -11,14 +11,17 @@ What one run does, in the repository ``repo``:
    committed together with the ``dvc.yaml``, ``params.yaml`` and code it was made from); the
    git-tracked metrics/plots outputs of dvc.yaml are the exception: when a run outside DVC (the
    on-demand flow, ``augment run``) rewrote them, they are copied to
-   ``.dvc/tmp/augment-displaced/<UTC time>/`` and ``dvc repro`` rewrites them;
+   ``.dvc/tmp/augment-displaced/<UTC time>/`` and ``dvc repro`` rewrites them; DVC-cached outputs
+   (``data/generated``, ``models``, ...) that such a run rewrote are moved there too (DVC would
+   refuse to pull over them) and the committed versions are checked out again;
 3. ``dvc pull --allow-missing`` from the default remote (data changed upstream; cached stage
    outputs so unchanged stages are not recomputed);
 4. ``dvc repro`` (stages whose deps/params did not change are skipped);
 5. ``dvc push`` of every output to the remote;
 6. ``git commit`` of ``dvc.lock``, the un-cached metrics/plots files and the ``.gitignore`` entries
    DVC added for outputs -- only when they changed;
-7. checks ``dvc status`` is clean and returns a summary.
+7. checks ``dvc status`` is clean and that no tracked file is left uncommitted (the next run would
+   refuse to start), and returns a summary.
 
 The flow wrapper (``flows/scheduled.py``) runs the same function on a Prefect cron schedule.
 """
@@ -69,11 +72,18 @@ class ScheduledRunResult:
     skipped: list[str] = field(default_factory=list)
     """Steps skipped and why (``"pull: no remote"``, ``"push: no remote"``)."""
     displaced: str | None = None
-    """Where copies of pipeline outputs a run outside DVC had changed were kept, if any."""
+    """Where pipeline outputs a run outside DVC had changed were kept, if any."""
+    uncommitted: list[str] = field(default_factory=list)
+    """Tracked files still changed after the run's commit: the next run would refuse to start."""
     log: list[str] = field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        """``dvc status`` is clean and nothing tracked is left uncommitted."""
+        return self.status_clean and not self.uncommitted
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "ok": self.ok}
 
 
 @contextlib.contextmanager
@@ -189,13 +199,17 @@ def _is_under(path: str, roots: list[str]) -> bool:
     return any(path == r.rstrip("/") or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-def _set_aside(repo: Path, paths: list[str], echo: Callable[[str], None]) -> Path:
-    """Copy ``paths`` (pipeline outputs a run outside DVC rewrote) to
-    ``.dvc/tmp/augment-displaced/<UTC time>/`` before ``dvc repro`` rewrites them."""
-    import shutil
+def _displaced_dir(repo: Path) -> Path:
     import time
 
-    dest = repo / DISPLACED_RELPATH / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return repo / DISPLACED_RELPATH / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _set_aside(repo: Path, paths: list[str], echo: Callable[[str], None], dest: Path) -> Path:
+    """Copy ``paths`` (git-tracked pipeline outputs a run outside DVC rewrote) to ``dest``
+    (``.dvc/tmp/augment-displaced/<UTC time>/``) before ``dvc repro`` rewrites them."""
+    import shutil
+
     for rel in paths:
         src = repo / rel
         if src.is_file():
@@ -203,6 +217,41 @@ def _set_aside(repo: Path, paths: list[str], echo: Callable[[str], None]) -> Pat
             shutil.copy2(src, dest / rel)
     echo(f"pipeline outputs changed by a run outside DVC ({'; '.join(paths)}): copies kept in {dest}; "
          "dvc repro rewrites them from the committed params and code")
+    return dest
+
+
+def modified_cached_outputs(repo: Path, log: list[str]) -> list[str]:
+    """DVC-cached stage outputs whose files differ from ``dvc.lock`` (``dvc status``: "modified"):
+    a run outside DVC (the on-demand flow, ``augment run``) rewrote them. ``dvc pull`` refuses to
+    overwrite them ("unsaved files"), so a scheduled run would fail at every later night."""
+    import json
+
+    res = subprocess.run(["dvc", "status", "--json"], cwd=repo, env=_env(), capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL)
+    log.append(f"$ dvc status --json\n{res.stdout}{res.stderr}")
+    try:
+        status = json.loads(res.stdout or "{}") if res.returncode == 0 else {}
+    except json.JSONDecodeError:
+        return []  # `dvc pull` / `dvc repro` report what is wrong themselves
+    uncached = uncached_outputs(repo, existing=False)
+    found = set()
+    for entries in status.values() if isinstance(status, dict) else []:
+        for entry in entries if isinstance(entries, list) else []:
+            changed = entry.get("changed outs") if isinstance(entry, dict) else None
+            for path, state in (changed or {}).items() if isinstance(changed, dict) else []:
+                if state == "modified" and not _is_under(path, uncached) and (repo / path).exists():
+                    found.add(path)
+    return sorted(found)
+
+
+def _move_aside(repo: Path, paths: list[str], echo: Callable[[str], None], dest: Path) -> Path:
+    """Move ``paths`` (DVC-cached outputs a run outside DVC rewrote) into ``dest``: a rename in
+    the same repository, so a large ``data/generated`` costs no copy, and nothing is lost."""
+    for rel in paths:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(repo / rel, dest / rel)
+    echo(f"DVC outputs changed by a run outside DVC ({'; '.join(paths)}): moved to {dest}; the committed "
+         "versions are checked out again (dvc checkout / pull)")
     return dest
 
 
@@ -219,6 +268,7 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
     result = ScheduledRunResult()
     log = result.log
     with run_lock(repo):
+        dest = _displaced_dir(repo)
         if not allow_dirty:
             dirty = _dirty_paths(repo, log)
             # Metrics/plots that dvc.yaml declares (cache: false, so git tracks them) and that a run
@@ -232,15 +282,22 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
                     f"tracked files have uncommitted changes: {'; '.join(sources)}. dvc.lock must match the committed "
                     "dvc.yaml, params.yaml and code: commit these changes (or revert them) first, or pass --allow-dirty")
             if outputs:
-                result.displaced = str(_set_aside(repo, outputs, echo))
+                result.displaced = str(_set_aside(repo, outputs, echo, dest))
+        # DVC-cached outputs such a run rewrote: `dvc pull` would refuse to overwrite them.
+        cached = modified_cached_outputs(repo, log)
+        if cached:
+            result.displaced = str(_move_aside(repo, cached, echo, dest))
         has_remote = bool(_quiet(["dvc", "remote", "list"], repo, log).strip())
         no_remote = "no DVC remote is configured (add one: dvc remote add -d NAME URL)"
         if pull and has_remote:
             _run(["dvc", "pull", "--allow-missing"], repo, log, echo)
             result.pulled = True
-        elif pull:
-            echo(f"dvc pull skipped: {no_remote}")
-            result.skipped.append("pull: no remote")
+        else:
+            if pull:
+                echo(f"dvc pull skipped: {no_remote}")
+                result.skipped.append("pull: no remote")
+            if result.displaced:  # the committed versions of what was moved, from the local cache
+                _run(["dvc", "checkout", "--allow-missing"], repo, log, echo)
         out = _run(["dvc", "repro"], repo, log, echo)
         result.stages_run = re.findall(r"Running stage '([^']+)'", out)
         if push and has_remote:
@@ -250,9 +307,11 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
             echo(f"dvc push skipped: {no_remote}; the outputs stay in this repository's cache only")
             result.skipped.append("push: no remote")
         if commit:
-            # DVC also adds its outputs to .gitignore files: commit those with dvc.lock.
-            changed = _quiet(["git", "ls-files", "--modified", "--others", "--exclude-standard"], repo, log)
-            ignores = sorted({f.strip() for f in changed.splitlines() if f.strip().endswith(".gitignore")})
+            # DVC also adds its outputs to .gitignore files: commit those with dvc.lock -- new, changed,
+            # or already staged (core.autostage, which this project's .dvc/config sets, stages them).
+            changed = _dirty_paths(repo, log) + _quiet(["git", "ls-files", "--others", "--exclude-standard"],
+                                                       repo, log).splitlines()
+            ignores = sorted({f.strip() for f in changed if f.strip().endswith(".gitignore")})
             files = ["dvc.lock"] + uncached_outputs(repo) + ignores
             files = [f for f in files if (repo / f).exists()]
             _quiet(["git", "add", "--", *files], repo, log)
@@ -267,4 +326,9 @@ def scheduled_run(repo: str | Path = ".", pull: bool = True, push: bool = True, 
         status = _quiet(["dvc", "status"], repo, log)
         result.status_clean = "up to date" in status or not status.strip()
         echo("dvc status: " + ("up to date" if result.status_clean else status))
+        if commit and not allow_dirty:
+            result.uncommitted = _dirty_paths(repo, log)
+            if result.uncommitted:
+                echo(f"tracked files left uncommitted: {'; '.join(result.uncommitted)}. The next scheduled run "
+                     "will refuse to start until they are committed (or reverted)")
     return result

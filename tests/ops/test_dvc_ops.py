@@ -35,6 +35,7 @@ def repo(tmp_path_factory) -> Path:
                                         "evaluate": {"seeds": [0], "quality": False, "ablation": False}})
     _sh(["git", "init", "-q"], root)
     _sh(["dvc", "init", "-q"], root)
+    _sh(["dvc", "config", "core.autostage", "true"], root)  # as this project's .dvc/config sets it
     _sh(["dvc", "remote", "add", "-d", "store", str(tmp_path_factory.mktemp("remote"))], root)
     _sh(["dvc", "add", "-q", "data/raw", "data/test"], root)
     _sh(["git", "add", "-A"], root)
@@ -73,6 +74,19 @@ def test_scheduled_run_reproduces_pushes_commits_and_leaves_dvc_status_clean(rep
     assert [p.read_text() for p in kept] == ["an on-demand run's table\n"]
     assert "Running stage 'evaluate'" in third.stdout and "Running stage 'train'" not in third.stdout
     assert metrics.read_text() == committed and "dvc status: up to date" in third.stdout
+    assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.strip() == ""
+
+    # The same for a DVC-cached output (the on-demand flow with other params rewrote data/generated):
+    # `dvc pull` would refuse to overwrite it, every night. It is moved aside, not lost, and the
+    # committed version is checked out again.
+    meta = repo / "data" / "generated" / "generate.json"
+    committed = meta.read_bytes()
+    meta.write_text('{"an on-demand run": true}')
+    fourth = _sh(["augment", "scheduled-run"], repo)
+    moved = list((repo / ".dvc/tmp/augment-displaced").glob("*/data/generated/generate.json"))
+    assert [p.read_text() for p in moved] == ['{"an on-demand run": true}']
+    assert meta.read_bytes() == committed and "Running stage" not in fourth.stdout
+    assert "dvc status: up to date" in fourth.stdout
     assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.strip() == ""
 
     # A changed source is still refused, named on one line, and nothing runs.
