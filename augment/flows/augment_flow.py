@@ -291,6 +291,18 @@ def _pipeline(cfg: PipelineConfig, params_path: str, workdir: str, evaluate: boo
     return result
 
 
+def parse_set_args(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``--set GROUP.KEY=VALUE`` arguments (YAML values) as an overrides dict; a malformed one is a
+    usage error (exit 2)."""
+    overrides = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            ap.error(f"--set {item!r}: expected GROUP.KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run the augmentation pipeline as a Prefect flow")
     ap.add_argument("--params", default="params.yaml")
@@ -301,12 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
                     help="override one parameter (YAML value), e.g. -S filter.top_fraction=0.3; repeatable")
     a = ap.parse_args(argv)
-    overrides = {}
-    for item in a.overrides:
-        key, eq, value = item.partition("=")
-        if not eq:
-            ap.error(f"--set {item!r}: expected GROUP.KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_set_args(ap, a.overrides)
     params_file = under_root(a.params, a.workdir)
     try:
         load_config(params_file, overrides or None)  # a bad param: one line, before any server starts

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # A temporary Prefect server (no PREFECT_API_URL) needs more than Prefect's default 20 s to start on a
@@ -22,14 +24,15 @@ from augment.data.prepare import load_prepared  # noqa: E402
 from augment.data.torch_dataset import AugmentedDataset  # noqa: E402
 from augment.downstream.classifier import predict_proba, train_classifier  # noqa: E402
 from augment.downstream.models import resolve_model  # noqa: E402
-from augment.errors import DataError  # noqa: E402
+from augment.errors import AugmentError, DataError  # noqa: E402
 from augment.evaluation.evaluate import classifier_spec  # noqa: E402
-from augment.flows.augment_flow import AugmentResult, augment_pipeline  # noqa: E402
+from augment.flows.augment_flow import AugmentResult, augment_pipeline, parse_set_args  # noqa: E402
 from augment.pipeline.paths import Paths  # noqa: E402
 
 
 @task(name="train-classifier")
-def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, steps: int | None, seed: int) -> dict:
+def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, steps: int | None, seed: int,
+                       overrides: dict[str, Any] | None = None) -> dict:
     """Train the downstream classifier on the merged set the way the pipeline chose the synthetic
     share for it: the ``evaluate`` recipe and network (``evaluate.model``), classical augmentation
     on every image (the ``classical`` params; the share was chosen against real + classical), and
@@ -38,8 +41,10 @@ def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, 
 
     It reports accuracy on the val split, or on the test split when there is none (the default
     ``prepare.val_fraction: 0``: cross-fitting uses every labelled image). The classifier is
-    final here, so scoring it on test is reporting; no choice is made from that number."""
-    cfg = load_config(params_file)
+    final here, so scoring it on test is reporting; no choice is made from that number.
+
+    ``overrides``: the ones the pipeline ran with, so the recipe is the one its share was chosen for."""
+    cfg = load_config(params_file, overrides)
     spec = classifier_spec(cfg.evaluate)
     if steps is not None:
         spec.steps = steps
@@ -59,12 +64,15 @@ def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, 
 
 @flow(name="downstream-training")
 def downstream_training(params_path: str = "params.yaml", workdir: str = ".", steps: int | None = None,
-                        seed: int = 0) -> dict:
-    """``steps``: training steps (``None``: ``evaluate.steps``)."""
-    result: AugmentResult = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False)  # subflow
+                        seed: int = 0, overrides: dict[str, Any] | None = None) -> dict:
+    """``steps``: training steps (``None``: ``evaluate.steps``). ``overrides``
+    (``{"filter.top_fraction": 0.3}``): for the pipeline and the same for the classifier's recipe."""
+    result: AugmentResult = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False,
+                                             overrides=overrides)  # subflow
     params_file = under_root(params_path, workdir)
     # Pass paths (small), never arrays, between tasks; the task reads the merged set itself.
-    out = train_on_augmented(result.augmented_dir, Paths().rooted(workdir).prepared, params_file, steps, seed)
+    out = train_on_augmented(result.augmented_dir, Paths().rooted(workdir).prepared, params_file, steps, seed,
+                             result.overrides)
     get_run_logger().info("downstream %s accuracy %.4f, trained on %d images (%d synthetic, generator %s)",
                           out["scored_on"], out["accuracy"], out["train_images"], result.synthetic_images,
                           result.checkpoint_sha256[:12])
@@ -77,8 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=".")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: evaluate.steps)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
+                    help="override one parameter for this run (repeatable), e.g. -S filter.top_fraction=0.3")
     a = ap.parse_args(argv)
-    print(downstream_training(params_path=a.params, workdir=a.workdir, steps=a.steps, seed=a.seed))
+    overrides = parse_set_args(ap, a.overrides)
+    try:
+        load_config(under_root(a.params, a.workdir), overrides or None)  # a bad param: one line, before any server
+        out = downstream_training(params_path=a.params, workdir=a.workdir, steps=a.steps, seed=a.seed,
+                                  overrides=overrides or None)
+    except AugmentError as exc:
+        print(f"{ap.prog}: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 
