@@ -58,19 +58,53 @@ def _real(p: str | Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.fspath(p))))
 
 
-def check_output_owned(stage: str, name: str, path: str | Path, own_file: str) -> None:
+def written_by_augment(file: Path, keys: tuple[str, ...]) -> bool:
+    """Whether ``file`` is one augment wrote, by its content, not only its name: a JSON object, an
+    ``.npz`` archive or a safetensors header holding every one of ``keys`` (a folder of someone
+    else's that happens to hold a ``summary.json`` is not replaced). Reads no array data."""
+    import json
+    import struct
+    import zipfile
+
+    if not file.is_file():
+        return False
+    try:
+        if file.suffix == ".json":
+            found = json.loads(file.read_text(encoding="utf-8"))
+        elif file.suffix == ".npz":
+            with zipfile.ZipFile(file) as z:
+                found = {n[:-4] if n.endswith(".npy") else n for n in z.namelist()}
+        elif file.suffix == ".safetensors":
+            with file.open("rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                found = json.loads(f.read(min(size, 100_000_000))).get("__metadata__") or {}
+        else:
+            return False
+    except (OSError, ValueError, UnicodeDecodeError, zipfile.BadZipFile, struct.error, AttributeError):
+        return False
+    return isinstance(found, (dict, set)) and all(k in found for k in keys)
+
+
+def check_output_owned(stage: str, name: str, path: str | Path, own_file: str, keys: tuple[str, ...] = ()) -> None:
     """Refuse to replace ``path`` unless it is missing, an empty folder or a folder this stage wrote
-    (it holds ``own_file``): replacing a folder deletes everything in it."""
+    (it holds ``own_file`` with the ``keys`` augment writes into it, :func:`written_by_augment`):
+    replacing a folder deletes everything in it."""
     p = Path(path)
     if p.is_symlink() or not p.exists():  # a link is replaced, never what it points to
         return
     if not p.is_dir():
         raise ConfigError(f"output {name} = {path} ({stage} stage) is a file, not a folder; the stage writes a "
                           "folder there and would delete it; move it or choose another path")
-    if any(p.iterdir()) and not (p / own_file).is_file():
+    if not any(p.iterdir()):
+        return
+    if not (p / own_file).is_file():
         raise ConfigError(f"output {name} = {path} ({stage} stage) is a folder that augment did not write (it has "
                           f"files but no {own_file}); the stage replaces the whole folder and would delete them; "
                           "empty or move it, or choose another path")
+    if keys and not written_by_augment(p / own_file, keys):
+        raise ConfigError(f"output {name} = {path} ({stage} stage) is a folder that augment did not write (its "
+                          f"{own_file} is not one augment wrote: no {', '.join(keys)}); the stage replaces the whole "
+                          "folder and would delete it; empty or move it, or choose another path")
 
 
 def check_outputs_safe(stage: str, outputs: dict[str, str], protected: dict[str, str],

@@ -518,6 +518,12 @@ def stage_outputs(stage: Stage, cfg: Any, paths: Paths) -> dict[str, str]:
 # folder without it was not written by augment, and replacing it would delete someone's files.
 OWN_FILE = {"prepared": "dataset.npz", "model_dir": "generator.safetensors", "generated": "generate.json",
             "filtered": "decisions.npz", "crossfit": "selection.json", "augmented": "summary.json"}
+# What that file holds when augment wrote it (JSON keys, npz arrays, safetensors metadata): its
+# name alone does not make a folder ours.
+OWN_KEYS = {"prepared": ("images", "labels", "split", "class_names"), "model_dir": ("augment",),
+            "generated": ("checkpoint_sha256", "shards", "n_per_class"), "filtered": ("index", "accepted"),
+            "crossfit": ("table", "reason"),
+            "augmented": ("synthetic_share", "real", "per_class", "class_names")}
 
 
 def check_stage_paths(stage: Stage, cfg: Any, paths: Paths, protect: dict[str, str] | None = None) -> None:
@@ -540,7 +546,8 @@ def check_stage_paths(stage: Stage, cfg: Any, paths: Paths, protect: dict[str, s
     check_outputs_safe(stage.name, mine, protected, paths.workspace)
     for spec in stage.outputs:
         if spec in OWN_FILE:
-            check_output_owned(stage.name, _spec_label(spec), paths.resolve(spec, cfg), OWN_FILE[spec])
+            check_output_owned(stage.name, _spec_label(spec), paths.resolve(spec, cfg), OWN_FILE[spec],
+                               OWN_KEYS[spec])
 
 
 def check_crossfit_folds(cfg: Any, paths: Paths) -> None:

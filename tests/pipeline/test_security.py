@@ -149,14 +149,24 @@ def test_a_folder_augment_did_not_write_is_not_replaced(workspace: Path, capsys)
     Path("afile").write_text("x")
     assert main(["prepare", "--quiet", "--prepared", "afile"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err and Path("afile").read_text() == "x"
+    # The file's name alone does not make a folder ours: a results folder of the user's with a
+    # summary.json (the merged folder's file) in it is refused, and nothing in it is deleted.
+    Path("results").mkdir()
+    Path("results/summary.json").write_text("{}")
+    Path("results/notes.txt").write_text("mine")
+    assert main(["merge", "--quiet", "--augmented", "results"]) == 2
+    assert "its summary.json is not one augment wrote" in capsys.readouterr().err
+    assert sorted(p.name for p in Path("results").iterdir()) == ["notes.txt", "summary.json"]
+    Path("mystuff/dataset.npz").write_bytes(b"not an archive")
+    assert main(["prepare", "--quiet", "--prepared", "mystuff"]) == 2 and Path("mystuff/dataset.npz").is_file()
 
 
 def test_every_folder_replacing_stage_names_the_file_it_always_writes():
     """:data:`OWN_FILE` covers every stage output that is a whole folder swapped into place."""
-    from augment.pipeline.stages import OWN_FILE, STAGES as DECLARED
+    from augment.pipeline.stages import OWN_FILE, OWN_KEYS, STAGES as DECLARED
 
     folders = {spec for st in DECLARED for spec in st.outputs if ":" not in spec}
-    assert folders == set(OWN_FILE)
+    assert folders == set(OWN_FILE) == set(OWN_KEYS)
 
 
 # -------------------------------------------------------------- network + test-split leakage
@@ -235,6 +245,12 @@ def test_pipeline_runs_with_the_network_unplugged(clean_run: Path):
 
     assert load_params(clean_run / "metrics/run_params.yaml") == load_params(clean_run / "params.yaml")
     assert {p.name for p in (clean_run / "data/augmented").iterdir() if p.is_dir()} == {"with space", "ünïcødé", "-dash"}
+    # each folder a stage wrote passes its own content check, so a re-run may replace it
+    from augment.pipeline.paths import Paths, written_by_augment
+    from augment.pipeline.stages import OWN_FILE, OWN_KEYS
+
+    for spec, own in OWN_FILE.items():
+        assert written_by_augment(clean_run / getattr(Paths(), spec) / own, OWN_KEYS[spec]), spec
 
 
 @pytest.mark.slow
