@@ -59,6 +59,19 @@ class PreparedDataset:
         mask = self.split == SPLIT_CODE[split]
         return self.images[mask], self.labels[mask]
 
+    def fingerprint(self) -> str:
+        """sha256 of the images, labels, splits and class names: what every later stage records it
+        was made from, so a stage run by hand after ``prepare`` re-ran (another test split, other
+        images) refuses the stale checkpoint, samples or selection instead of trusting them -- a
+        generator trained before the split changed may have learnt today's test images."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps([self.class_names, list(self.images.shape)]).encode())
+        for a in (self.images, self.labels.astype(np.int64), self.split.astype(np.int8)):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
 
 def read_regular_file(path: Path) -> bytes:
     """The bytes of ``path`` if it is a regular file; a FIFO, device or socket is never read (opened

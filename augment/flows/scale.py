@@ -79,7 +79,7 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
 
     logger = get_run_logger()
     from augment.config import root_config
-    from augment.pipeline.stages import check_stage_paths, get_stage
+    from augment.pipeline.stages import check_same_prepared, check_stage_paths, get_stage
 
     full = load_config(params_path, overrides)
     cfg = full.generate
@@ -90,6 +90,7 @@ def generate_sharded(params_path: str = "params.yaml", workdir: str = ".", progr
     if Path(paths.prepared, "dataset.npz").is_file():
         ds = load_prepared(paths.prepared)
         ckpt.check_compatible(ds.image_shape, ds.class_names)
+        check_same_prepared(ckpt.extra.get("prepared_sha256"), ds, paths.checkpoint, "train", paths.prepared)
     sha = sha256_file(paths.checkpoint)
     n = num_shards(len(ckpt.class_names), cfg)
     with atomic_directory(paths.generated) as tmp:

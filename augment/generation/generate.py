@@ -310,6 +310,8 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
         "sampler": cfg.sampler,
         **({"residual_scale": cfg.residual_scale} if cfg.sampler == "residual" else {}),
         "shards": [{k: s[k] for k in ("shard", "file", "samples", "sha256")} for s in shards],
+        # the prepared dataset the checkpoint was trained from (filter and merge check it)
+        **({"prepared_sha256": ckpt.extra["prepared_sha256"]} if "prepared_sha256" in ckpt.extra else {}),
     }
 
 

@@ -71,6 +71,7 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     with atomic_directory(paths.model_dir) as tmp:
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
                         ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x)),
+                                               "prepared_sha256": ds.fingerprint(),
                                                # float sums split over threads: another count, other last bits
                                                "torch_threads": torch.get_num_threads()},
                         extra_tensors=sampler_tensors(result.trainer, x, y))
@@ -97,9 +98,11 @@ def run_generate(cfg: GenerateConfig, paths: Paths = Paths(), progress: bool = T
     from augment.generation.generate import generate_samples
     from augment.models.checkpoint import Checkpoint
 
+    ckpt = Checkpoint(paths.checkpoint)
     if Path(paths.prepared, "dataset.npz").is_file():
         ds = load_prepared(paths.prepared)
-        Checkpoint(paths.checkpoint).check_compatible(ds.image_shape, ds.class_names)
+        ckpt.check_compatible(ds.image_shape, ds.class_names)
+        check_same_prepared(ckpt.extra.get("prepared_sha256"), ds, paths.checkpoint, "train", paths.prepared)
     return generate_samples(paths.checkpoint, paths.generated, cfg, progress=progress,
                             recorded_checkpoint=workspace_relative(paths.checkpoint, paths.workspace))
 
@@ -130,6 +133,10 @@ def filter_context(cfg: FilterConfig, paths: Paths, classical: ClassicalConfig =
     if needs_data:
         _require(Path(paths.prepared) / "dataset.npz", "prepare")
         ds = load_prepared(paths.prepared)
+        from augment.generation.shards import load_generate_meta
+
+        check_same_prepared(load_generate_meta(paths.generated).get("prepared_sha256"), ds,
+                            Path(paths.generated) / "generate.json", "generate", paths.prepared)
         tx, ty = ds.subset("train")
         vx, vy = ds.subset("val")
         k = ds.num_classes
@@ -162,7 +169,7 @@ def run_crossfit(cfg: CrossfitConfig, paths: Paths = Paths(), progress: bool = T
         x, y = ds.subset("train")  # every labelled image outside the test split (and val, if any) -- never test
         log = (lambda m: print(m, flush=True)) if progress else None
         out = {"used": True, **crossfit_select(x, y, ds.class_names, cfg, train, generate, filter, classical, log,
-                                               realise=merge.realise)}
+                                               realise=merge.realise), "prepared_sha256": ds.fingerprint()}
     with atomic_directory(paths.crossfit) as tmp:
         atomic_write_json(tmp / "selection.json", out)
         keys = ["synthetic_share", "fraction", "synthetic_per_fold", "oof_accuracy", "oof_nll", "nll_gain",
@@ -183,11 +190,13 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
 
     ds = load_prepared(paths.prepared)
     decisions = load_decisions(paths.filtered)
-    check_generated_fits(paths, ds.class_names, ds.image_shape, decisions)
+    check_generated_fits(paths, ds.class_names, ds.image_shape, decisions, prepared=ds)
     selection = None
     if cfg.quota == "crossfit":
         _require(Path(paths.crossfit) / "selection.json", "crossfit")
         selection = read_selection(Path(paths.crossfit) / "selection.json")
+        check_same_prepared(selection.get("prepared_sha256"), ds, Path(paths.crossfit) / "selection.json",
+                            "crossfit", paths.prepared)
     summary = merge_dataset(ds, paths.generated, decisions, paths.augmented, cfg,
                             classical=classical, selection=selection)
     curve = summary.pop("tuning_curve")
@@ -197,10 +206,26 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
     return summary
 
 
+def check_same_prepared(recorded: str | None, ds: Any, file: str | Path, stage: str, prepared: str) -> None:
+    """``file`` (a checkpoint, generate.json, selection.json, summary.json) records the fingerprint
+    of the prepared dataset it was made from (:meth:`PreparedDataset.fingerprint`); refuse it when
+    ``prepared`` now holds another (prepare re-ran, e.g. with another test split: the generator may
+    have learnt images that are test images now). Files written before the fingerprint was
+    recorded (``None``) are not checked."""
+    from augment.errors import DataError
+
+    if recorded is not None and recorded != ds.fingerprint():
+        raise DataError(f"{file}: made from another prepared dataset than {prepared} holds now (prepare re-ran "
+                        "since, with other images or another split: its test images may be ones this output was "
+                        f"made from); re-run the {stage} stage (augment {stage}) and the stages after it, or "
+                        "`augment run` / `dvc repro`")
+
+
 def check_generated_fits(paths: Paths, class_names: list[str], image_shape: tuple[int, ...],
-                         decisions: dict[str, Any] | None = None) -> dict[str, Any]:
+                         decisions: dict[str, Any] | None = None, prepared: Any = None) -> dict[str, Any]:
     """The generate output (and the filter's decisions on it) belong to this prepared dataset:
-    same classes and image shape, one decision per generated sample. Returns generate.json."""
+    same classes and image shape (and, given ``prepared``, the same prepared dataset), one decision
+    per generated sample. Returns generate.json."""
     import numpy as np
 
     from augment.errors import DataError
@@ -217,6 +242,8 @@ def check_generated_fits(paths: Paths, class_names: list[str], image_shape: tupl
         raise DataError(f"{gj}: generated for classes {meta['class_names']} and shape {meta['image_shape']}, but "
                         f"the prepared data has {list(class_names)} and {list(image_shape)}; re-run the generate "
                         "stage (augment generate)")
+    if prepared is not None:
+        check_same_prepared(meta.get("prepared_sha256"), prepared, gj, "generate", paths.prepared)
     if decisions is not None:
         dn = Path(paths.filtered) / "decisions.npz"
         total = total_samples(meta)
@@ -255,6 +282,7 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     merge_summary = (read_json_checked(merge_summary_path, MERGE_SUMMARY_KEYS, producer="merge")
                      if merge_summary_path.is_file() else {})
     _check_merge_summary(merge_summary_path, merge_summary, ds.class_names)
+    check_same_prepared(merge_summary.get("prepared_sha256"), ds, merge_summary_path, "merge", paths.prepared)
     images, labels, synthetic, _ = load_augmented(paths.augmented)
     filter_report_path = Path(paths.filtered) / "report.json"
     filter_report = (read_json_checked(filter_report_path, {"accepted": int, "per_class": dict}, producer="filter")

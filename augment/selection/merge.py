@@ -197,6 +197,7 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
                           for c, name in enumerate(ds.class_names)},
             "class_names": ds.class_names,
             "image_shape": list(ds.image_shape),
+            "prepared_sha256": ds.fingerprint(),  # evaluate refuses this folder after prepare changed
         }
         atomic_write_json(tmp / "summary.json", summary)
     summary["tuning_curve"] = curve

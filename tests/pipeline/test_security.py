@@ -304,3 +304,26 @@ def test_test_dir_images_never_reach_training(workspace: Path, monkeypatch):
     from_test = {f for f, s in zip(ds.files, ds.split) if s == 2}
     assert from_test == {str(p) for p in Path("data/test").rglob("*.png")}
     assert all(f.startswith("data/raw/") for f, s in zip(ds.files, ds.split) if s != 2)
+
+
+def test_stages_run_by_hand_refuse_outputs_of_an_earlier_split(workspace: Path, capsys):
+    """`augment prepare` re-run with another split, then a later stage run by hand: the
+    checkpoint, the samples and the merged folder were made before, from images some of which
+    are test images now. Each stage refuses them, naming the file and the stage to re-run,
+    instead of leaking the new test split into evaluate. The full run still works."""
+    from tests.conftest import write_params
+
+    for stage in ("prepare", "train", "generate", "filter", "merge"):
+        assert main([stage, "--quiet"]) == 0, stage
+    write_params(Path("params.yaml"), {"prepare": {"seed": 1}})  # another test split
+    assert main(["prepare", "--quiet"]) == 0
+    capsys.readouterr()
+    for stage, file, rerun in (("generate", "models/generator.safetensors", "train"),
+                               ("filter", "data/generated/generate.json", "generate"),
+                               ("merge", "data/generated/generate.json", "generate"),
+                               ("evaluate", "data/augmented/summary.json", "merge")):
+        assert main([stage, "--quiet"]) == 2, stage
+        err = capsys.readouterr().err
+        assert file in err and "another prepared dataset" in err and f"augment {rerun}" in err, (stage, err)
+    for stage in ("train", "generate", "filter", "merge"):
+        assert main([stage, "--quiet"]) == 0, stage
