@@ -15,10 +15,13 @@ from augment.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000, notes: list[str] | None = None) -> np.ndarray:
+def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000, notes: list[str] | None = None,
+                 keep_high_bit: bool = False) -> np.ndarray:
     """Decode image bytes into ``uint8 (H, W, C)`` with C = 1 (grey) or 3 (RGB).
 
-    Every mode PIL reads is normalised: ``I;16``/``I``/``F`` are rescaled to 8 bits, palette and
+    Every mode PIL reads is normalised: ``I;16``/``I``/``F`` are rescaled to 8 bits by the image's
+    own range (with ``keep_high_bit``: returned as ``float64 (H, W, 1)`` unscaled, for the caller to
+    map every such image of a dataset the same way, :func:`scale_high_bit`), palette and
     alpha images are converted (alpha composited on black). The EXIF orientation is applied (a
     photo stored sideways is turned upright, as a viewer shows it). Raises :class:`DataError` naming
     ``name`` for anything unreadable, truncated, suspiciously large (decompression bomb) or with
@@ -66,16 +69,25 @@ def decode_image(data: bytes, name: str, max_pixels: int = 50_000_000, notes: li
         bad = int((~np.isfinite(np.asarray(img, dtype=np.float64))).sum())
         if bad:
             raise DataError(f"{name}: {bad} pixel(s) are NaN or infinite (floating-point image); fix or remove it")
-    return pil_to_array(img)
+    return pil_to_array(img, keep_high_bit)
 
 
-def pil_to_array(img: Image.Image) -> np.ndarray:
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def scale_high_bit(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """High-bit-depth values -> ``uint8``, ``lo`` to 0 and ``hi`` to 255 (clipped outside)."""
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return ((arr - lo) * scale).round().clip(0, 255).astype(np.uint8)
+
+
+def pil_to_array(img: Image.Image, keep_high_bit: bool = False) -> np.ndarray:
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        return ((arr - lo) * scale).round().clip(0, 255).astype(np.uint8)[..., None]
+    if mode in HIGH_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64)[..., None]
+        if keep_high_bit:
+            return arr
+        return scale_high_bit(arr, float(arr.min()), float(arr.max()))
     if mode in ("1", "L"):
         return np.asarray(img.convert("L"), dtype=np.uint8)[..., None]
     if mode == "LA" or mode == "RGBA" or (mode == "P" and "transparency" in img.info):

@@ -93,7 +93,7 @@ def _load_files(files: list[Path], cfg: PrepareConfig, skipped: list[dict[str, s
         try:
             data = read_regular_file(p)
             found: list[str] = []
-            arrays.append(decode_image(data, str(p), cfg.max_image_pixels, notes=found))
+            arrays.append(decode_image(data, str(p), cfg.max_image_pixels, notes=found, keep_high_bit=True))
             if notes is not None:
                 notes.extend({"file": str(p), "note": n} for n in found)
         except (DataError, OSError) as exc:
@@ -104,6 +104,26 @@ def _load_files(files: list[Path], cfg: PrepareConfig, skipped: list[dict[str, s
         keep.append(i)
         hashes.append(sha256_bytes(data))
     return arrays, keep, hashes
+
+
+def _to_8_bits(arrays: list[np.ndarray], files: list[str], test_arrays: list[np.ndarray], test_files: list[str],
+               notes: list[dict[str, str]]) -> None:
+    """16-bit (and 32-bit / float) images -> 8 bits, in place, all by ONE mapping: the range of the
+    raw folder's high-bit images (of the test folder's only when the raw folder has none), so an
+    image's absolute intensity -- a dark defect, a sensor's exposure -- stays comparable across
+    images; a per-image stretch would erase it. Test images never set the range when raw ones can."""
+    from augment.core.images import scale_high_bit
+
+    high = [a for a in arrays if a.dtype != np.uint8] or [a for a in test_arrays if a.dtype != np.uint8]
+    if not high:
+        return
+    lo, hi = min(float(a.min()) for a in high), max(float(a.max()) for a in high)
+    for group, names in ((arrays, files), (test_arrays, test_files)):
+        for i, a in enumerate(group):
+            if a.dtype != np.uint8:
+                group[i] = scale_high_bit(a, lo, hi)
+                notes.append({"file": names[i], "note": f"high-bit-depth image mapped to 8 bits by the dataset's "
+                                                        f"range {lo:g}..{hi:g} (one mapping for every such image)"})
 
 
 def _target_shape(arrays: list[np.ndarray]) -> tuple[int, int, int]:
@@ -249,6 +269,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
             f"{cfg.raw_dir}: class(es) {small} have fewer than {min_needed} images; each class needs "
             f"at least {min_needed} to give every split an image"
         )
+    _to_8_bits(arrays, files, test_arrays, test_files, notes)
     shape = _target_shape(arrays + test_arrays)
     images = np.stack([_to_shape(a, shape) for a in arrays + test_arrays])
     if cfg.test_dir:

@@ -137,3 +137,30 @@ def test_prepare_notes_what_the_common_shape_changed():
     assert "1 image(s) resized to the most common size 24x32, e.g. raw/a/square.png (28x28)" in resized
     assert "1 of 30 images are colour (e.g. raw/a/as_rgb.png), so every image is prepared as RGB" in colour
     assert get_stage("prepare").warnings({**report, "resized_files": [], "colour_images": 30}) == []
+
+
+def test_16_bit_images_keep_their_intensities_relative_to_each_other(tmp_path: Path):
+    """16-bit images are mapped to 8 bits by one mapping for the whole dataset, not each stretched
+    to its own 0..255: a dark image stays darker than a bright one (absolute intensities carry
+    the class signal in inspection and medical images), a flat one does not turn black, and the
+    report lists the mapping for each file. The test folder never sets the range."""
+    from PIL import Image
+
+    raw, test = tmp_path / "raw", tmp_path / "test"
+    levels = {"dark": [1000, 1200, 1400], "bright": [3000, 3500, 4000]}
+    for c, values in levels.items():
+        for folder in (raw, test):
+            (folder / c).mkdir(parents=True)
+        for i, v in enumerate(values):
+            img = np.full((8, 8), v, np.uint16)
+            img[0, 0] = v + 8  # not flat
+            Image.fromarray(img).save(raw / c / f"{i}.png")
+        Image.fromarray(np.full((8, 8), 60000, np.uint16)).save(test / c / "t.png")  # brighter than any raw
+    ds, report = prepare_dataset(PrepareConfig(raw_dir=str(raw), test_dir=str(test), val_fraction=0.0))
+    mean = {Path(f).parent.name + "/" + Path(f).name: float(ds.images[i].mean()) for i, f in enumerate(ds.files)}
+    assert mean["dark/0.png"] < mean["dark/2.png"] < mean["bright/0.png"] < mean["bright/2.png"]
+    assert mean["dark/0.png"] == pytest.approx(0.0, abs=1.0) and mean["bright/2.png"] == pytest.approx(255.0, abs=1.0)
+    assert mean["dark/1.png"] == pytest.approx(255 * (1200 - 1000) / (4008 - 1000), abs=1.0)
+    assert mean["dark/t.png"] == 255.0  # clipped: the raw images' range, not the test image's
+    noted = [a for a in report["altered"] if "high-bit-depth" in a["note"]]
+    assert len(noted) == len(ds.files) and "1000..4008" in noted[0]["note"]
