@@ -174,15 +174,22 @@ def format_table(metrics: dict[str, Any]) -> str:
     if len(metrics["seeds"]) < 2:
         lines.append("(one seed: no spread over seeds; set evaluate.seeds to several before reading a difference)")
     paired = metrics.get("combined_vs_classical_paired", {})
+    # No synthetic image merged: (d) trains exactly as (b) does, so their difference is no
+    # measurement; a "+0.000 [+0.000, +0.000]" would read as a sharp test that found no effect.
+    merged_none = not metrics.get("synthetic_images")
 
     def interval(r: dict | None) -> str:
-        if not r or r.get("mean") is None:
+        if not r or r.get("mean") is None or merged_none:
             return "n/a"
         if r.get("ci_low") is None:
             return f"{r['mean']:+.3f}"
+        if r["ci_low"] == r["ci_high"]:
+            return f"{r['mean']:+.3f} (no test image scored differently)"
         return f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
 
-    if paired.get("all"):
+    if paired.get("all") and merged_none:
+        lines.append("(d) - (b): n/a (no synthetic image was merged, so (d) trains as (b) does)")
+    elif paired.get("all"):
         lines.append(f"(d) - (b) paired over the {paired['all']['images']} test images (seeds averaged): "
                      f"{interval(paired['all'])} (95 %; unlike the ± above, this covers which test images were drawn)")
     # One row per class, its full name (classes like defect_01 .. defect_12 stay apart).

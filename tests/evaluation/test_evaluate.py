@@ -52,6 +52,11 @@ def test_without_synthetic_images_c_and_d_are_a_and_b():
     assert set(paired) == {"all", "a", "b", "c"}
     assert all((r["mean"], r["ci_low"], r["ci_high"]) == (0.0, 0.0, 0.0) for r in paired.values())
     assert paired["all"]["images"] == 15 and paired["a"]["images"] == 5
+    # ... which is no measurement: the table says n/a, not a sharp-looking [+0.000, +0.000]
+    from augment.evaluation.evaluate import format_table
+
+    table = format_table(out)
+    assert "(d) - (b): n/a (no synthetic image was merged" in table and "[+0.000, +0.000]" not in table
 
 
 def test_paired_difference_matches_the_accuracies_and_covers_the_test_images():
@@ -67,6 +72,11 @@ def test_paired_difference_matches_the_accuracies_and_covers_the_test_images():
     r = paired_interval(np.array([1.0, 0.0, 0.0, -1.0, 1.0, 1.0]))
     assert r["ci_low"] < r["mean"] < r["ci_high"] and abs(r["mean"] - 1 / 3) < 1e-12 and r["images"] == 6
     assert paired_interval(np.array([0.5]))["ci_low"] is None
+    from augment.evaluation.evaluate import format_table
+
+    unchanged = {**out, "combined_vs_classical_paired": {k: {**r, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+                                                         for k, r in paired.items()}}
+    assert "+0.000 (no test image scored differently)" in format_table(unchanged)
 
 
 def test_the_table_shows_no_spread_for_one_seed_and_full_class_names():
