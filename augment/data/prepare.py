@@ -301,7 +301,12 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     if exact_cross and cfg.on_cross_split_duplicate == "drop":
         drop = _cross_split_drops(dups, split)
         keep = np.setdiff1d(np.arange(len(images)), drop)
-        dropped = [{"file": all_files[i], "split": SPLITS[split[i]],
+        twin = {}
+        for d in exact_cross:  # the copy that stays, named beside the one dropped
+            for i, j in ((d["a"], d["b"]), (d["b"], d["a"])):
+                if i in drop and j not in drop:
+                    twin.setdefault(int(i), all_files[j])
+        dropped = [{"file": all_files[i], "split": SPLITS[split[i]], "identical_to": twin.get(int(i)),
                     "reason": "identical to an image in another split (prepare.on_cross_split_duplicate: drop)"}
                    for i in drop]
         images, labels, split = images[keep], labels[keep], split[keep]
@@ -313,6 +318,8 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
             raise DataError(f"{cfg.raw_dir}: class(es) {no_train} have no training image left after dropping "
                             "copies of test/val images; add images or fix the duplicates")
         dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
+    kept_files = set(all_files)
+    colour_files = [f for f in colour_files if f in kept_files]  # counted over the images used
     ds = PreparedDataset(images, labels, split, scan.class_names, all_files, all_hashes)
     cross = [d for d in dups if d["cross_split"]]
     report = {
@@ -324,7 +331,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
             for s in SPLITS
         },
         "resized": len(resized_files),
-        "resized_files": resized_files,  # file and its original (H, W), resized to image_shape
+        "resized_files": resized_files,  # file and its original [height, width], resized to image_shape
         "colour_images": len(colour_files),  # any colour image makes every image RGB
         "colour_example": colour_files[0] if colour_files else None,
         "images_read": len(all_files),

@@ -443,15 +443,18 @@ class Stage:
 
 def _prepare_summary(r: dict[str, Any]) -> str:
     dup = r["duplicates"]
+    dropped = f" ({len(dup['dropped'])} identical dropped)" if dup.get("dropped") else ""
     return (f"prepared {r['num_classes']} classes, shape {r['image_shape']}; skipped {len(r['skipped'])} file(s); "
-            f"cross-split duplicates: {dup['exact_cross_split']} exact, {dup['near_cross_split']} near")
+            f"cross-split duplicates left: {dup['exact_cross_split']} exact, {dup['near_cross_split']} near{dropped}")
 
 
 def _prepare_warnings(r: dict[str, Any]) -> list[str]:
     dup, out = r["duplicates"], []
     if dup.get("dropped"):
-        out.append(f"dropped {len(dup['dropped'])} image(s) identical to an image in another split "
-                   "(prepare.on_cross_split_duplicate: drop); listed in report.json")
+        d = dup["dropped"][0]
+        twin = f" = {d['identical_to']}" if d.get("identical_to") else ""
+        out.append(f"dropped {len(dup['dropped'])} image(s) identical to an image in another split, e.g. "
+                   f"{d['file']}{twin} (prepare.on_cross_split_duplicate: drop); listed in report.json")
     if dup["exact_cross_split"] or dup["near_cross_split"]:
         out.append("WARNING: duplicates across splits leak between train and val/test; see report.json")
     if r.get("label_conflicts"):
@@ -461,11 +464,16 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
     if r.get("altered"):
         out.append(f"note: {len(r['altered'])} image(s) used with a change (first frame of a multi-frame image, "
                    "EXIF rotation); listed in report.json (altered)")
+    h, w = r["image_shape"][:2]
     if r.get("resized_files"):
         first = r["resized_files"][0]
-        h, w = r["image_shape"][:2]
-        out.append(f"note: {len(r['resized_files'])} image(s) resized to the most common size {h}x{w}, e.g. "
-                   f"{first['file']} ({first['from'][0]}x{first['from'][1]}); listed in report.json (resized_files)")
+        out.append(f"note: {len(r['resized_files'])} image(s) resized (stretched, not cropped) to the most common "
+                   f"size {w}x{h} (width x height), e.g. {first['file']} ({first['from'][1]}x{first['from'][0]}); "
+                   "listed in report.json (resized_files)")
+    if max(h, w) > 128:
+        out.append(f"WARNING: the images are {w}x{h} pixels; the generator is built and tested for 8 to 128 pixels "
+                   "a side and its training time grows with the pixel count: downscale the images (e.g. to 64x64) "
+                   "before prepare unless the detail is needed")
     colour, total = r.get("colour_images", 0), r.get("images_read", 0)
     if colour and total and colour < total:
         out.append(f"note: {colour} of {total} images are colour (e.g. {r.get('colour_example')}), so every image "

@@ -124,6 +124,12 @@ def test_cross_split_copies_are_reported_refused_or_dropped(tmp_path: Path):
     assert report["duplicates"]["exact_cross_split"] == 0
     assert len(kept.files) == 35 - len(dropped)
     assert all(f not in kept.files for f in (d["file"] for d in dropped))
+    assert all(d["identical_to"] in kept.files for d in dropped)  # the copy kept is named
+    from augment.pipeline.stages import get_stage
+
+    stage = get_stage("prepare")
+    assert f"({len(dropped)} identical dropped)" in stage.summary(report)
+    assert f"= {dropped[0]['identical_to']}" in stage.warnings(report)[0]
 
 
 def test_prepare_notes_what_the_common_shape_changed():
@@ -133,10 +139,15 @@ def test_prepare_notes_what_the_common_shape_changed():
     report = {"duplicates": {"exact_cross_split": 0, "near_cross_split": 0}, "image_shape": [24, 32, 3],
               "resized_files": [{"file": "raw/a/square.png", "from": [28, 28]}],
               "colour_images": 1, "colour_example": "raw/a/as_rgb.png", "images_read": 30}
+    report["resized_files"] = [{"file": "raw/a/wide.png", "from": [28, 40]}]  # [height, width]
     resized, colour = get_stage("prepare").warnings(report)
-    assert "1 image(s) resized to the most common size 24x32, e.g. raw/a/square.png (28x28)" in resized
+    assert ("1 image(s) resized (stretched, not cropped) to the most common size 32x24 (width x height), "
+            "e.g. raw/a/wide.png (40x28)") in resized
     assert "1 of 30 images are colour (e.g. raw/a/as_rgb.png), so every image is prepared as RGB" in colour
     assert get_stage("prepare").warnings({**report, "resized_files": [], "colour_images": 30}) == []
+    large = get_stage("prepare").warnings({**report, "resized_files": [], "colour_images": 30,
+                                           "image_shape": [300, 200, 3]})
+    assert len(large) == 1 and "200x300 pixels" in large[0] and "8 to 128" in large[0]
 
 
 def test_16_bit_images_keep_their_intensities_relative_to_each_other(tmp_path: Path):
