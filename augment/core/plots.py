@@ -55,7 +55,9 @@ def score_histogram(conf: np.ndarray, labels: np.ndarray, accepted: np.ndarray,
 def loss_curves(log: Sequence[dict], path: str | Path) -> None:
     if not log:
         return
-    keys = [k for k in log[0] if k != "iteration"]
+    # one order whatever order the rows' keys come in (a resumed run restores its log with sorted
+    # keys): the same losses give the same picture, so DVC sees the same models/ folder
+    keys = sorted({k for r in log for k in r} - {"iteration"})
     it = [r["iteration"] for r in log]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for k in keys:
