@@ -6,6 +6,7 @@ Nothing is ever unpickled. A checkpoint holds everything needed to rebuild its n
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -60,6 +61,12 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of the metadata (sorted JSON, without this digest): safetensors checks neither."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def save_checkpoint(
     path: str | Path,
     modules: dict[str, torch.nn.Module],
@@ -98,6 +105,7 @@ def save_checkpoint(
         tensors[f"extra/{name}"] = t.detach().cpu().contiguous()
     # safetensors has no checksum: a flipped byte in the weights would load silently.
     meta["tensors_sha256"] = tensors_digest(tensors)
+    meta["meta_sha256"] = meta_digest(meta)  # and an edited config, class list or extra
     # One metadata key holding sorted JSON: safetensors does not keep key order, and the same
     # seed must give a byte-identical file (stable DVC hashes).
     atomic_write_bytes(path, st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
@@ -133,6 +141,12 @@ class Checkpoint:
             raise CheckpointError(
                 f"checkpoint {path} failed its integrity check (weights changed after it was written: "
                 "tampered or corrupted); re-run the train stage"
+            )
+        expected = self.meta.get("meta_sha256")  # absent in checkpoints written before it was added
+        if expected is not None and meta_digest(self.meta) != expected:
+            raise CheckpointError(
+                f"checkpoint {path} failed its integrity check (its metadata -- training config, classes, "
+                "extra -- changed after it was written: tampered or corrupted); re-run the train stage"
             )
         try:
             # The embedded config passes the same checks as params.yaml (types, ranges, finite

@@ -14,7 +14,7 @@ parameters), never hard-coded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,6 +72,8 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
         save_checkpoint(tmp / "generator.safetensors", result.trainer.modules(), cfg, ds.image_shape,
                         ds.class_names, extra={"iteration": cfg.iterations, "train_images": int(len(x)),
                                                "prepared_sha256": ds.fingerprint(),
+                                               # train.real_augment: classical trains on these transforms
+                                               "classical": asdict(classical),
                                                # float sums split over threads: another count, other last bits
                                                "torch_threads": torch.get_num_threads()},
                         extra_tensors=sampler_tensors(result.trainer, x, y))

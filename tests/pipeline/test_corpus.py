@@ -233,6 +233,18 @@ def _tamper_header(ws: Path) -> None:
     CKPT.write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(data[8 + n :]))
 
 
+def _edit_metadata(ws: Path) -> None:
+    """An edited training seed in the metadata: weights and shapes unchanged, so only the
+    metadata's own digest can tell."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(CKPT), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["augment"])
+    meta["train_config"]["seed"] += 1
+    save_file(load_file(str(CKPT)), str(CKPT), metadata={"augment": json.dumps(meta, sort_keys=True)})
+
+
 MARKER = "PWNED_BY_PICKLE"
 
 
@@ -373,6 +385,8 @@ CASES = [
     Case("checkpoint_weight_byte_flipped", _flip_weight_byte, command="generate", needle="integrity check",
          needs_checkpoint=True),
     Case("checkpoint_header_tampered", _tamper_header, command="generate", needle="integrity check",
+         needs_checkpoint=True),
+    Case("checkpoint_metadata_edited", _edit_metadata, command="generate", needle="its metadata",
          needs_checkpoint=True),
     Case("checkpoint_is_a_pickle_pt_file", _pickle_checkpoint, command="generate",
          needle="not a safetensors file", check=_no_marker, needs_checkpoint=True),
