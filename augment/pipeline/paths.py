@@ -115,6 +115,11 @@ def check_outputs_safe(stage: str, outputs: dict[str, str], protected: dict[str,
     ``prepare.raw_dir``) to a path. Raises :class:`ConfigError` naming both.
     """
     ws = _real(workspace)
+    for oname, opath in outputs.items():  # first: the gravest mistake is named, not a symptom of it
+        out = _real(opath)
+        if out == ws or ws.is_relative_to(out):
+            raise ConfigError(f"output {oname} = {opath} ({stage} stage) is the workspace folder {workspace} "
+                              "or contains it; replacing it would delete your data; choose another path")
     names = list(outputs)
     for i, a in enumerate(names):  # a stage's own outputs must not overlap either
         for b in names[i + 1:]:
@@ -124,9 +129,6 @@ def check_outputs_safe(stage: str, outputs: dict[str, str], protected: dict[str,
                                   "one would overwrite the other; choose another path")
     for oname, opath in outputs.items():
         out = _real(opath)
-        if out == ws or ws.is_relative_to(out):
-            raise ConfigError(f"output {oname} = {opath} ({stage} stage) is the workspace folder {workspace} "
-                              "or contains it; replacing it would delete your data; choose another path")
         for pname, ppath in protected.items():
             if ppath is None:
                 continue

@@ -195,3 +195,8 @@ def test_an_output_that_is_the_flows_workdir_is_refused_from_any_current_folder(
     paths = dataclasses.replace(Paths().rooted(ws), generated=str(ws))
     with pytest.raises(ConfigError, match="is the workspace folder"):
         check_stage_paths(get_stage("generate"), root_config(load_params(ws / "params.yaml"), ws), paths)
+    # merge writes two outputs; `--augmented .` also holds the other (metrics/): the workspace is
+    # named, not the overlap, which is only a symptom
+    paths = dataclasses.replace(Paths().rooted(ws), augmented=str(ws))
+    with pytest.raises(ConfigError, match="augmented = .* is the workspace folder"):
+        check_stage_paths(get_stage("merge"), root_config(load_params(ws / "params.yaml"), ws), paths)
