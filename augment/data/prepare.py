@@ -256,9 +256,11 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     counts = np.bincount(labels, minlength=len(scan.class_names))
     empty = [scan.class_names[c] for c in np.flatnonzero(counts == 0)]
     if empty:
+        unread = {name: [s for s in skipped if Path(s["file"]).parent == Path(cfg.raw_dir) / name] for name in empty}
+        why = "; ".join(f"{n}: {len(k)} file(s) skipped, e.g. {k[0]['reason']}" for n, k in unread.items() if k)
         raise DataError(
-            f"{cfg.raw_dir}: class folder(s) {empty} contain no readable images; "
-            "add images or remove the folder"
+            f"{cfg.raw_dir}: class folder(s) {empty} contain no readable images"
+            + (f" ({why})" if why else "") + "; add images or remove the folder"
         )
     if len(scan.class_names) < 2:
         raise DataError(f"{cfg.raw_dir}: found one class ({scan.class_names[0]!r}); need at least 2 class folders")

@@ -233,6 +233,17 @@ def _tamper_header(ws: Path) -> None:
     CKPT.write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(data[8 + n :]))
 
 
+def _unreadable_class(ws: Path) -> None:
+    """A class folder whose every file is broken, with on_bad_file: skip: the error says they were
+    skipped and why, not only that the folder holds no readable image."""
+    (RAW / "class_3").mkdir()
+    for i in range(2):
+        (RAW / "class_3" / f"bad_{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["prepare"]["on_bad_file"] = "skip"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+
 def _edit_metadata(ws: Path) -> None:
     """An edited training seed in the metadata: weights and shapes unchanged, so only the
     metadata's own digest can tell."""
@@ -306,6 +317,7 @@ CASES = [
     Case("loose_files_no_classes", lambda ws: (shutil.rmtree(RAW), RAW.mkdir(), (RAW / "a.png").write_bytes(b"")),
          needle="found loose files such as 'a.png'"),
     Case("empty_class", lambda ws: (RAW / "class_3").mkdir(), needle="['class_3'] contain no readable images"),
+    Case("class_of_unreadable_files_skipped", _unreadable_class, needle="class_3: 2 file(s) skipped, e.g. "),
     Case("single_class", lambda ws: (shutil.rmtree(RAW / "class_1"), shutil.rmtree(RAW / "class_2")),
          needle="need at least 2 class folders"),
     Case("class_with_one_image", lambda ws: (RAW / "class_3").mkdir() or shutil.copy(first_image(), RAW / "class_3"),
