@@ -325,14 +325,19 @@ def test_summary_share_a_string(built, capsys):
 
 
 def _edit_checkpoint(edit: Callable[[dict], None]) -> None:
-    """Rewrite the checkpoint's metadata, keeping the tensors (and their digest) as they are."""
+    """Rewrite the checkpoint's metadata, keeping the tensors (and their digest) as they are, and
+    recompute the metadata's own digest: a file crafted to pass both digests must still pass the
+    validation below (an edit that leaves the digest stale is refused earlier, see test_corpus)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
+
+    from augment.models.checkpoint import meta_digest
 
     tensors = load_file(str(CKPT))
     with safe_open(str(CKPT), framework="pt") as fh:
         meta = json.loads(fh.metadata()["augment"])
     edit(meta)
+    meta["meta_sha256"] = meta_digest(meta)
     save_file(tensors, str(CKPT), metadata={"augment": json.dumps(meta, sort_keys=True)})
 
 
