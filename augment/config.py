@@ -720,6 +720,7 @@ def effective_params_yaml(cfg: PipelineConfig, source: str) -> str:
     """``cfg`` as a params file that repeats the run (every group, every key), headed by where it
     came from and the versions and thread count it ran with (``metrics/run_params.yaml`` of
     ``augment run``, ``metrics/flow_params.yaml`` of the flow)."""
+    import importlib
     import platform
 
     import numpy
@@ -727,8 +728,17 @@ def effective_params_yaml(cfg: PipelineConfig, source: str) -> str:
 
     from augment import __version__
 
+    def version(module: str) -> str:
+        # opencv and albumentations too: a newer opencv wheel alone changed a trained generator's
+        # last digits (docs/operations.md, "Repeating a run")
+        try:
+            return str(importlib.import_module(module).__version__)
+        except Exception:  # noqa: BLE001 -- a record, never a reason to fail the run
+            return "absent"
+
     head = (f"# effective parameters of the run that wrote these outputs ({source})\n"
             f"# augment {__version__}, torch {torch.__version__}, numpy {numpy.__version__}, "
+            f"opencv {version('cv2')}, albumentations {version('albumentations')}, "
             f"python {platform.python_version()}, torch threads {torch.get_num_threads()}\n"
             "# to repeat it: copy this file out of the outputs and pass it as --params\n")
     return head + yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

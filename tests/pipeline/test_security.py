@@ -244,6 +244,11 @@ def test_pipeline_runs_with_the_network_unplugged(clean_run: Path):
     from augment.config import load_params
 
     assert load_params(clean_run / "metrics/run_params.yaml") == load_params(clean_run / "params.yaml")
+    import cv2
+    import torch
+
+    head = (clean_run / "metrics/run_params.yaml").read_text().splitlines()[1]
+    assert f"torch {torch.__version__}" in head and f"opencv {cv2.__version__}" in head and "albumentations " in head
     assert {p.name for p in (clean_run / "data/augmented").iterdir() if p.is_dir()} == {"with space", "ünïcødé", "-dash"}
     # each folder a stage wrote passes its own content check, so a re-run may replace it
     from augment.pipeline.paths import Paths, written_by_augment
