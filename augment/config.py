@@ -46,6 +46,10 @@ class PrepareConfig:
     # "drop" (default) keeps the test copy (else the train copy), drops the other copies and lists
     # them in the report; "error" stops, naming the files; "warn" only reports them.
     on_cross_split_duplicate: Literal["error", "warn", "drop"] = "drop"
+    # "auto": grey when no image has colour -- an RGB file whose three channels agree within 2
+    # levels (grey saved as RGB, as many exporters write it) counts as grey --, else RGB.
+    # "grey": every image converted to grey (luminance); "rgb": every image as 3 channels.
+    channels: Literal["auto", "grey", "rgb"] = "auto"
 
     def validate(self) -> None:
         _check_range("prepare.val_fraction", self.val_fraction, 0.0, 0.9)

@@ -132,18 +132,36 @@ def _to_8_bits(arrays: list[np.ndarray], files: list[str], test_arrays: list[np.
                                                         f"range {lo:g}..{hi:g} (one mapping for every such image)"})
 
 
-def _target_shape(arrays: list[np.ndarray]) -> tuple[int, int, int]:
-    """The most common (H, W); 3 channels if any image has colour, else 1."""
+GREY_RGB_TOLERANCE = 2  # levels of 255: a grey image saved as RGB (JPEG rounding included)
+
+
+def is_grey_rgb(a: np.ndarray) -> bool:
+    """An RGB image whose three channels agree within :data:`GREY_RGB_TOLERANCE` at every pixel:
+    grey pixels stored as colour, which carry no colour to learn."""
+    if a.ndim != 3 or a.shape[2] != 3:
+        return False
+    b = a.astype(np.int16)
+    return bool(np.abs(b[..., 0] - b[..., 1]).max() <= GREY_RGB_TOLERANCE
+                and np.abs(b[..., 1] - b[..., 2]).max() <= GREY_RGB_TOLERANCE)
+
+
+def _target_shape(arrays: list[np.ndarray], colour: list[bool], channels: str = "auto") -> tuple[int, int, int]:
+    """The most common (H, W); channels by ``prepare.channels``: 3 with "rgb", 1 with "grey",
+    with "auto" 3 if any image has colour (``colour``: per image), else 1."""
     sizes = Counter(a.shape[:2] for a in arrays)
     (h, w), _ = max(sizes.items(), key=lambda kv: (kv[1], kv[0]))
-    c = 3 if any(a.shape[2] == 3 for a in arrays) else 1
+    c = {"rgb": 3, "grey": 1}.get(channels, 3 if any(colour) else 1)
     return h, w, c
 
 
 def _to_shape(a: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     a = resize_array(a, shape[:2])
     if a.shape[2] != shape[2]:
-        a = np.repeat(a, 3, axis=2) if shape[2] == 3 else a
+        if shape[2] == 3:
+            a = np.repeat(a, 3, axis=2)
+        else:  # luminance, as PIL's convert("L") weighs the channels (exact for grey saved as RGB)
+            lum = a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            a = np.clip(np.rint(lum), 0, 255).astype(np.uint8)[..., None]
     return a
 
 
@@ -278,7 +296,9 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
             f"at least {min_needed} to give every split an image"
         )
     _to_8_bits(arrays, files, test_arrays, test_files, notes)
-    shape = _target_shape(arrays + test_arrays)
+    rgb = [a.shape[2] == 3 for a in arrays + test_arrays]
+    colour = [c and not is_grey_rgb(a) for c, a in zip(rgb, arrays + test_arrays)]
+    shape = _target_shape(arrays + test_arrays, colour, cfg.channels)
     images = np.stack([_to_shape(a, shape) for a in arrays + test_arrays])
     if cfg.test_dir:
         split = stratified_split(labels, cfg.val_fraction, 0.0, cfg.seed)
@@ -291,7 +311,8 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     # What the common shape changed, by file (the report lists them; the summary notes them).
     resized_files = [{"file": all_files[i], "from": list(a.shape[:2])}
                      for i, a in enumerate(arrays + test_arrays) if a.shape[:2] != shape[:2]]
-    colour_files = [all_files[i] for i, a in enumerate(arrays + test_arrays) if a.shape[2] == 3]
+    colour_files = [all_files[i] for i, c in enumerate(colour) if c]
+    grey_rgb_files = [all_files[i] for i, (r, c) in enumerate(zip(rgb, colour)) if r and not c]
     dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
     # The same image under two class labels: one of the labels is wrong (reported, not guessed).
     conflicts = [{"a": all_files[d["a"]], "class_a": scan.class_names[labels[d["a"]]],
@@ -328,6 +349,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
     kept_files = set(all_files)
     colour_files = [f for f in colour_files if f in kept_files]  # counted over the images used
+    grey_rgb_files = [f for f in grey_rgb_files if f in kept_files]
     ds = PreparedDataset(images, labels, split, scan.class_names, all_files, all_hashes)
     cross = [d for d in dups if d["cross_split"]]
     report = {
@@ -340,8 +362,11 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         },
         "resized": len(resized_files),
         "resized_files": resized_files,  # file and its original [height, width], resized to image_shape
-        "colour_images": len(colour_files),  # any colour image makes every image RGB
+        "channels": cfg.channels,  # the param; image_shape[2] is what it resolved to
+        "colour_images": len(colour_files),  # with channels auto, any colour image makes every image RGB
         "colour_example": colour_files[0] if colour_files else None,
+        "grey_rgb_images": len(grey_rgb_files),  # RGB files with grey pixels (R = G = B within 2 levels)
+        "grey_rgb_example": grey_rgb_files[0] if grey_rgb_files else None,
         "images_read": len(all_files),
         "skipped": skipped,
         "altered": notes,

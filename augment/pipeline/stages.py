@@ -477,9 +477,17 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
                    "a side and its training time grows with the pixel count: downscale the images (e.g. to 64x64) "
                    "before prepare unless the detail is needed")
     colour, total = r.get("colour_images", 0), r.get("images_read", 0)
-    if colour and total and colour < total:
+    grey_rgb, channels = r.get("grey_rgb_images", 0), r["image_shape"][2] if len(r["image_shape"]) > 2 else None
+    if channels == 3 and r.get("channels", "auto") == "auto" and colour and total and colour < total:
         out.append(f"note: {colour} of {total} images are colour (e.g. {r.get('colour_example')}), so every image "
-                   "is prepared as RGB; convert those to grey if the data is grey")
+                   "is prepared as RGB; convert those to grey if the data is grey (or set prepare.channels: grey)")
+    if channels == 1 and colour:
+        out.append(f"note: {colour} colour image(s) converted to grey (prepare.channels: grey), e.g. "
+                   f"{r.get('colour_example')}")
+    if channels == 1 and grey_rgb:
+        out.append(f"note: {grey_rgb} RGB file(s) hold grey pixels (R = G = B within 2 levels), e.g. "
+                   f"{r.get('grey_rgb_example')}: prepared as grey, as every image is "
+                   "(prepare.channels: rgb keeps 3 channels)")
     return out
 
 

@@ -175,3 +175,68 @@ def test_16_bit_images_keep_their_intensities_relative_to_each_other(tmp_path: P
     assert mean["dark/t.png"] == 255.0  # clipped: the raw images' range, not the test image's
     noted = [a for a in report["altered"] if "high-bit-depth" in a["note"]]
     assert len(noted) == len(ds.files) and "1000..4008" in noted[0]["note"]
+
+
+def _write(path: Path, arr: np.ndarray, fmt: str = "PNG") -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+
+
+def test_grey_images_saved_as_rgb_are_prepared_as_grey(tmp_path: Path):
+    """Grey digits exported as RGB files (R = G = B; a JPEG's rounding included) carry no colour:
+    prepared as one channel with the grey values unchanged, counted in the report and named in a
+    note -- a generator and a classifier would otherwise learn three copies of one channel, and a
+    colour jitter would put colour into grey data. ``prepare.channels: rgb`` keeps 3 channels."""
+    from augment.pipeline.stages import get_stage
+
+    rng = np.random.default_rng(0)
+    grey = {}
+    for c in ("a", "b"):
+        for i in range(4):
+            g = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            grey[f"{c}/{i}.png"] = g
+            _write(tmp_path / "raw" / c / f"{i}.png", np.repeat(g[..., None], 3, axis=2))
+    _write(tmp_path / "raw" / "a" / "j.jpg", np.full((8, 8, 3), 120, np.uint8), "JPEG")
+    _write(tmp_path / "raw" / "b" / "l.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))  # mode L beside them
+    cfg = PrepareConfig(raw_dir=str(tmp_path / "raw"), val_fraction=0.0, test_fraction=0.3)
+    ds, report = prepare_dataset(cfg)
+    assert ds.images.shape[1:] == (8, 8, 1) and report["image_shape"] == [8, 8, 1]
+    for i, f in enumerate(ds.files):
+        key = f"{Path(f).parent.name}/{Path(f).name}"
+        if key in grey:
+            assert np.array_equal(ds.images[i, ..., 0], grey[key]), key  # the same grey values
+    assert report["grey_rgb_images"] == 9 and report["colour_images"] == 0
+    note = [w for w in get_stage("prepare").warnings(report) if "hold grey pixels" in w]
+    assert len(note) == 1 and "9 RGB file(s)" in note[0] and "prepare.channels: rgb" in note[0]
+
+    ds3, report3 = prepare_dataset(PrepareConfig(**{**cfg.__dict__, "channels": "rgb"}))
+    assert ds3.images.shape[1:] == (8, 8, 3) and not get_stage("prepare").warnings(report3)
+
+
+def test_one_colour_image_keeps_the_set_rgb_and_grey_converts_it(tmp_path: Path):
+    """A real colour image among grey-as-RGB files makes the set RGB (auto) and is the one counted
+    as colour; ``prepare.channels: grey`` converts it by luminance, as PIL's convert("L") does."""
+    from PIL import Image
+
+    from augment.pipeline.stages import get_stage
+
+    rng = np.random.default_rng(1)
+    for c in ("a", "b"):
+        for i in range(4):
+            _write(tmp_path / "raw" / c / f"{i}.png", np.repeat(rng.integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, 2))
+    colour = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    _write(tmp_path / "raw" / "b" / "colour.png", colour)
+    cfg = PrepareConfig(raw_dir=str(tmp_path / "raw"), val_fraction=0.0, test_fraction=0.3)
+    ds, report = prepare_dataset(cfg)
+    assert ds.images.shape[-1] == 3 and report["colour_images"] == 1 and report["grey_rgb_images"] == 8
+    assert any("1 of 9 images are colour" in w and "prepare.channels: grey" in w
+               for w in get_stage("prepare").warnings(report))
+
+    ds1, report1 = prepare_dataset(PrepareConfig(**{**cfg.__dict__, "channels": "grey"}))
+    assert ds1.images.shape[-1] == 1
+    i = [Path(f).name for f in ds1.files].index("colour.png")
+    expected = np.asarray(Image.fromarray(colour).convert("L"))
+    assert np.abs(ds1.images[i, ..., 0].astype(int) - expected.astype(int)).max() <= 1
+    assert any("1 colour image(s) converted to grey" in w for w in get_stage("prepare").warnings(report1))

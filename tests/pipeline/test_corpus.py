@@ -352,6 +352,11 @@ CASES = [
     # -- image modes (every one decodes; colour makes the whole set RGB)
     *[Case(f"mode_{m}", _mode_image(m), check=_expect_channels(c))
       for m, c in [("L", 1), ("RGB", 3), ("RGBA", 3), ("P", 3), ("I;16", 1), ("LA", 1), ("1", 1), ("CMYK", 3)]],
+    Case("grey_saved_as_rgb_jpeg",  # R = G = B up to JPEG rounding: no colour, so the set stays grey
+         lambda ws: (RAW / "class_0" / "grey_rgb.jpg").write_bytes(
+             pil_bytes(Image.fromarray(np.random.default_rng(2).integers(0, 255, (8, 8), dtype=np.uint8)).convert("RGB"),
+                       "JPEG")),
+         check=lambda ws: (_expect_channels(1)(ws), report()["grey_rgb_images"] == 1 or pytest.fail())),
     # -- leakage
     Case("cross_split_duplicates_dropped", _duplicate_into_every_split, check=_check_dropped),
     Case("cross_split_duplicates_error",
