@@ -720,30 +720,35 @@ def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> Pi
     return new
 
 
-def effective_params_yaml(cfg: PipelineConfig, source: str) -> str:
-    """``cfg`` as a params file that repeats the run (every group, every key), headed by where it
-    came from and the versions and thread count it ran with (``metrics/run_params.yaml`` of
-    ``augment run``, ``metrics/flow_params.yaml`` of the flow)."""
+def software_versions() -> dict[str, str]:
+    """The versions a run's numbers depend on: augment, torch, numpy, opencv and albumentations
+    (a newer opencv wheel alone changed a trained generator's last digits; docs/operations.md,
+    "Repeating a run") and python. Recorded in run records and checkpoints, never checked."""
     import importlib
     import platform
-
-    import numpy
-    import torch
 
     from augment import __version__
 
     def version(module: str) -> str:
-        # opencv and albumentations too: a newer opencv wheel alone changed a trained generator's
-        # last digits (docs/operations.md, "Repeating a run")
         try:
             return str(importlib.import_module(module).__version__)
         except Exception:  # noqa: BLE001 -- a record, never a reason to fail the run
             return "absent"
 
+    return {"augment": __version__, "torch": version("torch"), "numpy": version("numpy"),
+            "opencv": version("cv2"), "albumentations": version("albumentations"),
+            "python": platform.python_version()}
+
+
+def effective_params_yaml(cfg: PipelineConfig, source: str) -> str:
+    """``cfg`` as a params file that repeats the run (every group, every key), headed by where it
+    came from and the versions and thread count it ran with (``metrics/run_params.yaml`` of
+    ``augment run``, ``metrics/flow_params.yaml`` of the flow)."""
+    import torch
+
+    versions = ", ".join(f"{k} {v}" for k, v in software_versions().items())
     head = (f"# effective parameters of the run that wrote these outputs ({source})\n"
-            f"# augment {__version__}, torch {torch.__version__}, numpy {numpy.__version__}, "
-            f"opencv {version('cv2')}, albumentations {version('albumentations')}, "
-            f"python {platform.python_version()}, torch threads {torch.get_num_threads()}\n"
+            f"# {versions}, torch threads {torch.get_num_threads()}\n"
             "# to repeat it: copy this file out of the outputs and pass it as --params\n")
     return head + yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 

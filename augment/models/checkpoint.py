@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from augment.config import TrainConfig, check_numbers, from_dict
+from augment.config import TrainConfig, check_numbers, from_dict, software_versions
 from augment.core.files import atomic_write_bytes
 from augment.errors import CheckpointError, ConfigError
 
@@ -96,6 +96,7 @@ def save_checkpoint(
         "image_shape": list(image_shape),
         "class_names": list(class_names),
         "extra": extra or {},
+        "versions": software_versions(),  # what wrote it (a record: a checkpoint loads in any version)
     }
     for name, opt in (optimizers or {}).items():
         _flatten_optimizer(name, opt, tensors, meta)

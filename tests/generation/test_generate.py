@@ -239,6 +239,8 @@ def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(works
     train_images = ck.extra["train_images"]
     # another thread count changes the float sums' last bits: the checkpoint says how many trained it
     assert ck.extra["torch_threads"] == torch.get_num_threads()
+    # and which versions wrote it (a newer opencv wheel alone changed a generator's last digits)
+    assert ck.meta["versions"]["torch"] == torch.__version__ and ck.meta["versions"]["opencv"] != "absent"
     assert codes["anchors"].shape == (train_images, ck.cfg.z_dim) and codes["anchor_labels"].shape == (train_images,)
     shards = []
     for _ in range(2):
