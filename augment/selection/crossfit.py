@@ -38,6 +38,7 @@ The TEST split never reaches this module: the stage adapter passes the labelled 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -205,12 +206,43 @@ def fold_candidates(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
     return load_rows_images(gen_dir, decisions, rows), decisions["labels"][rows], decisions["confidence"][rows]
 
 
+SCRATCH_PREFIX = "augment-crossfit-"
+
+
 def _fold_generator(x: np.ndarray, y: np.ndarray, class_names: list[str], train_cfg: TrainConfig,
                     gen_cfg: GenerateConfig, filter_cfg: FilterConfig, classical: ClassicalConfig
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fold's accepted samples (a worker job: its own scratch directory)."""
-    with tempfile.TemporaryDirectory(prefix="augment-crossfit-") as tmp:
+    """One fold's accepted samples (a worker job: its own scratch directory, named by the worker's
+    process id so that a later run can tell a killed run's leftovers, :func:`remove_stale_scratch`)."""
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         return fold_candidates(x, y, class_names, train_cfg, gen_cfg, filter_cfg, classical, Path(tmp))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or unknown: not ours to judge
+    return True
+
+
+def remove_stale_scratch(root: str | Path | None = None) -> list[str]:
+    """Remove the scratch folders of fold generators whose process is gone (a run killed with
+    SIGKILL or by the OOM killer cannot clean up; each folder holds a checkpoint and its samples).
+    Only ``augment-crossfit-<pid>-*`` folders whose ``<pid>`` no longer runs are touched, so a
+    concurrent run's scratch stays. Returns the folders removed."""
+    import shutil
+
+    base = Path(root or tempfile.gettempdir())
+    removed = []
+    for d in base.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and not d.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
 
 
 def _fold_classifier(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, k: int, steps: int, seed: int,
@@ -244,6 +276,9 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
 
     k = len(class_names)
     check_model_builds(cfg.model, "crossfit.model", x.shape[3], k, min(x.shape[1:3]))  # before any training
+    stale = remove_stale_scratch()
+    if stale and progress:
+        progress(f"removed {len(stale)} scratch folder(s) left by a killed cross-fitting run, e.g. {stale[0]}")
     n_folds = resolve_folds(y, cfg.folds, class_names)
     folds = stratified_folds(y, n_folds, cfg.seed, class_names)
     points = candidates(cfg)

@@ -341,3 +341,25 @@ def test_the_stage_summary_states_the_resolution_once():
                                                 "cannot be told from noise here"})
     assert none.count("+/-3.1 points") == 1
     assert "seen to" not in _crossfit_summary({**base, "accuracy_resolution": None, "reason": "x"})
+
+
+def test_a_killed_runs_scratch_is_removed_and_a_live_runs_kept(tmp_path):
+    """Fold generators write a checkpoint and samples to a scratch folder named by their process
+    id; a run killed with SIGKILL leaves it behind. The next run removes only folders whose
+    process is gone: a concurrent run's scratch, and anything not named so, stays."""
+    import os
+    import subprocess
+    import sys
+
+    from augment.selection.crossfit import remove_stale_scratch
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    for name in (f"augment-crossfit-{dead}-k1ll3d", f"augment-crossfit-{os.getpid()}-l1ve", "augment-crossfit-oldstyle",
+                 "someone-else-123-x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "generator.safetensors").write_bytes(b"x")
+    removed = remove_stale_scratch(tmp_path)
+    assert removed == [str(tmp_path / f"augment-crossfit-{dead}-k1ll3d")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"augment-crossfit-{os.getpid()}-l1ve", "augment-crossfit-oldstyle", "someone-else-123-x"])
