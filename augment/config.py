@@ -735,8 +735,17 @@ def software_versions() -> dict[str, str]:
         except Exception:  # noqa: BLE001 -- a record, never a reason to fail the run
             return "absent"
 
+    def dist_version(dist: str) -> str:  # without importing it (albumentations' import checks for updates online)
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as meta_version
+
+        try:
+            return meta_version(dist)
+        except PackageNotFoundError:
+            return "absent"
+
     return {"augment": __version__, "torch": version("torch"), "numpy": version("numpy"),
-            "opencv": version("cv2"), "albumentations": version("albumentations"),
+            "opencv": version("cv2"), "albumentations": dist_version("albumentations"),
             "python": platform.python_version()}
 
 

@@ -141,13 +141,13 @@ def is_grey_rgb(a: np.ndarray) -> bool:
     if a.ndim != 3 or a.shape[2] != 3:
         return False
     b = a.astype(np.int16)
-    return bool(np.abs(b[..., 0] - b[..., 1]).max() <= GREY_RGB_TOLERANCE
-                and np.abs(b[..., 1] - b[..., 2]).max() <= GREY_RGB_TOLERANCE)
+    return bool((b.max(axis=2) - b.min(axis=2)).max() <= GREY_RGB_TOLERANCE)
 
 
 def _target_shape(arrays: list[np.ndarray], colour: list[bool], channels: str = "auto") -> tuple[int, int, int]:
     """The most common (H, W); channels by ``prepare.channels``: 3 with "rgb", 1 with "grey",
-    with "auto" 3 if any image has colour (``colour``: per image), else 1."""
+    with "auto" 3 if any image has colour (``colour``: per image), else 1. The caller passes the
+    raw (labelled) images only: test images never decide what the generator is built for."""
     sizes = Counter(a.shape[:2] for a in arrays)
     (h, w), _ = max(sizes.items(), key=lambda kv: (kv[1], kv[0]))
     c = {"rgb": 3, "grey": 1}.get(channels, 3 if any(colour) else 1)
@@ -159,9 +159,9 @@ def _to_shape(a: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     if a.shape[2] != shape[2]:
         if shape[2] == 3:
             a = np.repeat(a, 3, axis=2)
-        else:  # luminance, as PIL's convert("L") weighs the channels (exact for grey saved as RGB)
-            lum = a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-            a = np.clip(np.rint(lum), 0, 255).astype(np.uint8)[..., None]
+        else:  # luminance, PIL's convert("L") to the bit (exact for grey saved as RGB)
+            b = a.astype(np.uint32)
+            a = ((19595 * b[..., 0] + 38470 * b[..., 1] + 7471 * b[..., 2] + 32768) >> 16).astype(np.uint8)[..., None]
     return a
 
 
@@ -298,7 +298,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     _to_8_bits(arrays, files, test_arrays, test_files, notes)
     rgb = [a.shape[2] == 3 for a in arrays + test_arrays]
     colour = [c and not is_grey_rgb(a) for c, a in zip(rgb, arrays + test_arrays)]
-    shape = _target_shape(arrays + test_arrays, colour, cfg.channels)
+    shape = _target_shape(arrays, colour[:len(arrays)], cfg.channels)  # test images follow, never decide
     images = np.stack([_to_shape(a, shape) for a in arrays + test_arrays])
     if cfg.test_dir:
         split = stratified_split(labels, cfg.val_fraction, 0.0, cfg.seed)

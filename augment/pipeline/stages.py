@@ -482,8 +482,9 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
         out.append(f"note: {colour} of {total} images are colour (e.g. {r.get('colour_example')}), so every image "
                    "is prepared as RGB; convert those to grey if the data is grey (or set prepare.channels: grey)")
     if channels == 1 and colour:
-        out.append(f"note: {colour} colour image(s) converted to grey (prepare.channels: grey), e.g. "
-                   f"{r.get('colour_example')}")
+        why = ("prepare.channels: grey" if r.get("channels") == "grey"
+               else "the labelled images are grey, and test images follow them")
+        out.append(f"note: {colour} colour image(s) converted to grey ({why}), e.g. {r.get('colour_example')}")
     if channels == 1 and grey_rgb:
         out.append(f"note: {grey_rgb} RGB file(s) hold grey pixels (R = G = B within 2 levels), e.g. "
                    f"{r.get('grey_rgb_example')}: prepared as grey, as every image is "

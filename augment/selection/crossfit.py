@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -214,16 +215,28 @@ def _fold_generator(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fold's accepted samples (a worker job: its own scratch directory, named by the worker's
     process id so that a later run can tell a killed run's leftovers, :func:`remove_stale_scratch`)."""
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=_scratch_prefix()) as tmp:
         return fold_candidates(x, y, class_names, train_cfg, gen_cfg, filter_cfg, classical, Path(tmp))
+
+
+def _host() -> str:
+    import platform
+    import re
+
+    return re.sub(r"[^A-Za-z0-9]", "", platform.node())[:32] or "host"
+
+
+def _scratch_prefix(pid: int | None = None) -> str:
+    """``augment-crossfit-<host>-<pid>-``: a pid means something only on its own host."""
+    return f"{SCRATCH_PREFIX}{_host()}-{os.getpid() if pid is None else pid}-"
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists (POSIX)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # another user's process, or unknown: not ours to judge
     return True
 
@@ -231,17 +244,29 @@ def _alive(pid: int) -> bool:
 def remove_stale_scratch(root: str | Path | None = None) -> list[str]:
     """Remove the scratch folders of fold generators whose process is gone (a run killed with
     SIGKILL or by the OOM killer cannot clean up; each folder holds a checkpoint and its samples).
-    Only ``augment-crossfit-<pid>-*`` folders whose ``<pid>`` no longer runs are touched, so a
-    concurrent run's scratch stays. Returns the folders removed."""
+
+    Only folders named ``augment-crossfit-<this host>-<pid>-*``, owned by this user, whose
+    ``<pid>`` no longer runs on this host are touched: a concurrent run's scratch, another
+    machine's on a shared temporary folder, and another user's stay. Not on Windows (where
+    ``os.kill`` would terminate the process it asks about). Returns the folders removed."""
     import shutil
 
+    if os.name == "nt" or not hasattr(os, "getuid"):
+        return []
     base = Path(root or tempfile.gettempdir())
+    mine = f"{SCRATCH_PREFIX}{_host()}-"
     removed = []
-    for d in base.glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if d.is_dir() and not d.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+    for d in base.glob(f"{mine}*-*"):
+        pid = d.name[len(mine):].split("-", 1)[0]
+        try:
+            st = d.lstat()
+        except OSError:
+            continue
+        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and pid.isdigit()
+                and not _alive(int(pid))):
             shutil.rmtree(d, ignore_errors=True)
-            removed.append(str(d))
+            if not d.exists():
+                removed.append(str(d))
     return removed
 
 

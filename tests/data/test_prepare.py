@@ -238,5 +238,23 @@ def test_one_colour_image_keeps_the_set_rgb_and_grey_converts_it(tmp_path: Path)
     assert ds1.images.shape[-1] == 1
     i = [Path(f).name for f in ds1.files].index("colour.png")
     expected = np.asarray(Image.fromarray(colour).convert("L"))
-    assert np.abs(ds1.images[i, ..., 0].astype(int) - expected.astype(int)).max() <= 1
+    assert np.array_equal(ds1.images[i, ..., 0], expected)
     assert any("1 colour image(s) converted to grey" in w for w in get_stage("prepare").warnings(report1))
+
+
+def test_test_images_never_decide_the_prepared_shape(tmp_path: Path):
+    """The labelled images decide the size and the channels; a colour (or larger) test image is
+    converted to them -- the generator is never built around the test split."""
+    from augment.pipeline.stages import get_stage
+
+    rng = np.random.default_rng(2)
+    for c in ("a", "b"):
+        for i in range(3):
+            _write(tmp_path / "raw" / c / f"{i}.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+        for i in range(4):  # more test images than raw ones, all colour and 12x12
+            _write(tmp_path / "test" / c / f"t{i}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    ds, report = prepare_dataset(PrepareConfig(raw_dir=str(tmp_path / "raw"), test_dir=str(tmp_path / "test"),
+                                               val_fraction=0.0))
+    assert ds.images.shape[1:] == (8, 8, 1) and report["colour_images"] == 8
+    assert any("8 colour image(s) converted to grey (the labelled images are grey" in w
+               for w in get_stage("prepare").warnings(report))

@@ -351,15 +351,17 @@ def test_a_killed_runs_scratch_is_removed_and_a_live_runs_kept(tmp_path):
     import subprocess
     import sys
 
-    from augment.selection.crossfit import remove_stale_scratch
+    from augment.selection.crossfit import _scratch_prefix, remove_stale_scratch
 
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(done.stdout)
-    for name in (f"augment-crossfit-{dead}-k1ll3d", f"augment-crossfit-{os.getpid()}-l1ve", "augment-crossfit-oldstyle",
-                 "someone-else-123-x"):
+    killed = _scratch_prefix(dead) + "k1ll3d"
+    kept = [_scratch_prefix() + "l1ve",  # this (live) process's
+            f"augment-crossfit-otherhost-{dead}-x",  # a dead pid, but on another machine sharing the folder
+            "augment-crossfit-oldstyle", "someone-else-123-x"]
+    for name in [killed, *kept]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "generator.safetensors").write_bytes(b"x")
     removed = remove_stale_scratch(tmp_path)
-    assert removed == [str(tmp_path / f"augment-crossfit-{dead}-k1ll3d")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"augment-crossfit-{os.getpid()}-l1ve", "augment-crossfit-oldstyle", "someone-else-123-x"])
+    assert removed == [str(tmp_path / killed)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
