@@ -8,6 +8,7 @@ spelled out (``train.iterations``), before any work is done.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -723,7 +724,13 @@ def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> Pi
 def software_versions() -> dict[str, str]:
     """The versions a run's numbers depend on: augment, torch, numpy, opencv and albumentations
     (a newer opencv wheel alone changed a trained generator's last digits; docs/operations.md,
-    "Repeating a run") and python. Recorded in run records and checkpoints, never checked."""
+    "Repeating a run") and python. Recorded in run records and checkpoints, never checked.
+    Looked up once per process (every resume checkpoint of a training run records them)."""
+    return dict(_software_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _software_versions() -> dict[str, str]:
     import importlib
     import platform
 

@@ -97,11 +97,21 @@ def pil_to_array(img: Image.Image, keep_high_bit: bool = False) -> np.ndarray:
         arr = np.asarray(rgb, dtype=np.uint8)
     else:
         arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    if mode in ("LA", "P") and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(
-        arr[..., 1], arr[..., 2]
-    ):
+    if mode in ("LA", "P") and is_grey_rgb(arr, tolerance=0):
         return arr[..., :1].copy()
     return arr
+
+
+GREY_RGB_TOLERANCE = 2  # levels of 255: a grey image saved as RGB (JPEG rounding included)
+
+
+def is_grey_rgb(a: np.ndarray, tolerance: int = GREY_RGB_TOLERANCE) -> bool:
+    """An RGB image whose three channels agree within ``tolerance`` levels at every pixel: grey
+    pixels stored as colour, which carry no colour to learn."""
+    if a.ndim != 3 or a.shape[2] != 3:
+        return False
+    b = a.astype(np.int16)
+    return bool((b.max(axis=2) - b.min(axis=2)).max() <= tolerance)
 
 
 def array_to_pil(arr: np.ndarray) -> Image.Image:

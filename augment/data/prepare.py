@@ -26,7 +26,7 @@ from augment.core.files import (
     load_npz,
     sha256_bytes,
 )
-from augment.core.images import decode_image, resize_array
+from augment.core.images import decode_image, is_grey_rgb, resize_array
 from augment.data.folder import scan_image_folder
 from augment.errors import DataError
 
@@ -130,18 +130,6 @@ def _to_8_bits(arrays: list[np.ndarray], files: list[str], test_arrays: list[np.
                 group[i] = scale_high_bit(a, lo, hi)
                 notes.append({"file": names[i], "note": f"high-bit-depth image mapped to 8 bits by the dataset's "
                                                         f"range {lo:g}..{hi:g} (one mapping for every such image)"})
-
-
-GREY_RGB_TOLERANCE = 2  # levels of 255: a grey image saved as RGB (JPEG rounding included)
-
-
-def is_grey_rgb(a: np.ndarray) -> bool:
-    """An RGB image whose three channels agree within :data:`GREY_RGB_TOLERANCE` at every pixel:
-    grey pixels stored as colour, which carry no colour to learn."""
-    if a.ndim != 3 or a.shape[2] != 3:
-        return False
-    b = a.astype(np.int16)
-    return bool((b.max(axis=2) - b.min(axis=2)).max() <= GREY_RGB_TOLERANCE)
 
 
 def _target_shape(arrays: list[np.ndarray], colour: list[bool], channels: str = "auto") -> tuple[int, int, int]:

@@ -251,7 +251,7 @@ def remove_stale_scratch(root: str | Path | None = None) -> list[str]:
     ``os.kill`` would terminate the process it asks about). Returns the folders removed."""
     import shutil
 
-    if os.name == "nt" or not hasattr(os, "getuid"):
+    if not hasattr(os, "getuid"):  # Windows
         return []
     base = Path(root or tempfile.gettempdir())
     mine = f"{SCRATCH_PREFIX}{_host()}-"
