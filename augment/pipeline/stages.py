@@ -61,9 +61,11 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
     ds = load_prepared(paths.prepared)
     x, y = ds.subset("train")  # the generator sees the TRAIN split only -- never val, never test
     Path(paths.resume).parent.mkdir(parents=True, exist_ok=True)
-    # Live metrics (dvclive, when installed): losses, ADA p and sample grids as they happen; a
-    # resumed run keeps what was logged before the interruption.
-    with LiveLogger(Path(paths.metrics_dir) / "train_live", resume=Path(paths.resume).is_file()) as live:
+    # Live metrics (dvclive, when installed): losses, ADA p and sample grids as they happen. The
+    # folder starts empty every time; a resumed run replays the rows and grids of its resume state
+    # first (train_generator), so it holds the whole run even where dvc repro deleted it before
+    # the retry, and nothing of an earlier run whose resume state no longer matches.
+    with LiveLogger(Path(paths.metrics_dir) / "train_live") as live:
         result = train_generator(x, y, ds.class_names, cfg, resume_path=paths.resume, progress=progress,
                                  wrap_trainer=wrap_trainer, on_log=live.on_log, on_grid=live.on_grid,
                                  classical=classical)

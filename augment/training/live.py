@@ -82,8 +82,10 @@ class _PlainFiles:
 class LiveLogger:
     """``on_log`` / ``on_grid`` callbacks for :func:`augment.training.loop.train_generator`.
 
-    ``resume=True`` keeps what an interrupted run already logged (training resumes from its
-    resume state); otherwise the directory starts empty.
+    ``resume=True`` keeps what an interrupted run already logged; otherwise the directory starts
+    empty. The train stage always starts it empty: a resumed :func:`train_generator` replays the
+    history in its resume state through the callbacks, which also holds when ``dvc repro`` deleted
+    the folder before the retry.
     """
 
     def __init__(self, directory: str | Path, resume: bool = False, enabled: bool = True):

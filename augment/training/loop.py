@@ -103,7 +103,9 @@ def train_generator(
 
     ``on_log(row)`` is called with every logged row (iteration, losses, ADA ``aug_p``) and
     ``on_grid(iteration, grid)`` with every sample grid (uint8 ``(H, W, C)``), as they happen
-    (e.g. :class:`augment.training.live.LiveLogger` writes them to dvclive).
+    (e.g. :class:`augment.training.live.LiveLogger` writes them to dvclive). A resumed run first
+    repeats those of the iterations before the interruption (from its resume state), so the
+    callbacks see the whole history either way.
     """
     cfg = size_for_data(cfg, len(train_images))  # auto widths/iterations -> concrete (recorded in result.cfg)
     torch.manual_seed(cfg.seed)  # module initialisation
@@ -137,6 +139,16 @@ def train_generator(
                                 if k.startswith("grid_") and int(k[5:]) <= start}
         except CheckpointError:
             start = 0  # a damaged resume state is ignored; training starts over
+    if start:
+        # Hand the callbacks the history before the interruption, in the order the loop gave it,
+        # so a live log started afresh (dvc repro deletes it before re-running the stage) ends up
+        # with every row, not only those after the resume.
+        rows = {int(r["iteration"]): r for r in result.log}
+        for it in sorted(set(rows) | set(result.grids)):
+            if on_log and it in rows:
+                on_log(rows[it])
+            if on_grid and it in result.grids:
+                on_grid(it, result.grids[it])
     images_t = to_tensor(train_images, device)
     labels_t = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
     labels_dev = labels_t.to(device)

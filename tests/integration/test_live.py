@@ -3,6 +3,7 @@ callbacks, dvc.yaml left alone, and the library working without dvclive."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -121,3 +122,57 @@ def test_a_failing_dvclive_end_does_not_fail_training(tmp_path, monkeypatch, cap
     with caplog.at_level("WARNING"):
         logger.end()
     assert logger.live is None and "dvclive could not end cleanly" in caplog.text
+
+
+def _live_tree(d: Path) -> dict[str, bytes]:
+    return {k: v for k, v in _tree(d).items() if k != "metrics.json"} | {
+        "metrics.json": json.dumps(json.loads((d / "metrics.json").read_text()), sort_keys=True).encode()}
+
+
+def test_a_resumed_train_stage_logs_the_whole_run_even_when_its_live_folder_was_deleted(workspace: Path, monkeypatch):
+    """`dvc repro` deletes a stage's outputs (metrics/train_live among them) before re-running it:
+    the train stage resumed from runs/resume/ must still hold every row and grid of the run, as an
+    uninterrupted run does, and a resume state that no longer matches must leave no old rows."""
+    import shutil
+
+    from augment.config import load_params
+    from augment.pipeline import stages
+    from augment.pipeline.paths import Paths
+
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # the same files either way (test above)
+    cfg = load_params(workspace / "params.yaml")
+    paths = Paths().rooted(workspace)
+    stages.run_prepare(cfg.prepare, paths)
+    live_dir = Path(paths.metrics_dir) / "train_live"
+    stages.run_train(cfg.train, paths, progress=False)
+    uninterrupted = _live_tree(live_dir)
+    assert len(uninterrupted["plots/metrics/loss_d.tsv"].splitlines()) == 1 + 6  # header + iterations 2..12
+
+    class Interrupt(Exception):
+        pass
+
+    real_on_log = LiveLogger.on_log
+
+    def crash(self, row):
+        if row["iteration"] == 8:  # after the resume state of iteration 5
+            raise Interrupt
+        real_on_log(self, row)
+
+    monkeypatch.setattr(LiveLogger, "on_log", crash)
+    with pytest.raises(Interrupt):
+        stages.run_train(cfg.train, paths, progress=False)
+    monkeypatch.setattr(LiveLogger, "on_log", real_on_log)
+    assert Path(paths.resume).is_file()
+    shutil.rmtree(live_dir)  # what dvc repro does before it runs the stage again
+    out = stages.run_train(cfg.train, paths, progress=False)
+    assert out["resumed_from"] == 5
+    assert _live_tree(live_dir) == uninterrupted
+
+    # A resume state from other params (another seed) is not used; the rows of its run are not kept.
+    monkeypatch.setattr(LiveLogger, "on_log", crash)
+    with pytest.raises(Interrupt):
+        stages.run_train(dataclasses.replace(cfg.train, seed=7), paths, progress=False)
+    monkeypatch.setattr(LiveLogger, "on_log", real_on_log)
+    out = stages.run_train(cfg.train, paths, progress=False)
+    assert out["resumed_from"] in (None, 0)
+    assert _live_tree(live_dir) == uninterrupted
