@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -68,10 +69,15 @@ def test_atomic_directory_swap_never_leaves_the_path_missing(tmp_path: Path, mon
         stop.set()
         t.join()
     assert seen["reads"] > 0 and seen["incomplete"] == 0
-    if exchange_works:  # Linux renameat2(RENAME_EXCHANGE) on this file system: one atomic swap
-        assert not moved_aside and seen["missing"] == 0
     assert (target / "complete").read_text() == "99"
     assert not list(tmp_path.glob(".out.*"))
+    if exchange_works:  # Linux renameat2(RENAME_EXCHANGE) on this file system: one atomic swap
+        assert not moved_aside and seen["missing"] == 0
+    else:  # the two-rename fallback ran (the spy saw it); say so rather than pass without the check
+        assert moved_aside
+        if sys.platform.startswith("linux"):
+            pytest.skip(f"renameat2(RENAME_EXCHANGE) is not supported on the file system of {tmp_path}: "
+                        "only the fallback's 'never incomplete' was checked")
 
 
 def test_workspace_relative_is_the_same_however_the_workspace_is_spelled(tmp_path: Path, monkeypatch):

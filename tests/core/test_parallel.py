@@ -10,9 +10,14 @@ from augment.core.parallel import process_pool, resolve_workers, usable_cpus
 from augment.errors import ConfigError, DataError
 
 
-def test_auto_is_one_per_cpu_capped_by_jobs_and_one_on_cuda():
+def test_auto_is_one_per_cpu_capped_by_jobs_and_one_on_cuda(monkeypatch):
+    import augment.core.parallel as parallel
+
     cpu = torch.device("cpu")
     assert resolve_workers(None, 1000, cpu) == usable_cpus()
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 6)  # whatever CPUs this runner has
+    assert resolve_workers(None, 1000, cpu) == 6
+    assert resolve_workers(None, 4, cpu) == 4
     assert resolve_workers(None, 1, cpu) == 1
     assert resolve_workers(4, 3, cpu) == 3
     assert resolve_workers(4, 3, torch.device("cuda")) == 1
@@ -94,18 +99,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_inference_threads_use_the_cpus_and_restore_the_setting():
+def test_inference_threads_use_the_cpus_and_restore_the_setting(monkeypatch):
     """Generation and filter scoring run their large batches on every usable CPU (null) or the
     configured count, then give the process its thread setting back."""
     import torch
 
-    from augment.core.parallel import inference_threads, usable_cpus
+    import augment.core.parallel as parallel
+    from augment.core.parallel import inference_threads
 
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 6)  # not 1, whatever CPUs this runner has
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with inference_threads(None, torch.device("cpu")) as n:
-            assert n == usable_cpus() == torch.get_num_threads()
+            assert n == 6 == torch.get_num_threads()
         assert torch.get_num_threads() == 1
         with inference_threads(3, torch.device("cpu")):
             assert torch.get_num_threads() == 3

@@ -17,9 +17,16 @@ def test_classifier_prefetch_keeps_order_and_reraises():
 
     with pytest.raises(ValueError, match="bad batch"):
         list(_prefetch(broken()))
-    it = _prefetch(iter(range(10**6)))
+    import itertools
+    import threading
+
+    pulled = itertools.count()
+    it = _prefetch((next(pulled) for _ in range(10**6)), depth=2)
     assert next(it) == 0
-    it.close()  # the consumer stops early: the producer thread is stopped, nothing hangs
+    producers = [t for t in threading.enumerate() if t.name == "classifier-batches"]
+    it.close()  # the consumer stops early: the producer thread stops (close() joins it), nothing hangs
+    assert producers and not any(t.is_alive() for t in producers)
+    assert next(pulled) <= 1 + 2 + 2  # the one consumed, the queue's 2, at most 2 more in hand
 
 
 def test_inference_folds_batch_norm_without_changing_the_predictions():

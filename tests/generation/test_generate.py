@@ -34,6 +34,7 @@ def test_cpu_generation_is_reproducible_and_bf16_stays_close(tmp_path: Path):
     # the scores depend on the batch composition: generate.json records what repeats them
     recorded = json.loads((tmp_path / "a" / "generate.json").read_text())
     assert (recorded["batch_size"], recorded["shard_size"], recorded["seed"]) == (16, 32, 5)
+    assert outs["a"] and len(outs["a"]) == len(outs["b"]) == len(outs["bf16"])
     for x, y in zip(outs["a"], outs["b"]):  # same seed -> identical on CPU (fp32 default)
         assert all(np.array_equal(x[k], y[k]) for k in x)
     for x, y in zip(outs["a"], outs["bf16"]):  # bf16: same latents and labels, scores close
@@ -200,6 +201,7 @@ def test_a_vae_checkpoint_carries_its_images_and_generates_residual_edits(worksp
     for _ in range(2):
         assert main(["generate", "--quiet"]) == 0
         runs.append([s["images"] for s in iter_shards("data/generated")])
+    assert runs[0] and len(runs[0]) == len(runs[1])
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
     summary = json.loads(Path("data/generated/generate.json").read_text())
     assert summary["sampler"] == "residual" and summary["residual_scale"] == 0.5
@@ -246,6 +248,7 @@ def test_a_vae_checkpoint_carries_its_codes_and_generates_by_interpolation(works
     for _ in range(2):
         assert main(["generate", "--quiet"]) == 0
         shards.append([s["images"] for s in iter_shards("data/generated")])
+    assert shards[0] and len(shards[0]) == len(shards[1])
     assert all(np.array_equal(a, b) for a, b in zip(*shards))
     # without its codes (a checkpoint written before they were saved): the same weights, re-saved
     from augment.training.families import get_trainer_class

@@ -7,7 +7,6 @@ import ast
 import os
 import subprocess
 import sys
-import time
 from importlib.metadata import packages_distributions
 
 import pytest
@@ -71,14 +70,16 @@ def _py(code: str, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
-def test_help_is_fast_and_imports_no_torch_and_version_prints():
-    res = _py("import sys, augment.cli as c; c.build_parser().format_help(); print('torch' in sys.modules)")
-    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
-    t = time.perf_counter()
+def test_help_imports_no_heavy_library_and_version_prints():
+    # --help stays instant because it imports none of the heavy libraries (how fast it is: a
+    # benchmark's business, not a test's)
+    heavy = ("torch", "numpy", "cv2", "albumentations", "prefect", "dvc")
+    res = _py("import sys, augment.cli as c; c.build_parser().format_help(); "
+              f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    assert res.returncode == 0 and res.stdout.strip() == "[]", (res.stdout, res.stderr)
     res = subprocess.run([sys.executable, "-m", "augment.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert res.returncode == 0 and "scheduled-run" in res.stdout
-    assert time.perf_counter() - t < 2.0  # ~0.1 s; generous for a loaded 2-core machine
     res = subprocess.run([sys.executable, "-m", "augment.cli", "--version"], cwd=ROOT, capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     from augment import __version__

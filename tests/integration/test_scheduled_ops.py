@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from augment.ops.scheduling import _run, scheduled_run
@@ -12,14 +11,22 @@ from tests.conftest import ROOT
 
 
 def test_output_is_passed_on_line_by_line_as_it_is_printed(tmp_path: Path):
-    seen: list[tuple[float, str]] = []
-    t0 = time.monotonic()
-    code = "import time; print('first', flush=True); time.sleep(2.5); print('second', flush=True)"
-    out = _run([sys.executable, "-c", code], tmp_path, [], lambda s: seen.append((time.monotonic() - t0, s)))
-    lines = [s.strip() for _, s in seen]
-    assert lines[1:] == ["first", "second"] and out == "first\nsecond"
-    first_at, second_at = seen[1][0], seen[2][0]
-    assert second_at - first_at > 1.5  # 'first' arrived while the command was still running
+    """The command prints 'first', then waits until the callback has seen it (a flag file) before
+    printing 'second': if lines reached the callback only when the command ended, it would give
+    up waiting and print 'late'."""
+    flag = tmp_path / "first-seen"
+    seen: list[str] = []
+
+    def echo(line: str) -> None:
+        seen.append(line.strip())
+        if line.strip() == "first":
+            flag.touch()
+
+    code = ("import os, time; print('first', flush=True); t = time.monotonic()\n"
+            f"while not os.path.exists({str(flag)!r}) and time.monotonic() - t < 60: time.sleep(0.01)\n"
+            f"print('second' if os.path.exists({str(flag)!r}) else 'late', flush=True)")
+    out = _run([sys.executable, "-c", code], tmp_path, [], echo)
+    assert seen[1:] == ["first", "second"] and out == "first\nsecond"
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -82,7 +82,9 @@ def test_same_seed_gives_identical_synthetic_outputs(workspace: Path):
     run("train")
     run("generate")
     assert sha256_file("models/generator.safetensors") == first_ckpt
-    for a, b in zip(first, iter_shards("data/generated")):
+    again = list(iter_shards("data/generated"))
+    assert first and len(again) == len(first)
+    for a, b in zip(first, again):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
 
@@ -106,29 +108,34 @@ def test_stage_before_its_input_exists_fails_clearly(workspace: Path, capsys):
     assert "run the prepare stage first" in capsys.readouterr().err
 
 
-def test_crossfit_quota_end_to_end(workspace: Path):
+def test_crossfit_quota_end_to_end(workspace: Path, monkeypatch):
     """The default quota through the stages: crossfit writes its table (with the synthetic images
-    each candidate added per fold), and merge.realise = count realises the chosen share by count,
-    so the merged folder read uniformly is that share synthetic (every manifest weight equal)."""
+    each candidate added per fold) and its choice, and merge.realise = count realises the chosen
+    share by count, so the merged folder read uniformly is that share synthetic (every manifest
+    weight equal). Which share wins on tiny data is chance; the rule is tested on its own
+    (tests/selection/test_crossfit.py), so here it is made to pick share 0.5."""
+    import augment.selection.crossfit as crossfit
+
     write_params(workspace / "params.yaml", {
         "prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit", "realise": "count"},
-        "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu", "workers": 1,
-                     "min_gain": -1.0}})  # min_gain -1: merge whenever accuracy does not drop (exercise merging)
+        "filter": {"top_fraction": 1.0},  # keep every sample: share 0.5 needs one per real image
+        "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu", "workers": 1}})
+    monkeypatch.setattr(crossfit, "choose", lambda table, min_gain, calibrated: table[1])
     for stage in ("prepare", "train", "generate", "filter", "crossfit", "merge"):
         run(stage)
     table = read_csv("data/crossfit/table.csv")
     assert [r["synthetic_share"] for r in table] == ["0.0", "0.5"]
     assert table[0]["synthetic_per_fold"] == "0 0" and len(table[1]["synthetic_per_fold"].split()) == 2
     assert float(table[1]["temperature"]) > 0 and float(table[1]["scaled_nll_gain_lower"]) <= float(table[1]["scaled_nll_gain"])
+    assert json.loads(Path("data/crossfit/selection.json").read_text())["synthetic_share"] == 0.5
     summary = json.loads(Path("data/augmented/summary.json").read_text())
     rows = read_csv("data/augmented/manifest.csv")
     assert len({r["weight"] for r in rows}) == 1  # uniform: the count realises the share
-    if summary["tuning"]["synthetic_share"] > 0:
-        assert summary["synthetic_share"] == pytest.approx(summary["synthetic"] / (summary["real"] + summary["synthetic"]))
-        for v in summary["per_class"].values():
-            assert v["synthetic"] <= v["real"]  # share 0.5: at most one per real image
-    else:
-        assert summary["synthetic"] == 0
+    assert summary["tuning"]["synthetic_share"] == 0.5 and summary["synthetic"] > 0
+    assert summary["synthetic"] == sum(r["source"] == "synthetic" for r in rows)
+    assert summary["synthetic_share"] == pytest.approx(summary["synthetic"] / (summary["real"] + summary["synthetic"]))
+    for v in summary["per_class"].values():
+        assert v["synthetic"] <= v["real"]  # share 0.5: at most one per real image
 
 
 @pytest.mark.slow

@@ -200,36 +200,32 @@ def tree(path: Path, skip: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _workspace(root: Path) -> Path:
+def _workspace(root: Path, quota: str) -> Path:
     # Odd class-folder names on purpose: they travel through every stage into merge's folders.
     make_image_folder(root / "data/raw", per_class=9)
     for old, new in [("class_0", "with space"), ("class_1", "ünïcødé"), ("class_2", "-dash")]:
         (root / "data/raw" / old).rename(root / "data/raw" / new)
-    write_params(root / "params.yaml", _widest_overrides())
+    write_params(root / "params.yaml", _widest_overrides(quota))
     return root
 
 
-def _widest_overrides() -> dict:
-    """Switch on every filter, calibrator and tuner this version has (they may read TRAIN/VAL)."""
-    import dataclasses
-    import typing
-
-    from augment.config import FilterConfig, MergeConfig
-
-    over: dict = {}
-    ffields = {f.name for f in dataclasses.fields(FilterConfig)}
-    if "filters" in ffields:
-        over["filter"] = {"filters": list(FilterConfig().filters) or ["discriminator"]}
-    mhints = typing.get_type_hints(MergeConfig)
-    if "quota" in mhints and "tuned" in typing.get_args(mhints["quota"]):
-        over["merge"] = {"quota": "tuned"}
-    return over
+# The two quotas that decide from held-out data: crossfit (the default: out-of-fold scores over
+# the labelled images) and tuned (a VAL split). Each makes the other's stage a no-op, so the test
+# split check runs once per quota.
+QUOTAS_THAT_TUNE = ("crossfit", "tuned")
 
 
-@pytest.fixture(scope="module")
-def clean_run(tmp_path_factory) -> Path:
+def _widest_overrides(quota: str) -> dict:
+    """Switch on every filter (they may read TRAIN/VAL) and the tuner ``quota`` names."""
+    from augment.config import FILTER_NAMES
+
+    return {"filter": {"filters": list(FILTER_NAMES)}, "merge": {"quota": quota}}
+
+
+@pytest.fixture(scope="module", params=QUOTAS_THAT_TUNE)
+def clean_run(request, tmp_path_factory) -> Path:
     """Every stage, evaluate included, with the network unplugged."""
-    root = _workspace(tmp_path_factory.mktemp("clean"))
+    root = _workspace(tmp_path_factory.mktemp(f"clean-{request.param}"), request.param)
     with pytest.MonkeyPatch.context() as mp:
         _no_network(mp)
         mp.chdir(root)
@@ -263,13 +259,18 @@ def test_test_split_never_reaches_generator_filter_or_tuner(clean_run: Path, tmp
     """Replace every TEST image with noise: everything before evaluate is byte-identical.
 
     Covers every stage the CLI knows except evaluate (the test split's one consumer), so a
-    tuning or calibration stage added later is covered too.
+    tuning or calibration stage added later is covered too; every filter is on, and the run is
+    made once with each quota that decides from held-out data (crossfit, tuned).
     """
+    import json
+
+    from augment.config import load_params
     from augment.core.files import read_csv
     from augment.core.images import png_bytes
     from augment.data.prepare import SPLIT_CODE, load_prepared
 
-    ws = _workspace(tmp_path / "poisoned")
+    quota = load_params(clean_run / "params.yaml").merge.quota
+    ws = _workspace(tmp_path / "poisoned", quota)
     rng = np.random.default_rng(123)
     test_files = [r["file"] for r in read_csv(clean_run / "data/prepared/manifest.csv") if r["split"] == "test"]
     assert test_files
@@ -296,6 +297,13 @@ def test_test_split_never_reaches_generator_filter_or_tuner(clean_run: Path, tmp
         assert out in common
     different = [k for k in common if clean[k] != poisoned[k]]
     assert not different, f"outputs changed when only test images changed: {different[:10]}"
+    # the tuner of this quota did its work (and so was covered), the other stood aside
+    selection = json.loads((ws / "data/crossfit/selection.json").read_text())
+    assert selection["used"] is (quota == "crossfit")
+    if quota == "crossfit":
+        assert len(selection["table"]) == 2 and selection["folds"] == 2  # real only + share 0.5, 2 folds
+    else:  # the VAL-split tuner scored its grid (no synthetic, and shares x fractions)
+        assert len(read_csv(ws / "metrics/tuning.csv")) > 1
 
 
 def test_test_dir_images_never_reach_training(workspace: Path, monkeypatch):

@@ -4,7 +4,6 @@ Each case: exit 2, one line naming the parameter, and nothing written."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -106,14 +105,14 @@ def test_empty_params_file(workspace, capsys, text):
     _expect_refused(workspace, capsys, text, "params.yaml is empty")
 
 
-def test_billion_laughs_is_refused_quickly(workspace, capsys):
+def test_billion_laughs_is_refused_before_it_expands(workspace, capsys):
+    # 10**10 list items once expanded: the refusal names the size limit, so it was counted on the
+    # aliases, not after building them (which would exhaust memory instead of returning)
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 10):
         refs = ", ".join([f"*a{i - 1}"] * 10)
         lines.append(f"a{i}: &a{i} [{refs}]")
-    t0 = time.monotonic()
     _expect_refused(workspace, capsys, "\n".join(lines) + "\n", "params.yaml", "expands to more than")
-    assert time.monotonic() - t0 < 5
 
 
 def test_recursive_alias_is_refused(workspace, capsys):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -49,7 +50,17 @@ def test_ddp_training_with_torchrun_gloo_two_processes_writes_a_loadable_checkpo
     out = stages.run_generate(cfg.generate, ddp_paths, progress=False)
     assert out["num_shards"] == 4
     # Different from the single-process weights (more images per step), but a working generator.
-    assert Checkpoint(paths.checkpoint).family == ck.family
+    import torch
+
+    from augment.generation.shards import iter_shards
+
+    single = Checkpoint(paths.checkpoint)
+    assert single.family == ck.family and single.tensors.keys() == ck.tensors.keys()
+    assert any(not torch.equal(single.tensors[k], ck.tensors[k]) for k in ck.tensors)
+    shards = list(iter_shards(ddp_paths.generated))
+    labels = np.concatenate([s["labels"] for s in shards])
+    assert np.bincount(labels).tolist() == [cfg.generate.n_per_class] * 3
+    assert all(np.isfinite(s["scores"]).all() for s in shards)
 
 
 def test_ddp_entry_point_refuses_an_output_that_would_destroy_an_input(tmp_path: Path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from augment.config import ClassicalConfig, TrainConfig
@@ -41,14 +42,13 @@ def test_real_augment_resumes_to_the_same_weights(tmp_path):
     full = train_generator(x, y, ["a", "b", "c"], aug, progress=False, classical=ClassicalConfig())
     resume = tmp_path / "state.safetensors"
     # the first run is interrupted at iteration 4 (its resume state is from iteration 3)
-    try:
-        def stop(row):
-            if row["iteration"] == 4:
-                raise KeyboardInterrupt
+    def stop(row):
+        if row["iteration"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
         train_generator(x, y, ["a", "b", "c"], aug, resume_path=resume, progress=False,
                         classical=ClassicalConfig(), on_log=stop)
-    except KeyboardInterrupt:
-        pass
     assert resume.is_file()
     resumed = train_generator(x, y, ["a", "b", "c"], aug, resume_path=resume, progress=False,
                               classical=ClassicalConfig())
