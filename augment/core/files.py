@@ -74,12 +74,46 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_files(files: dict[Path, bytes]) -> None:
+    """Write several files as one output: every one is written and synced aside first, and only
+    then are they renamed into place, so a failure while writing (a full disk) leaves every one of
+    them as it was -- not some new and some old."""
+    staged: list[tuple[str, Path]] = []
+    path = Path()
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~current_umask())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException as exc:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # Name the file being written (ENOSPC from write/fsync carries none).
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
+        raise
+    for tmp, path in staged:  # renames only from here on
+        os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the JSON text every augment output uses (indented, numpy values as numbers)."""
+    return (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def _json_default(obj: Any) -> Any:

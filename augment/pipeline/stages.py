@@ -31,8 +31,9 @@ from augment.config import (
 from augment.core.files import (
     atomic_directory,
     atomic_write_csv,
+    atomic_write_files,
     atomic_write_json,
-    atomic_write_text,
+    json_bytes,
     read_json_checked,
 )
 from augment.pipeline.paths import Paths
@@ -85,12 +86,13 @@ def run_train(cfg: TrainConfig, paths: Paths = Paths(), progress: bool = True,
         for it, grid in sorted(result.grids.items()):
             save_png(grid, tmp / "samples" / f"iter_{it:07d}.png")
         loss_curves(result.log, tmp / "loss_curves.png")
-    # loss_generator: the generator's own loss under one name for either family (GAN loss_g, VAE
-    # loss_vae), so the plot dvc.yaml declares finds its column whichever family ran
-    log = [{**r, "loss_generator": r.get("loss_g", r.get("loss_vae"))} for r in result.log]
-    keys = sorted({k for r in log for k in r})
-    keys = ["iteration"] + [k for k in keys if k != "iteration"]
-    atomic_write_csv(Path(paths.metrics_dir) / "train_log.csv", log, keys)
+        # loss_generator: the generator's own loss under one name for either family (GAN loss_g, VAE
+        # loss_vae), so the plot dvc.yaml declares finds its column whichever family ran. Written
+        # before the model folder is swapped in: if it fails, neither output has changed.
+        log = [{**r, "loss_generator": r.get("loss_g", r.get("loss_vae"))} for r in result.log]
+        keys = sorted({k for r in log for k in r})
+        keys = ["iteration"] + [k for k in keys if k != "iteration"]
+        atomic_write_csv(Path(paths.metrics_dir) / "train_log.csv", log, keys)
     Path(paths.resume).unlink(missing_ok=True)  # finished: the resume state is no longer needed
     return {"checkpoint": paths.checkpoint, "iterations": cfg.iterations, "resumed_from": result.resumed_from,
             "final": result.log[-1] if result.log else {}}
@@ -201,12 +203,10 @@ def run_merge(cfg: MergeConfig, paths: Paths = Paths(), progress: bool = True,
         selection = read_selection(Path(paths.crossfit) / "selection.json")
         check_same_prepared(selection.get("prepared_sha256"), ds, Path(paths.crossfit) / "selection.json",
                             "crossfit", paths.prepared)
-    summary = merge_dataset(ds, paths.generated, decisions, paths.augmented, cfg,
-                            classical=classical, selection=selection)
-    curve = summary.pop("tuning_curve")
     # The tuning curve (VAL accuracy per grid point) is a DVC plot; empty when quota is not tuned.
-    keys = ["point", "synthetic_share", "fraction", "synthetic", "val_accuracy", "val_nll"]
-    atomic_write_csv(Path(paths.metrics_dir) / "tuning.csv", curve, keys)
+    summary = merge_dataset(ds, paths.generated, decisions, paths.augmented, cfg, classical=classical,
+                            selection=selection, curve_csv=Path(paths.metrics_dir) / "tuning.csv")
+    summary.pop("tuning_curve")
     return summary
 
 
@@ -327,9 +327,10 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
         metrics["quality"] = evaluate_quality(ds, images[synthetic], labels[synthetic], paths.generated, cfg)
         table += "\n\n" + format_quality(metrics["quality"])
     headline = headline_metrics(metrics, filter_report.get("accepted"))
-    atomic_write_json(Path(paths.metrics_dir) / "evaluate_detail.json", metrics)
-    atomic_write_json(Path(paths.metrics_dir) / "evaluate.json", headline)
-    atomic_write_text(Path(paths.metrics_dir) / "evaluate.md", "```\n" + table + "\n```\n")
+    metrics_dir = Path(paths.metrics_dir)
+    atomic_write_files({metrics_dir / "evaluate_detail.json": json_bytes(metrics),  # all three or none
+                        metrics_dir / "evaluate.json": json_bytes(headline),
+                        metrics_dir / "evaluate.md": ("```\n" + table + "\n```\n").encode("utf-8")})
     metrics["headline"] = headline
     metrics["table"] = table
     return metrics

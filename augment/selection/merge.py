@@ -133,8 +133,11 @@ def _score(decisions, key, r) -> str:
 
 def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str, np.ndarray],
                   out_dir: str | Path, cfg: MergeConfig, progress: bool = False,
-                  classical: ClassicalConfig = ClassicalConfig(), selection: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
+                  classical: ClassicalConfig = ClassicalConfig(), selection: dict[str, Any] | None = None,
+                  curve_csv: str | Path | None = None) -> dict[str, Any]:
+    """Write the merged dataset to ``out_dir`` (swapped in whole); with ``curve_csv``, also the
+    tuning curve (:data:`CURVE_FIELDS`) there, written before the folder is swapped in so that a
+    failure leaves both as they were."""
     gen_meta = load_generate_meta(gen_dir)
     # Only TRAIN images are merged (plus VAL with merge.refit_with_val, after tuning); never test.
     splits = (0, 1) if cfg.refit_with_val else (0,)
@@ -200,8 +203,13 @@ def merge_dataset(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[str,
             "prepared_sha256": ds.fingerprint(),  # evaluate refuses this folder after prepare changed
         }
         atomic_write_json(tmp / "summary.json", summary)
+        if curve_csv is not None:  # empty unless merge.quota is tuned (a DVC plot)
+            atomic_write_csv(curve_csv, curve, CURVE_FIELDS)
     summary["tuning_curve"] = curve
     return summary
+
+
+CURVE_FIELDS = ["point", "synthetic_share", "fraction", "synthetic", "val_accuracy", "val_nll"]
 
 
 @contextmanager

@@ -222,6 +222,45 @@ def test_full_disk_is_reported_and_previous_outputs_survive(stage, out_dir, trai
     assert not list(ws.rglob(".*tmp*"))  # no half-written file or folder left behind
 
 
+def _digest(path: str) -> dict[str, str]:
+    p = Path(path)
+    return tree_digest(p) if p.is_dir() else {path: hashlib.sha256(p.read_bytes()).hexdigest()}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tells the files apart by /proc/self/fd")
+@pytest.mark.parametrize("stage, last, outputs, change", [
+    ("train", "train_log.csv", ("models", "metrics/train_log.csv"), {"train": {"seed": 7}}),
+    ("merge", "tuning.csv", ("data/augmented", "metrics/tuning.csv"), {"merge": {"quota": "count", "synthetic_count": 2}}),
+    ("evaluate", "evaluate.md", ("metrics/evaluate_detail.json", "metrics/evaluate.json", "metrics/evaluate.md"),
+     {"evaluate": {"seeds": [5]}}),
+])
+def test_a_full_disk_on_a_stages_last_file_leaves_all_its_outputs_as_they_were(
+        stage, last, outputs, change, trained: Path, tmp_path: Path, monkeypatch, capsys):
+    """A stage with several outputs (a folder and a metrics file, or three metrics files) changes
+    none of them when writing the last one fails: the message's 'previous outputs are left as
+    they were' holds for all of them, not only the one that failed."""
+    ws = clone(trained, tmp_path / "ws")
+    monkeypatch.chdir(ws)
+    for s in ("filter", "merge", "evaluate"):
+        run(s)
+    write_params(ws / "params.yaml", change)  # the re-run would write other outputs
+    before = {o: _digest(o) for o in outputs}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{last}."):
+            _enospc()
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    capsys.readouterr()
+    assert main([stage, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"augment {stage}: error: No space left on device (") and last in err
+    assert {o: _digest(o) for o in outputs} == before
+    assert not list(ws.rglob(".*tmp*"))
+
+
 # ----------------------------------------------------------------------------------- locking
 
 
