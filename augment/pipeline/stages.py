@@ -157,6 +157,17 @@ def filter_context(cfg: FilterConfig, paths: Paths, classical: ClassicalConfig =
     ckpt = paths.checkpoint if "discriminator" in cfg.filters else None
     if ckpt is not None:
         _require(Path(ckpt), "train")
+        from augment.core.files import sha256_file
+        from augment.errors import DataError
+        from augment.generation.shards import load_generate_meta
+
+        # The discriminator that judges the samples must be the one trained with their generator:
+        # after `augment train` re-ran, the samples are another run's until generate re-runs.
+        made_by = load_generate_meta(paths.generated).get("checkpoint_sha256")
+        if made_by != sha256_file(ckpt):
+            raise DataError(f"{Path(paths.generated) / 'generate.json'}: the samples were made by another checkpoint "
+                            f"than {ckpt} holds now (sha256 {str(made_by)[:12]}...); re-run the generate stage "
+                            "(augment generate)")
     return FilterContext(tx, ty, vx, vy, k, ckpt, classical)
 
 

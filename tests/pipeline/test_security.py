@@ -319,6 +319,24 @@ def test_test_dir_images_never_reach_training(workspace: Path, monkeypatch):
     assert all(f.startswith("data/raw/") for f, s in zip(ds.files, ds.split) if s != 2)
 
 
+def test_filter_refuses_samples_of_an_earlier_generator(workspace: Path, capsys):
+    """`augment train` re-run (another seed) but not generate: the discriminator the filter would
+    load is not the one trained with the samples' generator. The filter refuses, naming
+    generate.json and the stage to re-run, instead of scoring them with the wrong critic."""
+    from tests.conftest import write_params
+
+    for stage in ("prepare", "train", "generate"):
+        assert main([stage, "--quiet"]) == 0, stage
+    write_params(Path("params.yaml"), {"train": {"seed": 7}})
+    assert main(["train", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["filter", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data/generated/generate.json" in err and "another checkpoint" in err and "augment generate" in err
+    assert not Path("data/filtered").exists()
+    assert main(["generate", "--quiet"]) == 0 and main(["filter", "--quiet"]) == 0
+
+
 def test_stages_run_by_hand_refuse_outputs_of_an_earlier_split(workspace: Path, capsys):
     """`augment prepare` re-run with another split, then a later stage run by hand: the
     checkpoint, the samples and the merged folder were made before, from images some of which
