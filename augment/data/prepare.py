@@ -33,6 +33,7 @@ from augment.errors import DataError
 SPLITS = ("train", "val", "test")
 
 
+MIN_SIDE = 4  # the smallest image side the generators' 4x4 stride-2 convolutions accept
 SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
 
 
@@ -263,6 +264,12 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         test_labels = np.asarray([tscan.labels[i] for i in tkeep], dtype=np.int64)
         if not test_files:
             raise DataError(f"test folder {cfg.test_dir} contains no readable images")
+        tcounts = np.bincount(test_labels, minlength=len(scan.class_names))
+        untested = [scan.class_names[c] for c in np.flatnonzero(tcounts == 0)]
+        if untested:  # evaluate would have no test image to score these classes on
+            raise DataError(f"prepare.test_dir = {cfg.test_dir}: no readable test image for class(es) {untested} "
+                            f"of {cfg.raw_dir}; add a folder of test images for each, or set prepare.test_dir: null "
+                            "to hold out part of each class instead")
     if not arrays:
         raise DataError(f"dataset folder {cfg.raw_dir} contains no readable images")
     counts = np.bincount(labels, minlength=len(scan.class_names))
@@ -287,6 +294,10 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     rgb = [a.shape[2] == 3 for a in arrays + test_arrays]
     colour = [c and not is_grey_rgb(a) for c, a in zip(rgb, arrays + test_arrays)]
     shape = _target_shape(arrays, colour[:len(arrays)], cfg.channels)  # test images follow, never decide
+    if min(shape[:2]) < MIN_SIDE:
+        raise DataError(f"{cfg.raw_dir}: the images are {shape[0]}x{shape[1]} px (the most common size), too small "
+                        f"for the generators' 4x4 convolutions: they need at least {MIN_SIDE} px a side (8 to 128 px "
+                        "is what augment is built for); upsample the images first")
     images = np.stack([_to_shape(a, shape) for a in arrays + test_arrays])
     if cfg.test_dir:
         split = stratified_split(labels, cfg.val_fraction, 0.0, cfg.seed)

@@ -258,3 +258,28 @@ def test_test_images_never_decide_the_prepared_shape(tmp_path: Path):
     assert ds.images.shape[1:] == (8, 8, 1) and report["colour_images"] == 8
     assert any("8 colour image(s) converted to grey (the labelled images are grey" in w
                for w in get_stage("prepare").warnings(report))
+
+
+def test_a_test_folder_without_a_class_of_the_raw_folder_is_refused(tmp_path: Path):
+    """Evaluate needs test images of every class to score it: a class with no test folder (or an
+    empty one) is named, with the param, instead of a run that ends in NaN per-class accuracy."""
+    make_image_folder(tmp_path / "raw", num_classes=3, per_class=6)
+    make_image_folder(tmp_path / "test", num_classes=2, per_class=3, seed=1)  # no class_2
+    cfg = PrepareConfig(raw_dir=str(tmp_path / "raw"), test_dir=str(tmp_path / "test"), val_fraction=0.0)
+    with pytest.raises(DataError, match=r"prepare.test_dir = .*test: no readable test image for class\(es\) \['class_2'\]"):
+        prepare_dataset(cfg)
+    (tmp_path / "test" / "class_2").mkdir()  # an empty folder is no better
+    with pytest.raises(DataError, match=r"\['class_2'\]"):
+        prepare_dataset(cfg)
+    make_image_folder(tmp_path / "test", num_classes=3, per_class=3, seed=2)
+    ds, _ = prepare_dataset(cfg)
+    assert np.bincount(ds.labels[ds.split == 2]).tolist() == [3, 3, 3]
+
+
+def test_images_too_small_for_the_generators_are_refused_at_prepare(tmp_path: Path):
+    make_image_folder(tmp_path / "raw", per_class=6, size=3)
+    with pytest.raises(DataError, match=r"raw: the images are 3x3 px .* at least 4 px a side"):
+        prepare_dataset(PrepareConfig(raw_dir=str(tmp_path / "raw"), test_dir=None))
+    make_image_folder(tmp_path / "raw4", per_class=6, size=4)  # the smallest that trains
+    ds, _ = prepare_dataset(PrepareConfig(raw_dir=str(tmp_path / "raw4"), test_dir=None))
+    assert ds.images.shape[1:3] == (4, 4)
