@@ -309,6 +309,15 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     points = candidates(cfg)
     device = resolve_device(cfg.device)
     workers = resolve_workers(cfg.workers, n_folds * len(points) * len(cfg.seeds), device)
+    if device.type == "cpu":
+        # Each fold job generates and filters (the label filter trains a classifier) on the torch
+        # threads a pool worker gets -- also when it runs in this process (one worker), where the
+        # stages' "one per CPU" default would give it more: the out-of-fold table then does not
+        # depend on crossfit.workers (under OMP_NUM_THREADS=1, one thread either way).
+        import torch
+
+        share = max(1, torch.get_num_threads() // workers)
+        gen_cfg, filter_cfg = replace(gen_cfg, threads=share), replace(filter_cfg, threads=share)
     # out-of-fold class probabilities, per candidate, seed and image
     prob_all = np.zeros((len(points), len(cfg.seeds), len(y), k))
     accepted_per_fold = []
@@ -403,7 +412,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         "folds": n_folds, "folds_param": cfg.folds,  # the folds used; the param (null = auto)
         "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
         "confidence": cfg.confidence, "candidate_confidence": level,
-        "images": int(len(y)), "workers": workers,
+        "images": int(len(y)),  # (not the worker count: the choice must not depend on the machine's CPUs)
         "realise": realise, "accuracy_resolution": resolution,
         "accepted_per_fold": accepted_per_fold, "table": table,
     }

@@ -271,14 +271,16 @@ def test_confidence_holds_over_all_candidates(monkeypatch):
 
 def test_worker_processes_give_the_same_choice_as_one_process():
     """The fold generators and models are independent seeded jobs: run over two processes, the
-    out-of-fold table is the one a single process computes (one torch thread per job in both)."""
+    out-of-fold table is the one a single process computes (one torch thread per job in both),
+    with the stages' default thread counts (null: one per CPU) and the label filter training its
+    classifier at a size where the thread count changes the weights (above 16x16)."""
     import torch
 
-    x, y = _structured(4)
+    x, y = _structured(4, size=20)
     train = TrainConfig(device="cpu", iterations=30, batch_size=16, g_channels=8, d_channels=8, z_dim=8,
                         checkpoint_every=1000, sample_every=1000, log_every=1000)
-    gen = GenerateConfig(n_per_class=12, device="cpu", threads=1)  # one thread per job on both paths
-    filt = FilterConfig(filters=[], device="cpu", threads=1)
+    gen = GenerateConfig(n_per_class=12, device="cpu")
+    filt = FilterConfig(filters=["label"], label_min_confidence=0.0, classifier_steps=20, device="cpu")
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as under OMP_NUM_THREADS=1; two workers then get one thread each
     try:
@@ -288,11 +290,45 @@ def test_worker_processes_give_the_same_choice_as_one_process():
             out[workers] = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, train, gen, filt, ClassicalConfig())
     finally:
         torch.set_num_threads(before)
-    assert out[2]["workers"] == 2 and out[1]["workers"] == 1
+    assert "workers" not in out[1]  # nothing in the choice depends on the machine's CPU count
     assert out[1]["accepted_per_fold"] == out[2]["accepted_per_fold"]
     for a, b in zip(out[1]["table"], out[2]["table"]):
         assert a.pop("synthetic_per_fold") == b.pop("synthetic_per_fold")
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+def test_a_fold_job_in_this_process_uses_a_pool_workers_threads(monkeypatch):
+    """With one worker the fold jobs run in this process; they must generate and filter (the label
+    filter trains a classifier, whose weights depend on the thread count above 16x16) on the
+    threads a pool worker gets, not the stages' default of one per CPU -- else crossfit.workers
+    would change the choice."""
+    import torch
+
+    import augment.core.parallel as parallel
+    import augment.filters.apply as apply
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)  # a machine with more CPUs than threads
+    seen = []
+    real_build = apply.build_filters
+
+    def build(ctx, cfg):
+        seen.append(torch.get_num_threads())
+        return real_build(ctx, cfg)
+
+    monkeypatch.setattr(apply, "build_filters", build)
+    x, y = _structured(4, size=20)
+    train = TrainConfig(device="cpu", iterations=4, batch_size=8, g_channels=4, d_channels=4, z_dim=4,
+                        checkpoint_every=1000, sample_every=1000, log_every=1000)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as under OMP_NUM_THREADS=1
+    try:
+        crossfit.crossfit_select(x, y, ["a", "b", "c"],
+                                 CrossfitConfig(folds=2, shares=[0.0, 0.5], seeds=[0], steps=2, device="cpu", workers=1),
+                                 train, GenerateConfig(n_per_class=4, device="cpu"),
+                                 FilterConfig(filters=["label"], classifier_steps=2, device="cpu"), ClassicalConfig())
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1]  # one per fold; not usable_cpus() = 4
 
 
 def test_a_share_is_tested_as_merge_will_realise_it(monkeypatch):
