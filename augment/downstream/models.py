@@ -19,6 +19,9 @@ metrics keep the SmallCNN: they need a good classifier of the real images, not t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn as nn
 
@@ -28,11 +31,14 @@ from augment.errors import ConfigError
 
 
 class PixelMLP(nn.Module):
-    """A two-hidden-layer perceptron on the raw pixels (no convolution, no batch norm)."""
+    """A two-hidden-layer perceptron on the raw pixels (no convolution, no batch norm). An image
+    that is not ``size`` x ``size`` (``size`` is its shorter side) is area-averaged to that first."""
 
     def __init__(self, in_channels: int, num_classes: int, size: int, hidden: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, hidden), nn.ReLU(),
+        # (identity for size x size images)
+        self.net = nn.Sequential(nn.AdaptiveAvgPool2d((size, size)), nn.Flatten(),
+                                 nn.Linear(in_channels * size * size, hidden), nn.ReLU(),
                                  nn.Dropout(0.3), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.3),
                                  nn.Linear(hidden, num_classes))
 
@@ -42,13 +48,15 @@ class PixelMLP(nn.Module):
 
 class LeNet(nn.Module):
     """LeNet-5's layout (two 5x5 convolutions, fixed widths 6 and 16, two fully connected layers)
-    with ReLU and max-pooling, and no batch norm."""
+    with ReLU and max-pooling, and no batch norm. For an image that is not square (``size``: its
+    shorter side) the last feature map is area-averaged to the square one's size."""
 
     def __init__(self, in_channels: int, num_classes: int, size: int):
         super().__init__()
         s = size // 2 // 2
         self.net = nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.AdaptiveAvgPool2d((s, s)), nn.Flatten(),  # (identity when square)
                                  nn.Linear(16 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                                  nn.Linear(84, num_classes))
 
@@ -72,10 +80,13 @@ def resolve_model(spec: str, param: str = "evaluate.model") -> ModelFactory | No
     return import_model_factory(param, spec)  # checks the name's syntax first
 
 
-def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int) -> ModelFactory | None:
-    """Build the model once on a dummy batch: a factory that fails, returns no module or maps to
-    the wrong output shape is reported with ``param`` named, before any training starts. Returns
-    the checked factory (:func:`resolve_model`'s: ``None`` for the default SmallCNN)."""
+def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int, size: int,
+                       height: int | None = None, width: int | None = None) -> ModelFactory | None:
+    """Build the model once on a dummy batch of the images' real shape (``height`` x ``width``,
+    default ``size`` x ``size``): a factory that fails, returns no module or maps to the wrong
+    output shape is reported with ``param`` named, before any training starts. Returns the
+    checked factory (:func:`resolve_model`'s: ``None`` for the default SmallCNN)."""
+    height, width = height or size, width or size
     factory = resolve_model(spec, param)
     if factory is None:
         return None
@@ -88,12 +99,29 @@ def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int
         raise ConfigError(f"{param} = {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     try:
         with torch.no_grad():
-            out = model.eval()(torch.zeros(2, in_channels, size, size))  # a throwaway instance
+            out = model.eval()(torch.zeros(2, in_channels, height, width))  # a throwaway instance
     except Exception as exc:
-        raise ConfigError(f"{param} = {spec!r}: the model fails on a (2, {in_channels}, {size}, {size}) batch: "
+        raise ConfigError(f"{param} = {spec!r}: the model fails on a (2, {in_channels}, {height}, {width}) batch: "
                           f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"{param} = {spec!r}: the model maps a (2, {in_channels}, {size}, {size}) batch to "
+        raise ConfigError(f"{param} = {spec!r}: the model maps a (2, {in_channels}, {height}, {width}) batch to "
                           f"{shape}, expected logits of shape (2, {num_classes})")
     return factory
+
+
+@contextmanager
+def user_model_errors(spec: str, param: str) -> Iterator[None]:
+    """Report an error raised while training or scoring the user's own classifier (``param`` =
+    ``package.module:function``) as a :class:`ConfigError` naming ``param``, not a traceback from
+    inside the pipeline; the built-in models' errors are bugs and pass through unchanged."""
+    if spec == DEFAULT_MODEL or spec in BUILTIN_MODELS:
+        yield
+        return
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- anything the user's code raises
+        raise ConfigError(f"{param} = {spec!r}: training or scoring your model failed: {type(exc).__name__}: "
+                          f"{exc}") from exc

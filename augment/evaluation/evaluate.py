@@ -27,7 +27,7 @@ from augment.downstream.classifier import (
     predict_proba,
     train_downstream,
 )
-from augment.downstream.models import check_model_builds, resolve_model
+from augment.downstream.models import check_model_builds, resolve_model, user_model_errors
 
 VARIANTS = {
     "real": ("(a)", "real only", False, False),
@@ -49,10 +49,11 @@ def train_variant(
     """Variant (a)-(d) of :data:`VARIANTS` through the one downstream-training function, with the
     classifier ``evaluate.model`` names."""
     _, _, use_classical, synthetic = VARIANTS[variant]
-    return train_downstream(real_x, real_y, num_classes, classifier_spec(cfg), seed, resolve_device(cfg.device),
-                            classical if use_classical else None,
-                            syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share,
-                            resolve_model(cfg.model, "evaluate.model"))
+    with user_model_errors(cfg.model, "evaluate.model"):
+        return train_downstream(real_x, real_y, num_classes, classifier_spec(cfg), seed, resolve_device(cfg.device),
+                                classical if use_classical else None,
+                                syn_x if synthetic else None, syn_y if synthetic else None, cfg.synthetic_share,
+                                resolve_model(cfg.model, "evaluate.model"))
 
 
 def _predict_variant(variant: str, real_x: np.ndarray, real_y: np.ndarray, syn_x: np.ndarray, syn_y: np.ndarray,
@@ -60,7 +61,8 @@ def _predict_variant(variant: str, real_x: np.ndarray, real_y: np.ndarray, syn_x
                      test_x: np.ndarray) -> np.ndarray:
     """Predicted test labels of one variant x seed model (a worker job)."""
     model = train_variant(variant, real_x, real_y, syn_x, syn_y, num_classes, cfg, seed, classical)
-    return predict_proba(model, test_x, resolve_device(cfg.device)).argmax(1)
+    with user_model_errors(cfg.model, "evaluate.model"):
+        return predict_proba(model, test_x, resolve_device(cfg.device)).argmax(1)
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -83,7 +85,8 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
         raise ValueError("the prepared dataset has no test images (prepare.test_fraction or prepare.test_dir)")
     device = resolve_device(cfg.device)
     k = ds.num_classes
-    check_model_builds(cfg.model, "evaluate.model", real_x.shape[3], k, min(real_x.shape[1:3]))  # before training
+    check_model_builds(cfg.model, "evaluate.model", real_x.shape[3], k, min(real_x.shape[1:3]),
+                       *real_x.shape[1:3])  # before training, on the images' real shape
     results: dict[str, Any] = {}
     correct: dict[str, np.ndarray] = {}  # per variant: each test image's accuracy, averaged over the seeds
     bar = tqdm(total=len(VARIANTS) * len(cfg.seeds), desc="evaluate", unit="model", disable=not progress)

@@ -277,12 +277,13 @@ def _fold_classifier(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, k: int, s
     ``crossfit.model``, resolved in the worker (a name travels to a process, a factory may not)."""
     from augment.core.device import resolve_device
     from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
-    from augment.downstream.models import resolve_model
+    from augment.downstream.models import resolve_model, user_model_errors
 
     dev = resolve_device(device)
-    model = train_downstream(x, y, k, ClassifierSpec(steps=steps), seed, dev, classical, syn_x, syn_y, share,
-                             resolve_model(model_name, "crossfit.model"))
-    return predict_proba(model, held_x, dev)
+    with user_model_errors(model_name, "crossfit.model"):
+        model = train_downstream(x, y, k, ClassifierSpec(steps=steps), seed, dev, classical, syn_x, syn_y, share,
+                                 resolve_model(model_name, "crossfit.model"))
+        return predict_proba(model, held_x, dev)
 
 
 def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: CrossfitConfig,
@@ -300,7 +301,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     from augment.selection.quota import select_for_share
 
     k = len(class_names)
-    check_model_builds(cfg.model, "crossfit.model", x.shape[3], k, min(x.shape[1:3]))  # before any training
+    check_model_builds(cfg.model, "crossfit.model", x.shape[3], k, min(x.shape[1:3]), *x.shape[1:3])  # before any training
     stale = remove_stale_scratch()
     if stale and progress:
         progress(f"removed {len(stale)} scratch folder(s) left by a killed cross-fitting run, e.g. {stale[0]}")

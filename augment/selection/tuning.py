@@ -43,13 +43,13 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
     score) real images are passed in -- never test.
     """
     from augment.core.device import resolve_device
-    from augment.downstream.models import check_model_builds
+    from augment.downstream.models import check_model_builds, user_model_errors
 
     if len(val_x) == 0:
         raise ValueError("merge.quota = tuned needs a validation split (prepare.val_fraction > 0)")
     device = resolve_device(cfg.device)
     make_model = check_model_builds(cfg.tune_model, "merge.tune_model", train_x.shape[3], num_classes,
-                                    min(train_x.shape[1:3]))  # checked before any training
+                                    min(train_x.shape[1:3]), *train_x.shape[1:3])  # checked before any training
     everything = np.ones(len(syn_y), bool)
     real_counts = np.bincount(train_y, minlength=num_classes)
     points = []
@@ -61,10 +61,11 @@ def tune_selection(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
         pick, draw = select_for_share(syn_y, everything, syn_rank, real_counts, share, frac, cfg.realise)
         accs, nlls = [], []
         for seed in cfg.tune_seeds:
-            model = train_downstream(train_x, train_y, num_classes, ClassifierSpec(steps=cfg.tune_steps), seed,
-                                     device, classical, syn_x[pick], syn_y[pick], draw,  # as merged
-                                     make_model)
-            a, n = _val_scores(model, val_x, val_y, device)
+            with user_model_errors(cfg.tune_model, "merge.tune_model"):
+                model = train_downstream(train_x, train_y, num_classes, ClassifierSpec(steps=cfg.tune_steps), seed,
+                                         device, classical, syn_x[pick], syn_y[pick], draw,  # as merged
+                                         make_model)
+                a, n = _val_scores(model, val_x, val_y, device)
             accs.append(a)
             nlls.append(n)
         rows.append({"point": i, "synthetic_share": share, "fraction": frac, "synthetic": int(len(pick)),

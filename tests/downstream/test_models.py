@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from augment.config import (
@@ -47,6 +48,15 @@ USER_MODULE = textwrap.dedent('''
         return "a string"
 
     NOT_CALLABLE = 3
+
+    class FailsInTraining(Tiny):
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("boom in training")
+            return super().forward(x)
+
+    def fails_in_training(in_channels, num_classes, size):
+        return FailsInTraining(in_channels, num_classes, size)
 ''')
 
 
@@ -163,3 +173,40 @@ def test_the_val_tuner_trains_the_named_classifier(user_models):
     with pytest.raises(ConfigError, match="merge.tune_model = .*wrong_shape"):
         tune_selection(x, y, x[::3], y[::3], syn_x, syn_y, np.ones(len(syn_y)), 3,
                        dataclasses.replace(cfg, tune_model=f"{mod}:wrong_shape"))
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet", "smallcnn"])
+def test_the_built_in_classifiers_train_on_images_that_are_not_square(name):
+    """Mixed sizes are stretched to the most common one, which need not be square (12x8 here):
+    every built-in family builds, trains and predicts on it; on square images the extra pooling
+    of mlp/lenet is the identity (same parameters as before)."""
+    from augment.downstream.classifier import ClassifierSpec, predict_proba, train_downstream
+    from augment.downstream.models import check_model_builds, resolve_model
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (12, 12, 8, 1), dtype=np.uint8)
+    y = np.arange(12) % 3
+    check_model_builds(name, "evaluate.model", 1, 3, 8, 12, 8)
+    model = train_downstream(x, y, 3, ClassifierSpec(steps=3, batch_size=4), 0, torch.device("cpu"),
+                             make_model=resolve_model(name))
+    assert predict_proba(model, x).shape == (12, 3)
+    if name != "smallcnn":  # the square model has the parameter shapes it had before
+        square = resolve_model(name)(1, 3, 8)
+        assert square(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+
+
+def test_a_user_model_checked_on_the_real_image_shape_and_failing_in_training_names_the_param(user_models):
+    """A factory built for square images is refused before training when the images are 12x8;
+    one that raises only while training is reported as a ConfigError naming the parameter (a
+    one-line error at the CLI), not a traceback from inside the pipeline."""
+    from augment.downstream.models import check_model_builds
+    from augment.evaluation.evaluate import train_variant
+
+    mod = user_models.__name__
+    with pytest.raises(ConfigError, match=r"the model fails on a \(2, 1, 12, 8\) batch"):
+        check_model_builds(f"{mod}:make", "crossfit.model", 1, 3, 8, 12, 8)
+    x, y = _structured(4)
+    cfg = EvaluateConfig(steps=2, batch_size=4, device="cpu", workers=1, model=f"{mod}:fails_in_training")
+    with pytest.raises(ConfigError, match=r"evaluate.model = .*fails_in_training.*training or scoring your model "
+                                          r"failed: RuntimeError: boom in training"):
+        train_variant("real", x, y, x[:0], y[:0], 3, cfg, 0)
