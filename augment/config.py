@@ -53,6 +53,11 @@ class PrepareConfig:
     channels: Literal["auto", "grey", "rgb"] = "auto"
 
     def validate(self) -> None:
+        if not self.raw_dir.strip():
+            raise ConfigError("prepare.raw_dir is empty: set it to the folder of class folders")
+        if self.test_dir is not None and not self.test_dir.strip():
+            raise ConfigError("prepare.test_dir is empty: set it to a folder of test images, or to null to hold "
+                              "out prepare.test_fraction of each class instead")
         _check_range("prepare.val_fraction", self.val_fraction, 0.0, 0.9)
         _check_range("prepare.test_fraction", self.test_fraction, 0.0, 0.9)
         if self.test_dir is None and self.val_fraction + self.test_fraction >= 0.95:
@@ -561,7 +566,14 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} = {value!r}: expected a number")
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    hint = (f" (YAML reads {value} as text: write it with a decimal point, e.g. "
+                            f"{float(value):.1e}, or as {float(value):g})")
+                except ValueError:
+                    pass
+            raise ConfigError(f"{name} = {value!r}: expected a number{hint}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -579,7 +591,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)  # a YAML key may be a number: sort them as text
     if unknown:
         full = ", ".join(f"{prefix}.{k}" if prefix else str(k) for k in unknown)
         raise ConfigError(f"unknown parameter(s) {full}; known: {', '.join(sorted(names))}")

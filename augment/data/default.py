@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ def write_default_dataset(
         root = Path(root)
         if root.is_symlink() or (root.exists() and not root.is_dir()):
             raise DataError(f"{root} exists and is not a folder; choose another path")
+        blocking = next((a for a in root.parents if a.exists() and not a.is_dir()), None)
+        if blocking is not None:
+            raise DataError(f"{root}: {blocking} is a file, not a folder; choose another path")
         if root.is_dir() and any(root.iterdir()) and not force:
             raise DataError(f"{root} already exists and is not empty; refusing to replace it "
                             "(pass --force to overwrite it with the default dataset)")
@@ -40,6 +44,11 @@ def write_default_dataset(
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     labels = digits.target
+    most = int(np.bincount(labels).min()) - (1 if test_dir else 0)  # a test image of every digit left
+    if not 1 <= per_class <= most:
+        raise DataError(f"--per-class = {per_class}: choose 1 to {most} labelled images per digit (the bundled "
+                        f"set has {most + (1 if test_dir else 0)} of its rarest digit"
+                        + (", and the test folder needs at least one of each)" if test_dir else ")"))
     rng = np.random.default_rng(seed)
     counts = {"raw": 0, "test": 0}
     targets = [(Path(raw_dir), "raw")] + ([(Path(test_dir), "test")] if test_dir else [])
@@ -47,8 +56,11 @@ def write_default_dataset(
     for c in range(10):
         idx = np.flatnonzero(labels == c)
         chosen[c] = np.sort(rng.permutation(idx)[:per_class])
-    for root, kind in targets:
-        with atomic_directory(root) as tmp:
+    # Both folders are built aside and swapped in only when both are complete: a failure (a full
+    # disk) leaves each as it was.
+    with contextlib.ExitStack() as stack:
+        for root, kind in targets:
+            tmp = stack.enter_context(atomic_directory(root))
             for c in range(10):
                 idx = np.flatnonzero(labels == c)
                 pick = chosen[c] if kind == "raw" else np.setdiff1d(idx, chosen[c])

@@ -31,8 +31,8 @@ from augment.pipeline.paths import Paths  # noqa: E402
 
 
 @task(name="train-classifier")
-def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, steps: int | None, seed: int,
-                       overrides: dict[str, Any] | None = None) -> dict:
+def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, steps: int | None,
+                       seed: int | None, overrides: dict[str, Any] | None = None) -> dict:
     """Train the downstream classifier on the merged set the way the pipeline chose the synthetic
     share for it: the ``evaluate`` recipe and network (``evaluate.model``), classical augmentation
     on every image (the ``classical`` params; the share was chosen against real + classical), and
@@ -43,29 +43,36 @@ def train_on_augmented(augmented_dir: str, prepared_dir: str, params_file: str, 
     ``prepare.val_fraction: 0``: cross-fitting uses every labelled image). The classifier is
     final here, so scoring it on test is reporting; no choice is made from that number.
 
-    ``overrides``: the ones the pipeline ran with, so the recipe is the one its share was chosen for."""
+    ``overrides``: the ones the pipeline ran with, so the recipe is the one its share was chosen for.
+    ``seed``: ``None`` = the first of ``evaluate.seeds``; the device is ``evaluate.device``'s."""
+    from augment.core.device import resolve_device
+
     cfg = load_config(params_file, overrides)
+    seed = cfg.evaluate.seeds[0] if seed is None else seed
+    device = resolve_device(cfg.evaluate.device)
     spec = classifier_spec(cfg.evaluate)
     if steps is not None:
         spec.steps = steps
     images, labels, _, weights = AugmentedDataset(augmented_dir).arrays()
     ds = load_prepared(prepared_dir)
     model = train_classifier(images, labels, ds.num_classes, spec, seed,
-                             augment=classical_augmentation(cfg.classical, seed), sample_weights=weights,
-                             make_model=resolve_model(cfg.evaluate.model, "evaluate.model"))
+                             augment=classical_augmentation(cfg.classical, seed), device=device,
+                             sample_weights=weights, make_model=resolve_model(cfg.evaluate.model, "evaluate.model"))
     split = "val" if len(ds.subset("val")[1]) else "test"
     x, y = ds.subset(split)
     if not len(x):
         raise DataError(f"{prepared_dir}: no val or test images to score the classifier on; set "
                          "prepare.val_fraction > 0 or prepare.test_dir")
-    acc = float((predict_proba(model, x).argmax(1) == y).mean())
-    return {"accuracy": acc, "scored_on": split, "scored_images": int(len(y)), "train_images": int(len(images))}
+    acc = float((predict_proba(model, x, device).argmax(1) == y).mean())
+    return {"accuracy": acc, "scored_on": split, "scored_images": int(len(y)), "train_images": int(len(images)),
+            "seed": int(seed)}
 
 
 @flow(name="downstream-training")
 def downstream_training(params_path: str = "params.yaml", workdir: str = ".", steps: int | None = None,
-                        seed: int = 0, overrides: dict[str, Any] | None = None) -> dict:
-    """``steps``: training steps (``None``: ``evaluate.steps``). ``overrides``
+                        seed: int | None = None, overrides: dict[str, Any] | None = None) -> dict:
+    """``steps``: training steps (``None``: ``evaluate.steps``); ``seed``: ``None`` = the first of
+    ``evaluate.seeds`` (the config's, so a run is reproduced from params.yaml alone). ``overrides``
     (``{"filter.top_fraction": 0.3}``): for the pipeline and the same for the classifier's recipe."""
     result: AugmentResult = augment_pipeline(params_path=params_path, workdir=workdir, evaluate=False,
                                              overrides=overrides)  # subflow
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--workdir", default=".")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: evaluate.steps)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=None, help="classifier seed (default: the first of evaluate.seeds)")
     ap.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
                     help="override one parameter for this run (repeatable), e.g. -S filter.top_fraction=0.3")
     a = ap.parse_args(argv)

@@ -60,6 +60,7 @@ def test_flow_caches_on_inputs_invalidates_on_deleted_output_and_returns_typed_r
     out = downstream_training(params_path=kw["params_path"], workdir=str(workspace), steps=10)
     assert 0.0 <= out["accuracy"] <= 1.0 and out["train_images"] == len(images)
     assert out["scored_on"] == "val" and out["scored_images"] > 0  # this workspace has a val split
+    assert out["seed"] == 0  # not given: the first of evaluate.seeds (the config's, [0, 1] here)
     # the example's classifier uses the recipe the pipeline ran with, overrides included
     import augment.flows.train_downstream as example
 
@@ -67,9 +68,9 @@ def test_flow_caches_on_inputs_invalidates_on_deleted_output_and_returns_typed_r
     real_resolve = example.resolve_model
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(example, "resolve_model", lambda name, where: built.append(name) or real_resolve(name, where))
-        example.train_on_augmented.fn(first.augmented_dir, str(workspace / "data/prepared"), kw["params_path"], 2, 0,
-                                      {"evaluate.model": "mlp"})
-    assert built == ["mlp"]
+        again = example.train_on_augmented.fn(first.augmented_dir, str(workspace / "data/prepared"), kw["params_path"],
+                                              2, None, {"evaluate.model": "mlp", "evaluate.seeds": [7]})
+    assert built == ["mlp"] and again["seed"] == 7
 
     # Artifacts a person opens: acceptance table, sample grid, score histogram.
     from prefect.client.orchestration import get_client

@@ -74,6 +74,22 @@ def test_default_dataset_over_a_file(tmp_path, monkeypatch, capsys):
     assert Path("data/raw").read_text() == "a file"
 
 
+def test_default_dataset_checks_its_arguments_before_writing_anything(tmp_path, monkeypatch, capsys):
+    """A --per-class that is not scarce, or that leaves no test image of a digit, and a test folder
+    under a file are refused before anything is written (before: data/raw was written, then the
+    message said the previous outputs were left as they were)."""
+    monkeypatch.chdir(tmp_path)
+    for n in ("-5", "0", "174"):  # the rarest digit has 174 images: 174 would leave no test image
+        rc, _, err = run_cli(capsys, "default-dataset", "--per-class", n)
+        assert_one_line_error(rc, err, f"--per-class = {n}: choose 1 to 173 labelled images per digit")
+    Path("afile").write_text("x")
+    rc, _, err = run_cli(capsys, "default-dataset", "--per-class", "3", "--test-dir", "afile/test")
+    assert_one_line_error(rc, err, "afile/test: afile is a file, not a folder")
+    assert not Path("data").exists()  # nothing written, not even data/raw
+    rc, _, _ = run_cli(capsys, "default-dataset", "--per-class", "173")
+    assert rc == 0 and min(len(list(d.iterdir())) for d in Path("data/test").iterdir()) == 1  # the rarest: 1 left
+
+
 def test_keyboard_interrupt_in_process(workspace, capsys, monkeypatch):
     import augment.data.prepare as prep
 

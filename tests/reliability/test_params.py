@@ -89,6 +89,17 @@ def test_val_fraction_zero_is_fine_without_tuning(workspace, capsys):
     assert rc == 0, err
 
 
+def test_common_yaml_slips_get_a_message_that_says_what_to_write(workspace, capsys):
+    # PyYAML reads 2e-4 (no decimal point) as text
+    _expect_refused(workspace, capsys, _params({"train": {"lr_g": "2e-4"}}),
+                    "train.lr_g = '2e-4': expected a number (YAML reads 2e-4 as text", "0.0002")
+    # an empty folder name is not "no test folder"
+    _expect_refused(workspace, capsys, _params({"prepare": {"test_dir": ""}}),
+                    "prepare.test_dir is empty", "null")
+    # a top-level key that YAML reads as a number, beside an unknown name (was a TypeError)
+    _expect_refused(workspace, capsys, _params({}) + "1: x\nfoo: y\n", "unknown parameter(s) 1, foo")
+
+
 def test_duplicate_top_level_key(workspace, capsys):
     text = _params({}) + "train:\n  iterations: 5\n"
     _expect_refused(workspace, capsys, text, "params.yaml", "duplicate key 'train'", "lines")
