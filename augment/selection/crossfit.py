@@ -397,8 +397,9 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             pass  # no synthetic candidate was asked for (crossfit.shares: [0.0])
         elif not any(sum(r["synthetic_per_fold"]) for r in table[1:]):
             reason += (f". The fold filters accepted no synthetic sample (accepted per fold and class: "
-                       f"{accepted_per_fold}), so no synthetic candidate was tested: see the filter report "
-                       "(data/filtered/report.json) and loosen the filter params, or train the generator longer")
+                       f"{accepted_per_fold}), so no synthetic candidate was tested: the fold filters use the filter params, so the "
+                       "filter stage's report (which filter rejected what, for the final generator) shows what "
+                       "to loosen; or train the generator longer")
         elif resolution is None:
             reason += (". No synthetic candidate changed any out-of-fold prediction (real + classical: "
                        f"{100 * table[0]['oof_accuracy']:.1f} % correct out of fold), so accuracy could show neither "

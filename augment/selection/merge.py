@@ -108,8 +108,9 @@ def choose_synthetic(ds: PreparedDataset, gen_dir: str | Path, decisions: dict[s
                             "`augment crossfit` first")
         choice = {k: v for k, v in selection.items() if k != "table"}
         if scored_as(selection.get("realise", "weights")) != scored_as(cfg.realise):
-            raise DataError(f"data/crossfit/selection.json tested merge.realise = {selection.get('realise', 'weights')}, "
-                            f"params.yaml now says {cfg.realise}: re-run the crossfit stage (augment crossfit)")
+            raise DataError(f"the crossfit stage's selection.json tested merge.realise = "
+                            f"{selection.get('realise', 'weights')}, the params now say {cfg.realise}: re-run the "
+                            "crossfit stage (augment crossfit)")
         curve: list[dict[str, Any]] = []  # the curve is the crossfit stage's own output
     elif cfg.quota == "tuned":
         val_x, val_y = ds.subset("val")  # tuning is scored on VAL; the test split is never read here
