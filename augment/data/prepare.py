@@ -33,8 +33,8 @@ from augment.errors import DataError
 SPLITS = ("train", "val", "test")
 
 
-MIN_SIDE = 4  # the smallest image side the generators' 4x4 stride-2 convolutions accept
 SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
+MIN_SIDE = 4  # the smallest image side the generators' 4x4 stride-2 convolutions accept
 
 
 @dataclass

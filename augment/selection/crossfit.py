@@ -317,8 +317,8 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         # depend on crossfit.workers (under OMP_NUM_THREADS=1, one thread either way).
         import torch
 
-        share = max(1, torch.get_num_threads() // workers)
-        gen_cfg, filter_cfg = replace(gen_cfg, threads=share), replace(filter_cfg, threads=share)
+        job_threads = max(1, torch.get_num_threads() // workers)  # as process_pool gives each worker
+        gen_cfg, filter_cfg = replace(gen_cfg, threads=job_threads), replace(filter_cfg, threads=job_threads)
     # out-of-fold class probabilities, per candidate, seed and image
     prob_all = np.zeros((len(points), len(cfg.seeds), len(y), k))
     accepted_per_fold = []
@@ -397,9 +397,9 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             pass  # no synthetic candidate was asked for (crossfit.shares: [0.0])
         elif not any(sum(r["synthetic_per_fold"]) for r in table[1:]):
             reason += (f". The fold filters accepted no synthetic sample (accepted per fold and class: "
-                       f"{accepted_per_fold}), so no synthetic candidate was tested: the fold filters use the filter params, so the "
-                       "filter stage's report (which filter rejected what, for the final generator) shows what "
-                       "to loosen; or train the generator longer")
+                       f"{accepted_per_fold}), so no synthetic candidate was tested. The fold filters use the "
+                       "filter params: the filter stage's report (which filter rejected what, for the final "
+                       "generator) shows what to loosen; or train the generator longer")
         elif resolution is None:
             reason += (". No synthetic candidate changed any out-of-fold prediction (real + classical: "
                        f"{100 * table[0]['oof_accuracy']:.1f} % correct out of fold), so accuracy could show neither "
