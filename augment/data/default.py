@@ -38,8 +38,13 @@ def write_default_dataset(
         if root.is_dir() and any(root.iterdir()) and not force:
             raise DataError(f"{root} already exists and is not empty; refusing to replace it "
                             "(pass --force to overwrite it with the default dataset)")
-    if test_dir and Path(raw_dir).resolve() == Path(test_dir).resolve():
-        raise DataError(f"--raw-dir and --test-dir are the same folder ({raw_dir})")
+    if test_dir:
+        raw, test = Path(raw_dir).resolve(), Path(test_dir).resolve()
+        if raw == test:
+            raise DataError(f"--raw-dir and --test-dir are the same folder ({raw_dir})")
+        if raw in test.parents or test in raw.parents:  # swapping one folder in would discard the other
+            raise DataError(f"--raw-dir {raw_dir} and --test-dir {test_dir} lie one inside the other; "
+                            "choose two separate folders")
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)

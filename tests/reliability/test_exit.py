@@ -86,6 +86,10 @@ def test_default_dataset_checks_its_arguments_before_writing_anything(tmp_path, 
     rc, _, err = run_cli(capsys, "default-dataset", "--per-class", "3", "--test-dir", "afile/test")
     assert_one_line_error(rc, err, "afile/test: afile is a file, not a folder")
     assert not Path("data").exists()  # nothing written, not even data/raw
+    for raw, test in (("raw", "raw/test"), ("t2/test", "t2")):  # one inside the other: would lose one
+        rc, _, err = run_cli(capsys, "default-dataset", "--per-class", "3", "--raw-dir", raw, "--test-dir", test)
+        assert_one_line_error(rc, err, "lie one inside the other")
+    assert not Path("raw").exists() and not Path("t2").exists()
     rc, _, _ = run_cli(capsys, "default-dataset", "--per-class", "173")
     assert rc == 0 and min(len(list(d.iterdir())) for d in Path("data/test").iterdir()) == 1  # the rarest: 1 left
 
