@@ -7,9 +7,10 @@ processes, each with its share of the parent's torch threads (one thread per wor
 parent runs with ``OMP_NUM_THREADS=1``, as ``scripts/run_default.sh`` does).
 
 Every job is a pure function of its arguments (its own seeds) and the caller places each result
-by its job, not by arrival, so the outputs do not depend on the number of workers as long as each
-job gets the same number of torch threads (one, under ``OMP_NUM_THREADS=1``). With one worker, or
-on CUDA (one device, one process), jobs run in this process.
+by its job, not by arrival. Each job runs on :func:`job_threads` torch threads, a number that does
+not depend on how many workers the user asked for -- a float sum split over another number of
+threads rounds differently -- so the outputs do not depend on the ``workers`` setting. With one
+worker, or on CUDA (one device, one process), jobs run in this process.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def resolve_workers(workers: Optional[int], jobs: int, device: torch.device) -> 
         return 1
     wanted = usable_cpus() if workers is None else workers
     return max(1, min(wanted, jobs))
+
+
+def job_threads(jobs: int, device: torch.device) -> int:
+    """Torch threads for each of ``jobs`` independent jobs: this process's threads shared over the
+    workers the auto setting would start (one per usable CPU, at most one per job). It depends on
+    the machine and the job count, never on the ``workers`` parameter: fewer workers run the same
+    jobs on the same threads, more slowly, and give the same numbers. On CUDA: this process's."""
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() // resolve_workers(None, jobs, device))
 
 
 _IN_WORKER = False  # set in a process_pool worker: its thread share is already decided
@@ -84,28 +95,41 @@ def _die_with_parent() -> None:
 
 
 class _InlineExecutor(Executor):
-    """Runs each job at ``submit`` in this process (one worker, or CUDA)."""
+    """Runs each job at ``submit`` in this process (one worker, or CUDA), on ``threads`` torch
+    threads when given (restored after each job)."""
+
+    def __init__(self, threads: Optional[int] = None) -> None:
+        self._threads = threads
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         fut: Future = Future()
+        before = torch.get_num_threads()
         try:
+            if self._threads is not None and self._threads != before:
+                torch.set_num_threads(self._threads)
             fut.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 -- handed to the caller by result()
             fut.set_exception(exc)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
         return fut
 
 
 @contextmanager
-def process_pool(workers: int) -> Iterator[Executor]:
-    """An executor over ``workers`` processes (inline when 1). Submitted functions and their
-    arguments must be picklable: module-level functions and plain data. A script that calls the
-    pipeline must guard its entry point with ``if __name__ == "__main__":`` (spawned workers
-    import it), or set the stage's ``workers: 1``."""
+def process_pool(workers: int, threads: Optional[int] = None) -> Iterator[Executor]:
+    """An executor over ``workers`` processes (inline when 1), each job on ``threads`` torch
+    threads (None: this process's threads split over the workers; pass :func:`job_threads` for
+    outputs that do not depend on ``workers``). Submitted functions and their arguments must be
+    picklable: module-level functions and plain data. A script that calls the pipeline must guard
+    its entry point with ``if __name__ == "__main__":`` (spawned workers import it), or set the
+    stage's ``workers: 1``."""
     if workers <= 1:
-        with _InlineExecutor() as ex:
+        with _InlineExecutor(threads) as ex:
             yield ex
         return
-    threads = max(1, torch.get_num_threads() // workers)
+    if threads is None:
+        threads = max(1, torch.get_num_threads() // workers)
     # spawn, not fork: the parent may hold OpenMP / torch / Prefect threads that a forked child
     # would inherit in a broken state.
     ctx = multiprocessing.get_context("spawn")

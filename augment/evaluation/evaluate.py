@@ -19,7 +19,7 @@ import numpy as np
 
 from augment.config import ClassicalConfig, EvaluateConfig
 from augment.core.device import resolve_device
-from augment.core.parallel import process_pool, resolve_workers
+from augment.core.parallel import job_threads, process_pool, resolve_workers
 from augment.data.prepare import PreparedDataset
 from augment.downstream.classifier import (
     ClassifierSpec,
@@ -94,8 +94,10 @@ def evaluate_variants(ds: PreparedDataset, syn_x: np.ndarray, syn_y: np.ndarray,
     # Nothing synthetic to add: (c) and (d) would train exactly the models of (a) and (b) (same
     # data, seeds and steps), so their results are those, not a second noisy draw.
     trained = [n for n in VARIANTS if not (no_synthetic and VARIANTS[n][3])]
-    workers = resolve_workers(cfg.workers, len(trained) * len(cfg.seeds), device)
-    with process_pool(workers) as pool:  # independent models: over the CPUs (augment/core/parallel.py)
+    n_jobs = len(trained) * len(cfg.seeds)
+    workers = resolve_workers(cfg.workers, n_jobs, device)
+    # each model on the same threads whatever evaluate.workers is: the numbers do not depend on it
+    with process_pool(workers, job_threads(n_jobs, device)) as pool:  # independent models: over the CPUs (augment/core/parallel.py)
         jobs = {(n, seed): pool.submit(_predict_variant, n, real_x, real_y, syn_x, syn_y, k, cfg, seed, classical, test_x)
                 for n in trained for seed in cfg.seeds}
         for name in VARIANTS:

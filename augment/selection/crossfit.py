@@ -296,7 +296,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     The fold generators and the downstream models are independent jobs, run over
     ``crossfit.workers`` processes (augment/core/parallel.py); results are placed by job."""
     from augment.core.device import resolve_device
-    from augment.core.parallel import process_pool, resolve_workers
+    from augment.core.parallel import job_threads, process_pool, resolve_workers
     from augment.downstream.models import check_model_builds
     from augment.selection.quota import select_for_share
 
@@ -309,21 +309,19 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     folds = stratified_folds(y, n_folds, cfg.seed, class_names)
     points = candidates(cfg)
     device = resolve_device(cfg.device)
-    workers = resolve_workers(cfg.workers, n_folds * len(points) * len(cfg.seeds), device)
+    n_jobs = n_folds * len(points) * len(cfg.seeds)
+    workers = resolve_workers(cfg.workers, n_jobs, device)
+    threads = job_threads(n_jobs, device)  # per job, whatever crossfit.workers is (augment/core/parallel.py)
     if device.type == "cpu":
-        # Each fold job generates and filters (the label filter trains a classifier) on the torch
-        # threads a pool worker gets -- also when it runs in this process (one worker), where the
-        # stages' "one per CPU" default would give it more: the out-of-fold table then does not
-        # depend on crossfit.workers (under OMP_NUM_THREADS=1, one thread either way).
-        import torch
-
-        job_threads = max(1, torch.get_num_threads() // workers)  # as process_pool gives each worker
-        gen_cfg, filter_cfg = replace(gen_cfg, threads=job_threads), replace(filter_cfg, threads=job_threads)
+        # Each fold job also generates and filters (the label filter trains a classifier): on the
+        # job's threads, not the stages' "one per CPU" default, so that the out-of-fold table does
+        # not depend on crossfit.workers.
+        gen_cfg, filter_cfg = replace(gen_cfg, threads=threads), replace(filter_cfg, threads=threads)
     # out-of-fold class probabilities, per candidate, seed and image
     prob_all = np.zeros((len(points), len(cfg.seeds), len(y), k))
     accepted_per_fold = []
     synthetic_per_fold: list[list[int]] = [[] for _ in points]  # images the candidate adds, per fold
-    with process_pool(workers) as pool:
+    with process_pool(workers, threads) as pool:
         gen_jobs = []
         for f in range(n_folds):
             fit = folds != f

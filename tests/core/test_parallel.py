@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from augment.config import CrossfitConfig, EvaluateConfig
-from augment.core.parallel import process_pool, resolve_workers, usable_cpus
+from augment.core.parallel import job_threads, process_pool, resolve_workers, usable_cpus
 from augment.errors import ConfigError, DataError
 
 
@@ -27,6 +27,31 @@ def test_auto_is_one_per_cpu_capped_by_jobs_and_one_on_cuda(monkeypatch):
 def test_zero_workers_is_a_config_error_naming_the_parameter(cls, name):
     with pytest.raises(ConfigError, match=name):
         cls(workers=0).validate()
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def test_jobs_get_the_same_threads_whatever_the_workers_setting(monkeypatch):
+    """A float sum split over another number of threads rounds differently: the cross-fitting
+    choice and the evaluation must not depend on crossfit.workers / evaluate.workers."""
+    import augment.core.parallel as parallel
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # no OMP_NUM_THREADS=1: the parent has a thread per CPU
+    try:
+        threads = job_threads(6, torch.device("cpu"))
+        seen = {}
+        for workers in (1, 2):
+            with process_pool(workers, threads) as pool:
+                seen[workers] = {pool.submit(_threads).result() for _ in range(3)}
+        assert torch.get_num_threads() == 2  # the inline jobs gave the parent its threads back
+    finally:
+        torch.set_num_threads(before)
+    assert threads == 1 and seen == {1: {1}, 2: {1}}
+    assert job_threads(1, torch.device("cpu")) == before  # one job: every thread this process has
 
 
 def _fails(msg: str) -> None:
