@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from augment.config import import_model_factory
 from augment.downstream.classifier import ModelFactory
-from augment.errors import ConfigError
+from augment.errors import AugmentError, ConfigError
 
 
 class PixelMLP(nn.Module):
@@ -110,18 +110,34 @@ def check_model_builds(spec: str, param: str, in_channels: int, num_classes: int
     return factory
 
 
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """Whether a frame of ``exc``'s traceback runs code of ``package`` or one of its modules."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if name == package or name.startswith(package + "."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 @contextmanager
 def user_model_errors(spec: str, param: str) -> Iterator[None]:
     """Report an error raised while training or scoring the user's own classifier (``param`` =
     ``package.module:function``) as a :class:`ConfigError` naming ``param``, not a traceback from
-    inside the pipeline; the built-in models' errors are bugs and pass through unchanged."""
+    inside the pipeline. Only errors raised in the user's code are wrapped (a frame of the user's
+    top-level package on the traceback, e.g. their ``forward``); the pipeline's own errors
+    (:class:`AugmentError`, out of memory, a bug) and the built-in models' pass through unchanged."""
     if spec == DEFAULT_MODEL or spec in BUILTIN_MODELS:
         yield
         return
+    package = spec.split(":", 1)[0].split(".", 1)[0]
     try:
         yield
-    except ConfigError:
+    except (AugmentError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 -- anything the user's code raises
+        if not _raised_in(exc, package):
+            raise
         raise ConfigError(f"{param} = {spec!r}: training or scoring your model failed: {type(exc).__name__}: "
                           f"{exc}") from exc

@@ -190,9 +190,14 @@ def test_the_built_in_classifiers_train_on_images_that_are_not_square(name):
     model = train_downstream(x, y, 3, ClassifierSpec(steps=3, batch_size=4), 0, torch.device("cpu"),
                              make_model=resolve_model(name))
     assert predict_proba(model, x).shape == (12, 3)
-    if name != "smallcnn":  # the square model has the parameter shapes it had before
-        square = resolve_model(name)(1, 3, 8)
-        assert square(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    if name != "smallcnn":  # on square images the adaptive pooling is the identity
+        square = resolve_model(name)(1, 3, 8).eval()
+        pool = next(m for m in square.net if isinstance(m, torch.nn.AdaptiveAvgPool2d))
+        seen = []
+        pool.register_forward_hook(lambda mod, inp, out: seen.append(torch.equal(inp[0], out)))
+        with torch.no_grad():
+            assert square(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+        assert seen == [True]
 
 
 def test_a_user_model_checked_on_the_real_image_shape_and_failing_in_training_names_the_param(user_models):
@@ -210,3 +215,21 @@ def test_a_user_model_checked_on_the_real_image_shape_and_failing_in_training_na
     with pytest.raises(ConfigError, match=r"evaluate.model = .*fails_in_training.*training or scoring your model "
                                           r"failed: RuntimeError: boom in training"):
         train_variant("real", x, y, x[:0], y[:0], 3, cfg, 0)
+
+
+def test_only_errors_raised_in_the_users_code_are_reported_as_their_models(user_models):
+    """The pipeline's own errors inside the same block (a bug, out of memory, a DataError) keep
+    their type and traceback: calling them the user's model's fault would send them hunting."""
+    from augment.downstream.models import user_model_errors
+    from augment.errors import DataError
+
+    spec = f"{user_models.__name__}:fails_in_training"
+    model = user_models.fails_in_training(1, 3, 4).train()
+    with pytest.raises(ConfigError, match=r"evaluate.model = .*failed: RuntimeError: boom in training"):
+        with user_model_errors(spec, "evaluate.model"):
+            model(torch.zeros(2, 1, 4, 4))
+    for err in (RuntimeError("a bug in the pipeline"), MemoryError(), DataError("images.npz is damaged")):
+        with pytest.raises(type(err)) as info:
+            with user_model_errors(spec, "evaluate.model"):
+                raise err
+        assert info.value is err
