@@ -77,7 +77,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_files(files: dict[Path, bytes]) -> None:
     """Write several files as one output: every one is written and synced aside first, and only
     then are they renamed into place, so a failure while writing (a full disk) leaves every one of
-    them as it was -- not some new and some old."""
+    them as it was -- not some new and some old. A rename that fails midway (rare: the same
+    folder) is rolled back: the files already renamed get their old contents back (kept as hard
+    links until the end) or are removed if they did not exist, and no temporary file is left."""
     staged: list[tuple[str, Path]] = []
     path = Path()
     try:
@@ -92,15 +94,48 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
     except BaseException as exc:
-        for tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        _unlink_all(tmp for tmp, _ in staged)
         if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
             # Name the file being written (ENOSPC from write/fsync carries none).
             raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
         raise
-    for tmp, path in staged:  # renames only from here on
-        os.replace(tmp, path)
+    backups: dict[Path, str | None] = {}  # the old file of each target, None if there was none
+    done: list[Path] = []
+    try:
+        for tmp, path in staged:
+            backups[path] = _hard_link_aside(path)
+        for tmp, path in staged:  # renames only from here on
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException:
+        for path in reversed(done):  # put back what was there
+            with contextlib.suppress(OSError):
+                old = backups.get(path)
+                if old is None:
+                    os.unlink(path)
+                else:
+                    os.replace(old, path)
+        _unlink_all([tmp for tmp, _ in staged] + [b for b in backups.values() if b is not None])
+        raise
+    _unlink_all(b for b in backups.values() if b is not None)
+
+
+def _hard_link_aside(path: Path) -> str | None:
+    """A second name for ``path``'s current file (None when there is none), to restore it from."""
+    if not path.exists():
+        return None
+    aside = tempfile.mktemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")  # noqa: S306 -- link fails if taken
+    try:
+        os.link(path, aside)
+    except OSError:  # a file system without hard links: a copy does
+        shutil.copyfile(path, aside)
+    return aside
+
+
+def _unlink_all(paths) -> None:
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

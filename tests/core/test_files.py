@@ -128,3 +128,30 @@ def test_a_read_only_image_becomes_a_tensor_without_a_warning():
         warnings.simplefilter("error")
         t = image_to_tensor(img)
     assert t.shape == (1, 4, 4) and float(t.max()) == 1.0
+
+
+def test_a_rename_failing_midway_leaves_every_file_as_it_was(tmp_path: Path, monkeypatch):
+    """evaluate writes its detail, summary and per-class files as one output: a rename that fails
+    after the first one went through must not leave one new file beside two old ones."""
+    import augment.core.files as files
+
+    old = {tmp_path / "detail.json": b"old detail", tmp_path / "summary.json": b"old summary"}
+    for f, data in old.items():
+        f.write_bytes(data)
+    new = {tmp_path / "detail.json": b"new", tmp_path / "per_class.csv": b"new", tmp_path / "summary.json": b"new"}
+    real_replace, calls = os.replace, []
+
+    def replace_failing_third(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace_failing_third)
+    with pytest.raises(OSError, match="Input/output error"):
+        files.atomic_write_files(new)
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == {"detail.json": b"old detail",
+                                                                  "summary.json": b"old summary"}
+    files.atomic_write_files(new)  # and when nothing fails, every file is new and no temp is left
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == {f.name: b"new" for f in new}
