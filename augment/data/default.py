@@ -50,9 +50,13 @@ def write_default_dataset(
     images = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     labels = digits.target
     most = int(np.bincount(labels).min()) - (1 if test_dir else 0)  # a test image of every digit left
-    if not 1 <= per_class <= most:
-        raise DataError(f"--per-class = {per_class}: choose 1 to {most} labelled images per digit (the bundled "
-                        f"set has {most + (1 if test_dir else 0)} of its rarest digit"
+    # prepare needs 2 images a class beside a test folder (train and validation), else 3 (and test)
+    fewest = 2 if test_dir else 3
+    if not fewest <= per_class <= most:
+        raise DataError(f"--per-class = {per_class}: choose {fewest} to {most} labelled images per digit ("
+                        + ("prepare needs 2 per class beside a test folder; " if test_dir else
+                           "prepare needs 3 per class to hold out validation and test images; ")
+                        + f"the bundled set has {most + (1 if test_dir else 0)} of its rarest digit"
                         + (", and the test folder needs at least one of each)" if test_dir else ")"))
     rng = np.random.default_rng(seed)
     counts = {"raw": 0, "test": 0}

@@ -79,9 +79,11 @@ def test_default_dataset_checks_its_arguments_before_writing_anything(tmp_path, 
     under a file are refused before anything is written (before: data/raw was written, then the
     message said the previous outputs were left as they were)."""
     monkeypatch.chdir(tmp_path)
-    for n in ("-5", "0", "174"):  # the rarest digit has 174 images: 174 would leave no test image
-        rc, _, err = run_cli(capsys, "default-dataset", "--per-class", n)
-        assert_one_line_error(rc, err, f"--per-class = {n}: choose 1 to 173 labelled images per digit")
+    for n in ("-5", "0", "1", "174"):  # the rarest digit has 174 images: 174 would leave no test image
+        rc, _, err = run_cli(capsys, "default-dataset", "--per-class", n)  # 1: prepare would refuse it
+        assert_one_line_error(rc, err, f"--per-class = {n}: choose 2 to 173 labelled images per digit")
+    rc, _, err = run_cli(capsys, "default-dataset", "--per-class", "2", "--test-dir", "")  # no test folder:
+    assert_one_line_error(rc, err, "--per-class = 2: choose 3 to 174 labelled images per digit")  # + a test split
     Path("afile").write_text("x")
     rc, _, err = run_cli(capsys, "default-dataset", "--per-class", "3", "--test-dir", "afile/test")
     assert_one_line_error(rc, err, "afile/test: afile is a file, not a folder")
