@@ -220,10 +220,14 @@ def _fold_generator(x: np.ndarray, y: np.ndarray, class_names: list[str], train_
 
 
 def _host() -> str:
+    """This machine's name, readable and collision-free: its letters and digits (at most 16) and
+    a hash of the whole name (``ip-172-31-2-210`` and ``ip-172-31-22-10`` read the same without it)."""
+    import hashlib
     import platform
     import re
 
-    return re.sub(r"[^A-Za-z0-9]", "", platform.node())[:32] or "host"
+    node = platform.node()
+    return (re.sub(r"[^A-Za-z0-9]", "", node)[:16] or "host") + hashlib.sha256(node.encode()).hexdigest()[:8]
 
 
 def _scratch_prefix(pid: int | None = None) -> str:

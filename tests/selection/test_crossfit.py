@@ -401,3 +401,16 @@ def test_a_killed_runs_scratch_is_removed_and_a_live_runs_kept(tmp_path):
     removed = remove_stale_scratch(tmp_path)
     assert removed == [str(tmp_path / killed)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_hosts_whose_names_differ_only_in_punctuation_do_not_share_scratch_names(monkeypatch):
+    """Otherwise one would take the other's live fold folders for a killed run's and delete them."""
+    import platform
+
+    from augment.selection.crossfit import _scratch_prefix
+
+    names = {}
+    for node in ("ip-172-31-2-210", "ip-172-31-22-10"):
+        monkeypatch.setattr(platform, "node", lambda node=node: node)
+        names[node] = _scratch_prefix(1234)
+    assert len(set(names.values())) == 2
