@@ -121,6 +121,16 @@ def _raised_in(exc: BaseException, package: str) -> bool:
     return False
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory errors: ``torch.OutOfMemoryError`` on CUDA, a RuntimeError from
+    the CPU allocator -- the machine's limit, not a fault of the user's model."""
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
 @contextmanager
 def user_model_errors(spec: str, param: str) -> Iterator[None]:
     """Report an error raised while training or scoring the user's own classifier (``param`` =
@@ -137,7 +147,7 @@ def user_model_errors(spec: str, param: str) -> Iterator[None]:
     except (AugmentError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 -- anything the user's code raises
-        if not _raised_in(exc, package):
+        if not _raised_in(exc, package) or _out_of_memory(exc):
             raise
         raise ConfigError(f"{param} = {spec!r}: training or scoring your model failed: {type(exc).__name__}: "
                           f"{exc}") from exc

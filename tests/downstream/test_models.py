@@ -233,3 +233,19 @@ def test_only_errors_raised_in_the_users_code_are_reported_as_their_models(user_
             with user_model_errors(spec, "evaluate.model"):
                 raise err
         assert info.value is err
+    # out of memory inside the user's forward: the machine's limit, not their model's fault
+    oom = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+    model.net = torch.nn.Sequential(_Raise(oom))
+    model.eval()  # past its own training-time error: the user's forward calls the layer that runs out
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        with user_model_errors(spec, "evaluate.model"):
+            model(torch.zeros(2, 1, 4, 4))
+
+
+class _Raise(torch.nn.Module):
+    def __init__(self, exc: BaseException):
+        super().__init__()
+        self.exc = exc
+
+    def forward(self, x):
+        raise self.exc
