@@ -107,15 +107,24 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
         for tmp, path in staged:  # renames only from here on
             os.replace(tmp, path)
             done.append(path)
-    except BaseException:
+    except BaseException as exc:
+        unrestored = []  # old files that could not be put back: kept aside, and named
         for path in reversed(done):  # put back what was there
-            with contextlib.suppress(OSError):
-                old = backups.get(path)
+            old = backups.get(path)
+            try:
                 if old is None:
                     os.unlink(path)
                 else:
                     os.replace(old, path)
+            except OSError:
+                if old is not None:
+                    unrestored.append(f"{path} (its previous contents: {old})")
+                    backups[path] = None  # keep it
         _unlink_all([tmp for tmp, _ in staged] + [b for b in backups.values() if b is not None])
+        if unrestored:
+            raise OSError(getattr(exc, "errno", None) or 5,
+                          f"writing {', '.join(str(p) for _, p in staged)} failed midway ({exc}) and "
+                          f"could not put back {'; '.join(unrestored)}") from exc
         raise
     _unlink_all(b for b in backups.values() if b is not None)
 
@@ -124,12 +133,15 @@ def _hard_link_aside(path: Path) -> str | None:
     """A second name for ``path``'s current file (None when there is none), to restore it from."""
     if not path.exists():
         return None
-    aside = tempfile.mktemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")  # noqa: S306 -- link fails if taken
-    try:
-        os.link(path, aside)
-    except OSError:  # a file system without hard links: a copy does
-        shutil.copyfile(path, aside)
-    return aside
+    while True:
+        aside = tempfile.mktemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")  # noqa: S306 -- link fails if taken
+        try:
+            os.link(path, aside)
+        except FileExistsError:  # taken since mktemp chose it: another name
+            continue
+        except OSError:  # a file system without hard links: a copy does
+            shutil.copyfile(path, aside)
+        return aside
 
 
 def _unlink_all(paths) -> None:

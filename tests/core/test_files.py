@@ -155,3 +155,23 @@ def test_a_rename_failing_midway_leaves_every_file_as_it_was(tmp_path: Path, mon
                                                                   "summary.json": b"old summary"}
     files.atomic_write_files(new)  # and when nothing fails, every file is new and no temp is left
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == {f.name: b"new" for f in new}
+
+
+def test_an_old_file_that_cannot_be_put_back_is_kept_and_named(tmp_path: Path, monkeypatch):
+    import augment.core.files as files
+
+    (tmp_path / "a.json").write_bytes(b"old a")
+    real_replace, calls = os.replace, []
+
+    def failing(src, dst):  # the second rename fails, and so does putting the first one back
+        calls.append(dst)
+        if len(calls) >= 2:
+            raise OSError(5, "Input/output error", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(OSError, match=r"could not put back .*a\.json \(its previous contents: .*\.old\)"):
+        files.atomic_write_files({tmp_path / "a.json": b"new a", tmp_path / "b.json": b"new b"})
+    kept = [f for f in tmp_path.iterdir() if f.name.endswith(".old")]
+    assert [f.read_bytes() for f in kept] == [b"old a"]
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
