@@ -479,6 +479,27 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
         raise ConfigError(f"{name} = {value!r} is out of range {bracket}{low}, {high}]")
 
 
+def _float_hint(text: str) -> str:
+    """How to write ``text`` (a number YAML read as a string, e.g. ``2e-4``) so that YAML reads a
+    number: the user's own digits with a decimal point and a signed exponent, or in full."""
+    import math
+
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    if exponent:
+        if "." not in mantissa:
+            mantissa += ".0"
+        if exponent[0] not in "+-":
+            exponent = "+" + exponent
+        return f" (YAML reads {text} as text: write it as {mantissa}e{exponent} or {number!r})"
+    return f" (YAML reads {text} as text: write it as {number!r})"
+
+
 def _check_workers(name: str, value: Optional[int]) -> None:
     if value is not None and not 1 <= value <= 512:
         raise ConfigError(f"{name} = {value}: expected a number of processes >= 1, or null (one per CPU)")
@@ -566,13 +587,7 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = ""
-            if isinstance(value, str):
-                try:
-                    hint = (f" (YAML reads {value} as text: write it with a decimal point, e.g. "
-                            f"{float(value):.1e}, or as {float(value):g})")
-                except ValueError:
-                    pass
+            hint = _float_hint(value) if isinstance(value, str) else ""
             raise ConfigError(f"{name} = {value!r}: expected a number{hint}")
         return float(value)
     if tp is str:

@@ -93,6 +93,10 @@ def test_common_yaml_slips_get_a_message_that_says_what_to_write(workspace, caps
     # PyYAML reads 2e-4 (no decimal point) as text
     _expect_refused(workspace, capsys, _params({"train": {"lr_g": "2e-4"}}),
                     "train.lr_g = '2e-4': expected a number (YAML reads 2e-4 as text", "0.0002")
+    from augment.config import _float_hint  # the hint keeps the user's digits
+    assert _float_hint("125e-6") == " (YAML reads 125e-6 as text: write it as 125.0e-6 or 0.000125)"
+    assert _float_hint("2.55e4") == " (YAML reads 2.55e4 as text: write it as 2.55e+4 or 25500.0)"
+    assert _float_hint("nan") == _float_hint("abc") == ""
     # an empty folder name is not "no test folder"
     _expect_refused(workspace, capsys, _params({"prepare": {"test_dir": ""}}),
                     "prepare.test_dir is empty", "null")
