@@ -322,7 +322,7 @@ def run_evaluate(cfg: EvaluateConfig, paths: Paths = Paths(), progress: bool = T
     metrics["classes_without_synthetic"] = classes_without_synthetic(labels[synthetic], ds.class_names)
     metrics["filter_accepted_per_class"] = {c: r.get("accepted") for c, r in filter_report.get("per_class", {}).items()}
     table = format_table(metrics)
-    if metrics["classes_without_synthetic"]:
+    if metrics["classes_without_synthetic"] and not _chose_none(metrics):  # (chose none: the table says so)
         table += ("\n\nWARNING: no synthetic sample for class(es) " + ", ".join(metrics["classes_without_synthetic"])
                   + ": for them (c) and (d) train on real images only")
     if cfg.ablation and Path(paths.filtered, "decisions.npz").is_file():
@@ -421,8 +421,17 @@ def _merge_warnings(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _chose_none(r: dict[str, Any]) -> bool:
+    """The merge stage chose to merge nothing (cross-fitting or tuning found no share that helps):
+    a decision, not a class the filter or the merge left empty."""
+    accepted = any((r.get("filter_accepted_per_class") or {}).values())  # there was something to merge
+    return accepted and r.get("synthetic_images") == 0 and r.get("synthetic_share") == 0.0
+
+
 def _evaluate_warnings(r: dict[str, Any]) -> list[str]:
     empty = r.get("classes_without_synthetic", [])
+    if empty and _chose_none(r):  # merge has warned why; evaluate only says what it measured
+        return ["note: the merge stage chose no synthetic sample (share 0.0), so (c) and (d) train as (a) and (b) do"]
     return [f"WARNING: evaluated with no synthetic sample for {len(empty)} class(es): {', '.join(empty)} "
             "((c) and (d) see only real images of them; flag no_syn in metrics/evaluate.json)"] if empty else []
 

@@ -58,6 +58,13 @@ def test_stage_warnings_name_the_empty_classes():
     assert "b" in get_stage("merge").warnings(merged)[0]
     assert "no_syn" in get_stage("evaluate").warnings({"classes_without_synthetic": ["b"]})[0]
     assert get_stage("evaluate").warnings({"classes_without_synthetic": []}) == []
+    # cross-fitting chose to merge nothing: a decision (merge said why), not classes left empty
+    chose_none = {"classes_without_synthetic": ["a", "b"], "synthetic_images": 0, "synthetic_share": 0.0,
+                  "filter_accepted_per_class": {"a": 5, "b": 7}}
+    (note,) = get_stage("evaluate").warnings(chose_none)
+    assert note.startswith("note: the merge stage chose no synthetic sample") and "WARNING" not in note
+    chose_none["filter_accepted_per_class"] = {"a": 0, "b": 0}  # nothing to choose from: still a warning
+    assert "no_syn" in get_stage("evaluate").warnings(chose_none)[0]
 
 
 def test_zero_accepted_filter_warns_and_flags_the_metrics(workspace: Path, capsys):
