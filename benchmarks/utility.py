@@ -352,9 +352,17 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
     """``--set GROUP.KEY=JSON ...`` -> ``{group: {key: value}}`` (the params overrides of a run)."""
     overrides: dict[str, dict[str, Any]] = {}
     for item in items:
-        key, _, value = item.partition("=")
-        group, _, name = key.partition(".")
-        overrides.setdefault(group, {})[name] = json.loads(value)
+        key, eq, value = item.partition("=")
+        group, dot, name = key.partition(".")
+        if not eq or not dot or not group or not name:
+            raise SystemExit(f"--set {item!r}: expected GROUP.KEY=JSON, e.g. train.iterations=500")
+        try:
+            overrides.setdefault(group, {})[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(
+                f"--set {item!r}: the value {value!r} is not JSON; a string needs its quotes, "
+                f"which the shell strips unless the whole item is quoted: '{key}=\"{value}\"'"
+            ) from None
     return overrides
 
 

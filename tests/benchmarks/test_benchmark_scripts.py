@@ -297,3 +297,14 @@ def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
     md = tmp_path / "screen.md"
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
     assert len([line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]) == 1
+
+
+def test_utility_set_names_the_item_when_the_shell_stripped_a_strings_quotes():
+    from benchmarks import utility
+
+    assert utility.parse_set(['generate.sampler="residual"', 'filter.filters=["label"]']) == {
+        "generate": {"sampler": "residual"}, "filter": {"filters": ["label"]}}
+    with pytest.raises(SystemExit, match=r"generate\.sampler=residual.*not JSON.*quoted"):
+        utility.parse_set(["generate.sampler=residual"])
+    with pytest.raises(SystemExit, match="GROUP.KEY=JSON"):
+        utility.parse_set(["iterations=500"])
