@@ -128,7 +128,7 @@ def quality_report(
     sets: dict[str, tuple[np.ndarray, np.ndarray]], class_names: list[str], spec: ClassifierSpec,
     seed: int, device: torch.device = torch.device("cpu"), k: int = 5,
 ) -> dict[str, Any]:
-    """Quality of each named synthetic set (e.g. ``accepted``, ``generated``).
+    """Quality of each named synthetic set (e.g. ``merged``, ``generated``).
 
     The feature classifier is trained on ``train_x`` (real TRAIN split) only; ``test_x`` is the
     real reference and the CAS test set (evaluate's final scoring, nothing is tuned on it).
@@ -169,7 +169,7 @@ def format_quality(report: dict[str, Any]) -> str:
     ]
     for name, q in report["sets"].items():
         if q is None:
-            lines.append(f"{name:<10} {0:>6} (no samples)")
+            lines.append(f"{name:<10} {0:>6} (no samples{': the merge stage chose none' if name == 'merged' else ''})")
             continue
         p = q["prdc"] or {}
         lines.append(
@@ -192,15 +192,16 @@ def format_quality(report: dict[str, Any]) -> str:
 
 
 def evaluate_quality(ds: Any, syn_x: np.ndarray, syn_y: np.ndarray, generated_dir: str | None, cfg: Any) -> dict[str, Any]:
-    """The evaluate stage's quality block: accepted (merged) samples and, when the generate
-    output is present, every generated sample. ``cfg`` is the :class:`EvaluateConfig`."""
+    """The evaluate stage's quality block: the merged synthetic samples (those the merge stage drew
+    from the filter's accepted ones) and, when the generate output is present, every generated
+    sample. ``cfg`` is the :class:`EvaluateConfig`."""
     from pathlib import Path
 
     from augment.core.device import resolve_device
 
     train_x, train_y = ds.subset("train")  # feature extractor: real TRAIN split only
     test_x, test_y = ds.subset("test")  # reference / CAS test set: final scoring only
-    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"accepted": (syn_x, syn_y)}
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"merged": (syn_x, syn_y)}
     if generated_dir is not None and (Path(generated_dir) / "generate.json").is_file():
         from augment.generation.shards import iter_shards
 

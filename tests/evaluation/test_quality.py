@@ -86,6 +86,16 @@ def test_evaluate_stage_reports_quality(workspace: Path):
         assert main([stage, "--quiet"]) == 0
     metrics = json.loads(Path("metrics/evaluate_detail.json").read_text())
     q = metrics["quality"]
-    assert set(q["sets"]) == {"accepted", "generated"}  # the merged set and every generated sample
-    assert q["sets"]["accepted"]["n_synthetic"] == metrics["synthetic_images"]
+    assert set(q["sets"]) == {"merged", "generated"}  # the merged set and every generated sample
+    assert q["sets"]["merged"]["n_synthetic"] == metrics["synthetic_images"]
     assert "Synthetic quality" in Path("metrics/evaluate.md").read_text()
+
+
+def test_quality_table_says_when_the_merge_stage_chose_no_sample():
+    from augment.evaluation.quality import format_quality
+
+    report = {"feature_model": "f", "reference": "test split", "k": 5, "real_only_accuracy": 0.9,
+              "sets": {"merged": None, "generated": None}}
+    lines = format_quality(report).splitlines()
+    assert any(line.startswith("merged") and "the merge stage chose none" in line for line in lines)
+    assert any(line.startswith("generated") and line.endswith("(no samples)") for line in lines)
