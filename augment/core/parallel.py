@@ -84,6 +84,8 @@ def _die_with_parent() -> None:
     """Linux: SIGTERM this worker when the stage process dies (killed by DVC, Prefect or the user),
     instead of finishing a job nobody will read. Elsewhere, workers exit after their current job."""
     import ctypes
+    import multiprocessing
+    import os
     import signal
     import sys
 
@@ -92,6 +94,12 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    # The signal only covers a parent that dies after the prctl above. A stage killed while this
+    # worker was still starting (importing torch takes seconds) has already left it to init, and
+    # the worker would run a whole job for nobody (seen: a killed benchmark's fold workers).
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
 
 
 class _InlineExecutor(Executor):

@@ -144,3 +144,29 @@ def test_inference_threads_use_the_cpus_and_restore_the_setting(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_worker_whose_stage_process_died_while_it_started_exits(monkeypatch):
+    """The parent-death signal is set up in the worker's initializer; a stage killed before that
+    (while the worker imported torch) must not leave the worker to run a job for nobody."""
+    import multiprocessing
+    import os
+
+    from augment.core import parallel
+
+    class _Parent:
+        pid = os.getppid() + 1_000_000  # not this process's parent: the stage process is gone
+
+    exits: list[int] = []
+    monkeypatch.setattr("sys.platform", "not-linux")  # no parent-death signal for pytest itself
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: _Parent())
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    parallel._die_with_parent()
+    assert exits == [1]
+
+    class _Alive:
+        pid = os.getppid()
+
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: _Alive())
+    parallel._die_with_parent()
+    assert exits == [1]  # a live stage process: the worker carries on
