@@ -403,11 +403,20 @@ class ClassicalConfig:
     # (augment/data/classical.py; ~20x faster). "albumentations": the albumentations Compose called
     # per image -- the random stream of runs made before the batched engine existed.
     engine: Literal["batched", "albumentations"] = "batched"
+    # What fills the corners a rotation or shift uncovers. "auto": each image's own background, the
+    # per-channel median of its outermost pixel ring (0 on black-background data such as digits, so
+    # the same output as "zero" there); "zero": black, as albumentations' Affine fills (the only
+    # fill of engine albumentations). A black frame on light-background images is learnt by the
+    # generator (train.real_augment: classical) and seen by every downstream classifier.
+    border: Literal["auto", "zero"] = "auto"
 
     def validate(self) -> None:
         _check_range("classical.rotate", self.rotate, 0.0, 180.0)
         _check_range("classical.translate", self.translate, 0.0, 0.5)
         _check_range("classical.scale", self.scale, 0.0, 0.9)
+        if self.engine == "albumentations" and self.border != "zero":
+            raise ConfigError(f"classical.border = {self.border!r} needs classical.engine: batched; engine "
+                              f"albumentations (the random stream of older runs) fills with 0: set classical.border: zero")
 
 
 @dataclass(frozen=True)

@@ -78,28 +78,38 @@ def affine_matrices(translate_x: np.ndarray, translate_y: np.ndarray, shear_x: n
     return m
 
 
-def warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def border_fill(batch: np.ndarray) -> np.ndarray:
+    """``(N, C)``: each image's background, the per-channel median of its outermost pixel ring
+    (``classical.border: auto``); 0 where most of the ring is 0, as on digits."""
+    ring = np.concatenate([batch[:, 0], batch[:, -1], batch[:, 1:-1, 0], batch[:, 1:-1, -1]], axis=1)
+    return np.median(ring, axis=1)
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
     """One ``(H, W, C)`` uint8 image through a forward affine matrix, as albumentations' Affine
-    warps it: bilinear, constant 0 border; more than 4 channels in chunks of 4 and a 2-channel
-    remainder one channel at a time, as albucore's ``maybe_process_in_chunks`` does."""
+    warps it: bilinear, constant border (``fill`` per channel; None = 0, albumentations' fill);
+    more than 4 channels in chunks of 4 and a 2-channel remainder one channel at a time, as
+    albucore's ``maybe_process_in_chunks`` does."""
     import cv2
 
     h, w, c = image.shape
     m = matrix[:2]
+    values = np.zeros(c) if fill is None else np.asarray(fill, dtype=float)
 
-    def one(img: np.ndarray) -> np.ndarray:
+    def one(img: np.ndarray, i: int) -> np.ndarray:
+        value = tuple(float(v) for v in values[i:i + img.shape[2]]) + (0.0,) * (4 - img.shape[2])
         out = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0,) * 4)
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=value)
         return out.reshape(h, w, -1)
 
     if c <= 4:
-        return one(image)
+        return one(image, 0)
     chunks = []
     for i in range(0, c, 4):
         if c - i == 2:
-            chunks += [one(image[:, :, i:i + 1]), one(image[:, :, i + 1:i + 2])]
+            chunks += [one(image[:, :, i:i + 1], i), one(image[:, :, i + 1:i + 2], i + 1)]
         else:
-            chunks.append(one(image[:, :, i:i + 4]))
+            chunks.append(one(image[:, :, i:i + 4], i))
     return np.concatenate(chunks, axis=2)
 
 
@@ -147,8 +157,9 @@ class BatchedClassical:
         mats = affine_matrices(*(params[k] for k in keys), shape=batch.shape[1:3])
         # albumentations returns the input of an identity warp unchanged (np.allclose to the identity)
         identity = np.isclose(mats, np.eye(3), rtol=1e-5, atol=1e-8).all(axis=(1, 2))
+        fills = border_fill(batch) if self.cfg.border == "auto" else None
         for i in np.flatnonzero(params["affine"] & ~identity):
-            out[i] = warp(batch[i], mats[i])
+            out[i] = warp(batch[i], mats[i], None if fills is None else fills[i])
         sel = np.flatnonzero(params["brightness_contrast"])
         if len(sel):
             luts = brightness_contrast_luts(params["alpha"][sel], params["beta"][sel])

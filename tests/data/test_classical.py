@@ -35,7 +35,7 @@ def _albumentations_with(params: dict[str, np.ndarray], i: int, img: np.ndarray,
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (25, 25, 1), (32, 32, 3), (16, 20, 6)])
 def test_same_parameters_give_albumentations_output(shape):
-    cfg = ClassicalConfig(rotate=15.0, translate=0.15, scale=0.2)
+    cfg = ClassicalConfig(rotate=15.0, translate=0.15, scale=0.2, border="zero")  # albumentations fills 0
     batch = np.random.default_rng(1).integers(0, 256, (64,) + shape, dtype=np.uint8)
     eng = BatchedClassical(cfg, seed=3)
     params = eng.draw(len(batch), shape[:2])
@@ -107,3 +107,32 @@ def test_engine_switch_and_bad_input():
     assert augment_batch(ref, batch).shape == batch.shape
     with pytest.raises(TypeError, match="uint8"):
         BatchedClassical(cfg, 0)(batch.astype(np.float32))
+
+
+def test_auto_border_fills_uncovered_corners_with_the_images_background_not_black():
+    """Light-background images: a rotation must not paint a black frame that the generator would
+    learn and every downstream classifier would see; black-background digits are unchanged."""
+    light = np.full((16, 32, 32, 3), 200, np.uint8)
+    light[:, 12:20, 12:20] = (10, 120, 240)  # an object in the middle
+    auto, zero = ClassicalConfig(rotate=30.0), ClassicalConfig(rotate=30.0, border="zero")
+    params = BatchedClassical(auto, seed=0).draw(len(light), (32, 32))
+    params["affine"][:] = True
+    params["brightness_contrast"][:] = False
+    ours = BatchedClassical(auto, seed=0).apply(light, params)
+    black = BatchedClassical(zero, seed=0).apply(light, params)
+    corners = np.concatenate([ours[:, :3, :3], ours[:, -3:, -3:]], axis=1).reshape(-1, 3)
+    assert (corners == 200).all()
+    assert (black[:, :2, :2] < 100).any()  # what "zero" (albumentations' fill) gives
+    dark = np.zeros((16, 8, 8, 1), np.uint8)
+    dark[:, 2:6, 3:5] = 255  # a digit on black
+    p8 = BatchedClassical(auto, seed=1).draw(len(dark), (8, 8))
+    np.testing.assert_array_equal(BatchedClassical(auto, seed=1).apply(dark, p8),
+                                  BatchedClassical(zero, seed=1).apply(dark, p8))
+
+
+def test_auto_border_needs_the_batched_engine():
+    from augment.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="classical.border: zero"):
+        ClassicalConfig(engine="albumentations").validate()
+    ClassicalConfig(engine="albumentations", border="zero").validate()
