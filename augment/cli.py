@@ -91,6 +91,8 @@ def run_stages(names: tuple[str, ...], cfg, paths: Paths, progress: bool,
     for name in names:  # every stage's outputs checked before the first one writes anything
         check_stage_paths(get_stage(name), cfg, paths, protect)
     for name in names:
+        if name == "train" and "prepare" not in names:  # `augment train` alone, as dvc repro runs it
+            check_crossfit_folds(cfg, paths)  # crossfit.folds fits the data: fail before training, not after
         stage = get_stage(name)
         out = stage(cfg, paths, progress=progress, protect=protect)
         print(stage.summary(out))

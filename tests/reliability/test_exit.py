@@ -185,3 +185,7 @@ def test_too_many_folds_for_the_data_fails_right_after_prepare(workspace, capsys
     assert_one_line_error(rc, err, "crossfit.folds = 20 needs at least 20 labelled images in every class",
                           "class_0", "lower crossfit.folds")
     assert Path("data/prepared/dataset.npz").is_file() and not Path("models/generator.safetensors").exists()
+    # dvc repro runs each stage alone: `augment train` checks the folds before it trains
+    rc, _, err = run_cli(capsys, "train", "--quiet")
+    assert_one_line_error(rc, err, "crossfit.folds = 20 needs at least 20 labelled images in every class")
+    assert not Path("models/generator.safetensors").exists()
