@@ -184,7 +184,9 @@ def run_crossfit(cfg: CrossfitConfig, paths: Paths = Paths(), progress: bool = T
     else:
         ds = load_prepared(paths.prepared)
         x, y = ds.subset("train")  # every labelled image outside the test split (and val, if any) -- never test
-        log = (lambda m: print(m, flush=True)) if progress else None
+        # One line per fold, also under --quiet (dvc.yaml): cross-fitting trains a generator per fold
+        # and is the pipeline's longest stage; without them a user sees nothing for many minutes.
+        log = lambda m: print(m, flush=True)  # noqa: E731
         out = {"used": True, **crossfit_select(x, y, ds.class_names, cfg, train, generate, filter, classical, log,
                                                realise=merge.realise), "prepared_sha256": ds.fingerprint()}
     with atomic_directory(paths.crossfit) as tmp:

@@ -338,6 +338,9 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             fit, held = folds != f, folds == f
             syn_x, syn_y, rank = job.result()
             accepted_per_fold.append([int(c) for c in np.bincount(syn_y, minlength=k)])
+            if progress:
+                progress(f"crossfit fold {f + 1}/{n_folds}: generator trained on the other folds, "
+                         f"{len(syn_y)} samples accepted; its classifiers are queued")
             real_counts = np.bincount(y[fit], minlength=k)
             for i, (share, frac) in enumerate(points):
                 pick, draw = select_for_share(syn_y, np.ones(len(syn_y), bool), rank, real_counts, share, frac, realise)
