@@ -31,8 +31,10 @@ def _save_fig(fig, path: str | Path) -> None:
 
 
 def score_histogram(conf: np.ndarray, labels: np.ndarray, accepted: np.ndarray,
-                    class_names: Sequence[str], path: str | Path) -> None:
-    """Per-class histograms of discriminator confidence, accepted vs rejected."""
+                    class_names: Sequence[str], path: str | Path,
+                    title: str = "discriminator confidence per class") -> None:
+    """Per-class histograms of the filter's rank score, accepted vs rejected; ``title`` says
+    which score it is (calibrated P(real), uncalibrated sigmoid, label confidence)."""
     k = len(class_names)
     cols = min(k, 5)
     rows = -(-k // cols)
@@ -48,7 +50,8 @@ def score_histogram(conf: np.ndarray, labels: np.ndarray, accepted: np.ndarray,
     for j in range(k, rows * cols):
         axes[j // cols][j % cols].axis("off")
     axes[0][0].legend(fontsize=6)
-    fig.suptitle("discriminator confidence per class", fontsize=9)
+    fig.tight_layout()
+    fig.suptitle(title, fontsize=9, y=1.0, va="bottom")  # above the panels' titles, not over them
     _save_fig(fig, path)
 
 
@@ -58,11 +61,26 @@ def loss_curves(log: Sequence[dict], path: str | Path) -> None:
     # one order whatever order the rows' keys come in (a resumed run restores its log with sorted
     # keys): the same losses give the same picture, so DVC sees the same models/ folder
     keys = sorted({k for r in log for k in r} - {"iteration"})
+    if not keys:
+        return
     it = [r["iteration"] for r in log]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k in keys:
-        ax.plot(it, [r.get(k, np.nan) for r in log], label=k, linewidth=1)
-    ax.set_xlabel("iteration")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    # One panel per series, each on its own scale: on a shared axis the VAE's KL (~100) flattened
+    # every other loss into a line at 0.
+    cols = min(len(keys), 3)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 1.9 * rows), squeeze=False, sharex=True)
+    for j, k in enumerate(keys):
+        ax = axes[j // cols][j % cols]
+        ax.plot(it, [r.get(k, np.nan) for r in log], linewidth=1)
+        ax.set_title(k, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for j in range(len(keys), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    for col in range(cols):  # the lowest panel of each column carries the iteration axis
+        lowest = max(r for r in range(rows) if r * cols + col < len(keys))
+        ax = axes[lowest][col]
+        ax.tick_params(labelbottom=True)
+        ax.set_xlabel("iteration", fontsize=7)
+    fig.tight_layout()
     _save_fig(fig, path)

@@ -542,6 +542,22 @@ def collect_grid_samples(gen_dir: str | Path, decisions: dict[str, np.ndarray], 
     return grids
 
 
+def rank_score_name(report: dict[str, Any]) -> str:
+    """What :func:`decide`'s rank score (``confidence``) is, for a plot title."""
+    filters = report.get("per_filter", {})
+    if "discriminator" in filters:
+        cal = filters["discriminator"].get("calibration") or {}
+        method = cal.get("method", "none")
+        if method == "none":
+            why = (": calibration needs held-out reals, prepare.val_fraction > 0"
+                   if cal.get("n_real", 0) < 2 else "")
+            return f"discriminator score per class (sigmoid of its logit, not calibrated{why})"
+        return f"discriminator confidence per class (P(real), {method}-calibrated)"
+    if "label" in filters:
+        return "label confidence per class (classifier probability of the intended class)"
+    return "no rank score (sample order): per class"
+
+
 def save_filter_output(decisions: dict[str, np.ndarray], report: dict[str, Any], out_dir: str | Path,
                        class_names: list[str], grids: dict[str, np.ndarray] | None = None) -> None:
     from augment.core.plots import save_png, score_histogram
@@ -550,7 +566,7 @@ def save_filter_output(decisions: dict[str, np.ndarray], report: dict[str, Any],
         atomic_save_npz(tmp / "decisions.npz", **decisions)
         atomic_write_json(tmp / "report.json", report)
         score_histogram(decisions["confidence"], decisions["labels"], decisions["accepted"], class_names,
-                        tmp / "score_histogram.png")
+                        tmp / "score_histogram.png", title=rank_score_name(report))
         for kind, grid in (grids or {}).items():
             save_png(grid, tmp / f"{kind}_grid.png")
 
