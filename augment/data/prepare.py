@@ -311,6 +311,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     resized_files = [{"file": all_files[i], "from": list(a.shape[:2])}
                      for i, a in enumerate(arrays + test_arrays) if a.shape[:2] != shape[:2]]
     colour_files = [all_files[i] for i, c in enumerate(colour) if c]
+    grey_files = [all_files[i] for i, c in enumerate(colour) if not c]
     grey_rgb_files = [all_files[i] for i, (r, c) in enumerate(zip(rgb, colour)) if r and not c]
     dups = find_duplicates(images, all_hashes, split, cfg.near_duplicate_tolerance)
     # The same image under two class labels: one of the labels is wrong (reported, not guessed).
@@ -349,6 +350,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
     kept_files = set(all_files)
     colour_files = [f for f in colour_files if f in kept_files]  # counted over the images used
     grey_rgb_files = [f for f in grey_rgb_files if f in kept_files]
+    grey_files = [f for f in grey_files if f in kept_files]
     ds = PreparedDataset(images, labels, split, scan.class_names, all_files, all_hashes)
     cross = [d for d in dups if d["cross_split"]]
     report = {
@@ -364,6 +366,7 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
         "channels": cfg.channels,  # the param; image_shape[2] is what it resolved to
         "colour_images": len(colour_files),  # with channels auto, any colour image makes every image RGB
         "colour_example": colour_files[0] if colour_files else None,
+        "grey_example": grey_files[0] if grey_files else None,  # grey pixels; copied to RGB when any is colour
         "grey_rgb_images": len(grey_rgb_files),  # RGB files with grey pixels (R = G = B within 2 levels)
         "grey_rgb_example": grey_rgb_files[0] if grey_rgb_files else None,
         "images_read": len(all_files),

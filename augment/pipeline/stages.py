@@ -505,7 +505,8 @@ def _prepare_warnings(r: dict[str, Any]) -> list[str]:
     grey_rgb, channels = r.get("grey_rgb_images", 0), r["image_shape"][2] if len(r["image_shape"]) > 2 else None
     if channels == 3 and r.get("channels", "auto") == "auto" and colour and total and colour < total:
         out.append(f"note: {colour} of {total} images are colour (e.g. {r.get('colour_example')}), so every image "
-                   "is prepared as RGB; convert those to grey if the data is grey (or set prepare.channels: grey)")
+                   f"is prepared as RGB: the {total - colour} grey one(s) (e.g. {r.get('grey_example')}) get their grey "
+                   "copied to R, G and B; convert the colour ones to grey if the data is grey (or set prepare.channels: grey)")
     if channels == 1 and colour:
         why = ("prepare.channels: grey" if r.get("channels") == "grey"
                else "the labelled images are grey, and test images follow them")

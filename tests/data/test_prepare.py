@@ -233,6 +233,9 @@ def test_one_colour_image_keeps_the_set_rgb_and_grey_converts_it(tmp_path: Path)
     assert ds.images.shape[-1] == 3 and report["colour_images"] == 1 and report["grey_rgb_images"] == 8
     assert any("1 of 9 images are colour" in w and "prepare.channels: grey" in w
                for w in get_stage("prepare").warnings(report))
+    # the grey files that became RGB are named too, not only the colour one
+    assert report["grey_example"] in ds.files and report["grey_example"].endswith(("0.png", "1.png", "2.png", "3.png"))
+    assert any(f"the 8 grey one(s) (e.g. {report['grey_example']})" in w for w in get_stage("prepare").warnings(report))
 
     ds1, report1 = prepare_dataset(PrepareConfig(**{**cfg.__dict__, "channels": "grey"}))
     assert ds1.images.shape[-1] == 1
