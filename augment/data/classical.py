@@ -4,7 +4,9 @@ images a generator is trained on (``train.real_augment: classical``).
 
 The transform is albumentations 2.x ``Affine`` (rotate, translate, scale, shear; constant 0
 border; p 0.9) then ``RandomBrightnessContrast`` (+-0.15; p 0.5) -- :func:`albumentations_pipeline`
-builds exactly that ``Compose``. Two engines apply it (``classical.engine``):
+builds exactly that ``Compose``. ``classical.border: auto`` (default, batched engine) fills the
+uncovered corners with each image's background instead of 0 (:func:`border_fill`); 0 on
+black-background data, where the output is albumentations' own. Two engines apply it (``classical.engine``):
 
 * ``batched`` (default): :class:`BatchedClassical` draws the same parameter distributions as that
   ``Compose`` for a whole batch at once (numpy), builds the affine matrices with albumentations'
