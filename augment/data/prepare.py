@@ -392,10 +392,10 @@ def prepare_dataset(cfg: PrepareConfig) -> tuple[PreparedDataset, dict[str, Any]
 def recorded_under(ds: PreparedDataset, report: dict[str, Any], workspace: str | Path
                    ) -> tuple[PreparedDataset, dict[str, Any]]:
     """``ds`` and ``report`` with every image path they record (``manifest.csv``'s ``file``, the
-    report's skipped, altered, conflicting, dropped and duplicate files) relative to ``workspace``
-    when inside it (:func:`augment.core.files.workspace_relative`): the prepared bytes, and so every
-    later stage's inputs and cache keys, are the same whether the run was given ``.`` or the
-    workspace's absolute path."""
+    report's skipped, altered, resized, conflicting, dropped and duplicate files and its examples)
+    relative to ``workspace`` when inside it (:func:`augment.core.files.workspace_relative`): the
+    prepared bytes, and so every later stage's inputs and cache keys, are the same whether the run
+    was given ``.`` or the workspace's absolute path."""
     import dataclasses
 
     from augment.core.files import workspace_relative
@@ -421,6 +421,10 @@ def recorded_under(ds: PreparedDataset, report: dict[str, Any], workspace: str |
     dup["dropped"] = [entry(d, ("file",)) for d in dup.get("dropped", [])]
     dup["pairs"] = [entry(d, ("a", "b")) for d in dup.get("pairs", [])]
     rep["duplicates"] = dup
+    rep["resized_files"] = [entry(d, ("file",)) for d in report.get("resized_files", [])]
+    for k in ("colour_example", "grey_example", "grey_rgb_example"):
+        if isinstance(report.get(k), str):
+            rep[k] = shown(report[k])
     return dataclasses.replace(ds, files=[shown(f) for f in ds.files]), rep
 
 

@@ -170,8 +170,16 @@ def test_prepare_records_and_cache_keys_do_not_depend_on_how_the_workspace_is_sp
     from augment.flows.caching import hash_path, stage_key
     from tests.conftest import make_image_folder, write_params
 
+    import numpy as np
+
+    from augment.core.images import png_bytes
+
     ws = tmp_path / "ws"
     make_image_folder(ws / "data" / "raw")
+    # a colour file and an odd-sized one: the report names an example of each (and of a grey file)
+    rng = np.random.default_rng(5)
+    (ws / "data/raw/class_0/colour.png").write_bytes(png_bytes(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
+    (ws / "data/raw/class_1/wide.png").write_bytes(png_bytes(rng.integers(0, 256, (8, 12, 1), dtype=np.uint8)))
     write_params(ws / "params.yaml")
     cfg = load_params(ws / "params.yaml")
     monkeypatch.chdir(ws)
@@ -180,6 +188,9 @@ def test_prepare_records_and_cache_keys_do_not_depend_on_how_the_workspace_is_sp
     first = hash_path(ws / "data/prepared")
     rows = (ws / "data/prepared/manifest.csv").read_text().splitlines()[1:]
     assert rows and all(r.startswith("data/raw/") for r in rows)
+    report = __import__("json").loads((ws / "data/prepared/report.json").read_text())
+    assert report["colour_example"] == "data/raw/class_0/colour.png" and report["grey_example"].startswith("data/raw/")
+    assert [r["file"] for r in report["resized_files"]] == ["data/raw/class_1/wide.png"]
     keys_dot = {n: stage_key(n, root_config(cfg, "."), dot) for n in STAGE_NAMES}
     monkeypatch.chdir(tmp_path)
     absolute = Paths().rooted(ws)
