@@ -159,9 +159,10 @@ class BatchedClassical:
         mats = affine_matrices(*(params[k] for k in keys), shape=batch.shape[1:3])
         # albumentations returns the input of an identity warp unchanged (np.allclose to the identity)
         identity = np.isclose(mats, np.eye(3), rtol=1e-5, atol=1e-8).all(axis=(1, 2))
-        fills = border_fill(batch) if self.cfg.border == "auto" else None
-        for i in np.flatnonzero(params["affine"] & ~identity):
-            out[i] = warp(batch[i], mats[i], None if fills is None else fills[i])
+        moved = np.flatnonzero(params["affine"] & ~identity)
+        fills = border_fill(batch[moved]) if self.cfg.border == "auto" else [None] * len(moved)
+        for i, fill in zip(moved, fills):
+            out[i] = warp(batch[i], mats[i], fill)
         sel = np.flatnonzero(params["brightness_contrast"])
         if len(sel):
             luts = brightness_contrast_luts(params["alpha"][sel], params["beta"][sel])
