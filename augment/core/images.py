@@ -189,8 +189,13 @@ def resize_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return res[..., None] if res.ndim == 2 else res
 
 
-def image_grid(images: np.ndarray, nrow: int, pad: int = 1, scale: int = 1) -> np.ndarray:
-    """Tile ``(N, H, W, C)`` uint8 images into one ``(H', W', C)`` grid, ``nrow`` per row."""
+def image_grid(images: np.ndarray, nrow: int, pad: int = 1, scale: int = 1,
+               row_labels: list[str] | None = None) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` uint8 images into one ``(H', W', C)`` grid, ``nrow`` per row.
+
+    ``row_labels`` (one per row, e.g. the class names of a grid with one class per row) are written
+    in a strip left of the images, so a reader can tell which row shows which class.
+    """
     n, h, w, c = images.shape
     ncol = nrow
     rows = max(1, -(-n // ncol))
@@ -201,4 +206,30 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 1, scale: int = 1) -> n
         grid[y : y + h, x : x + w] = images[i]
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    if row_labels is not None:
+        if len(row_labels) != rows:
+            raise ValueError(f"image_grid: {len(row_labels)} row labels for {rows} rows")
+        centres = [(pad + r * (h + pad)) * scale + h * scale // 2 for r in range(rows)]
+        grid = np.concatenate([_label_strip(row_labels, centres, grid.shape[0], c), grid], axis=1)
     return grid
+
+
+def shorten(text: str, max_chars: int = 14) -> str:
+    """``text`` cut to ``max_chars`` characters, ending in ``..`` when cut (for a grid's row label)."""
+    return text if len(text) <= max_chars else text[: max_chars - 2] + ".."
+
+
+def _label_strip(labels: list[str], centres: list[int], height: int, channels: int) -> np.ndarray:
+    """A black ``(height, width, channels)`` strip with each label in white, centred on its row."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    texts = [shorten(str(t), 22) for t in labels]
+    boxes = [font.getbbox(t) for t in texts]
+    width = max(b[2] for b in boxes) + 6
+    strip = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(strip)
+    for text, box, y in zip(texts, boxes, centres, strict=True):
+        draw.text((3, y - (box[1] + box[3]) // 2), text, fill=255, font=font)
+    arr = np.asarray(strip, dtype=np.uint8)[..., None]
+    return np.repeat(arr, channels, axis=2)

@@ -46,7 +46,7 @@ from augment.core.files import (
     atomic_write_json,
     load_npz,
 )
-from augment.core.images import image_grid
+from augment.core.images import image_grid, shorten
 from augment.errors import DataError
 from augment.filters.calibration import (
     Calibration,
@@ -512,8 +512,12 @@ def _filter_samples(gen_dir: str | Path, cfg: FilterConfig, ctx: FilterContext
 
 
 def collect_grid_samples(gen_dir: str | Path, decisions: dict[str, np.ndarray], per_class: int,
-                         num_classes: int) -> dict[str, np.ndarray]:
-    """Up to ``per_class`` accepted and rejected images per class (best / worst by rank), streamed."""
+                         class_names: list[str]) -> dict[str, np.ndarray]:
+    """Up to ``per_class`` accepted and rejected images per class (best / worst by rank), streamed.
+
+    One row per class, labelled with its name and its count of that kind (a short row is padded black).
+    """
+    num_classes = len(class_names)
     pick: dict[str, set[int]] = {"accepted": set(), "rejected": set()}
     lab, acc, rank = decisions["labels"], decisions["accepted"], decisions["confidence"]
     for c in range(num_classes):
@@ -538,7 +542,9 @@ def collect_grid_samples(gen_dir: str | Path, decisions: dict[str, np.ndarray], 
             imgs += [np.zeros(shape, np.uint8)] * (per_class - len(imgs))
             rows.extend(imgs)
         scale = max(1, 64 // max(shape[0], 1))
-        grids[kind] = image_grid(np.stack(rows), per_class, pad=1, scale=min(scale, 8))
+        counts = [int(((lab == c) & (acc if kind == "accepted" else ~acc)).sum()) for c in range(num_classes)]
+        labels = [f"{shorten(name)} ({n})" for name, n in zip(class_names, counts, strict=True)]
+        grids[kind] = image_grid(np.stack(rows), per_class, pad=1, scale=min(scale, 8), row_labels=labels)
     return grids
 
 

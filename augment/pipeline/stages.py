@@ -125,7 +125,7 @@ def run_filter(cfg: FilterConfig, paths: Paths = Paths(), progress: bool = True,
     class_names = load_generate_meta(paths.generated)["class_names"]
     ctx = filter_context(cfg, paths, classical)
     decisions, report = filter_samples(paths.generated, cfg, ctx)
-    grids = collect_grid_samples(paths.generated, decisions, cfg.grid_per_class, len(class_names))
+    grids = collect_grid_samples(paths.generated, decisions, cfg.grid_per_class, class_names)
     save_filter_output(decisions, report, paths.filtered, class_names, grids)
     return report
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from augment.config import ClassicalConfig, TrainConfig
 from augment.core.device import resolve_device
-from augment.core.images import image_grid
+from augment.core.images import image_grid, shorten
 from augment.core.pixels import to_tensor, to_uint8
 from augment.data.classical import augment_batch, classical_augmentation
 from augment.errors import CheckpointError
@@ -70,8 +70,10 @@ def class_balanced_indices(labels_t: torch.Tensor, num_classes: int, batch: int,
     return idx
 
 
-def sample_grid(sampler: torch.nn.Module, num_classes: int, per_class: int, seed: int, device: torch.device) -> np.ndarray:
-    """One row per class, fixed noise: grids from different iterations are comparable."""
+def sample_grid(sampler: torch.nn.Module, class_names: list[str], per_class: int, seed: int,
+                device: torch.device) -> np.ndarray:
+    """One row per class, labelled with its name; fixed noise: grids of different iterations compare."""
+    num_classes = len(class_names)
     g = torch.Generator(device="cpu").manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
     was_training = sampler.training
@@ -80,7 +82,7 @@ def sample_grid(sampler: torch.nn.Module, num_classes: int, per_class: int, seed
         imgs = to_uint8(sampler.sample(labels, g))
     sampler.train(was_training)
     scale = max(1, 64 // imgs.shape[1])
-    return image_grid(imgs, nrow=per_class, scale=scale)
+    return image_grid(imgs, nrow=per_class, scale=scale, row_labels=[shorten(n) for n in class_names])
 
 
 def train_generator(
@@ -169,7 +171,7 @@ def train_generator(
                 on_log(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k.startswith("loss") or k == "aug_p"})
         if it % cfg.sample_every == 0 or it == cfg.iterations:
-            result.grids[it] = sample_grid(trainer.sampler(), num_classes, 8, cfg.seed, device)
+            result.grids[it] = sample_grid(trainer.sampler(), class_names, 8, cfg.seed, device)
             if on_grid:
                 on_grid(it, result.grids[it])
         if resume_path is not None and (it % cfg.checkpoint_every == 0) and it < cfg.iterations:
