@@ -452,17 +452,60 @@ def command_lines(command: str) -> list[str]:
     return [f"- `{c}`" for c in re.split(r" ; (?=python )", elide_notes(command))]
 
 
+def _share(choice: str) -> float:
+    """The share of a ``"share/merged"`` choice string (``"0.25/850"`` -> 0.25)."""
+    try:
+        return float(choice.split("/")[0])
+    except ValueError:
+        return 0.0
+
+
+def summary_lines(agg: list[dict[str, Any]]) -> list[str]:
+    """One line per setting over every configuration run there: how many runs merged synthetic
+    data, the range of the pipeline's own (d) - (b), whether any lies significantly below 0, and
+    the best and worst forced (d) - (b) among configurations run with at least 2 generator seeds."""
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    out = ["| setting | configs (runs) | runs that merged | pipeline's choice: (d) − (b) means | CI entirely below 0 | "
+           f"best forced (d) − (b) at share {FORCED_SHARE}, ≥ 2 gen seeds | its config | worst forced (≥ 2 gen seeds) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for setting in sorted({a["setting"] for a in agg}, key=lambda s: (order.get(s, len(order)), s)):
+        rows = [a for a in agg if a["setting"] == setting and a["mode"] == "crossfit"]
+        if not rows:
+            continue
+        merged = sum(_share(c) > 0 for a in rows for c in a["choices"])
+        means = [100 * a["d_minus_b"]["mean"] for a in rows if a.get("d_minus_b")]
+        below = sum(1 for a in rows if a.get("d_minus_b") and a["d_minus_b"]["high"] < 0)
+        forced = [a for a in rows if a.get("forced_d_minus_b") and len(a.get("gen_seeds", [])) >= 2]
+        best = max(forced, key=lambda a: a["forced_d_minus_b"]["mean"], default=None)
+        worst = min(forced, key=lambda a: a["forced_d_minus_b"]["mean"], default=None)
+        span = f"{min(means):+.2f} to {max(means):+.2f}" if means else "—"
+        out.append(f"| {setting} | {len(rows)} ({sum(a['runs'] for a in rows)}) | {merged} | {span} | {below} | "
+                   f"{_ci(best['forced_d_minus_b']) if best else '—'} | {best.get('config', 'default') if best else '—'} | "
+                   f"{_ci(worst['forced_d_minus_b']) if worst else '—'} |")
+    return out
+
+
 def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     lines = [
         "# Utility benchmark results",
         "",
         f"Written by `benchmarks/utility.py` on {meta['date']} (commit {meta['commit']}); machine: "
         f"{meta['machine']['nproc']} CPU(s), {meta['machine']['cpu']}, torch {meta['machine']['torch']}, "
-        f"CUDA: {meta['machine']['cuda']}, 1-min load at start {_num(meta['machine'].get('loadavg_1m'), 1)}.",
+        f"CUDA: {meta['machine']['cuda']}, 1-min load at start {_num(meta['machine'].get('loadavg_1m'), 1)}. "
+        "The commands are listed at the end.",
         "",
-        "Commands, in order:",
+        "## Summary",
         "",
-        *command_lines(meta["command"]),
+        "Per setting, over every configuration in the table below (cross-fitted runs; each configuration "
+        "a row there). *runs that merged*: runs whose cross-fitted choice merged synthetic images; "
+        "*pipeline's choice*: the lowest and highest mean (d) − (b) in points over the configurations; "
+        "*CI entirely below 0*: configurations whose choice made the classifier significantly worse; "
+        "*forced*: the accepted samples merged at the fixed share whatever the choice (a configuration's "
+        "potential, not what the pipeline did).",
+        "",
+        *summary_lines(agg),
+        "",
+        "## Every configuration",
         "",
         *([f"**Coverage.** {meta['note']}", ""] if meta.get("note") else []),
         "Test accuracy (%) on everything not drawn as labelled. (d) - (b): paired difference in points, "
@@ -513,7 +556,8 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
             why += f" (out-of-fold accuracy gain seen to +/-{100 * res:.1f} points)"
         lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / generator seed {r['gen_seed']} "
                      f"(commit {r.get('commit', '?')}): {why}")
-    lines += ["", f"Raw per-run numbers: `{meta['json']}`.", ""]
+    lines += ["", f"Raw per-run numbers: `{meta['json']}`.", "", "## Commands, in order", "",
+              *command_lines(meta["command"]), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 

@@ -112,6 +112,31 @@ def test_utility_results_of_different_configs_are_never_pooled(tmp_path: Path):
     assert "train.family=vae, train.z_dim=16" in out_md.read_text()
 
 
+def test_utility_summary_names_the_best_forced_config_and_any_significant_harm():
+    """The report opens with one line per setting: how many runs merged, whether any configuration's
+    own choice was significantly worse than real + classical, and the best forced configuration
+    among those run with >= 2 generator seeds (a one-seed screening never heads the summary)."""
+    from benchmarks import utility
+
+    def ci(m):
+        return {"mean": m, "low": m - 0.002, "high": m + 0.002}
+
+    agg = [
+        {"setting": "lfw_10", "mode": "crossfit", "config": "A", "runs": 2, "gen_seeds": [0, 1],
+         "choices": ["0.0/0", "0.25/80"], "d_minus_b": ci(-0.01), "forced_d_minus_b": ci(0.010)},
+        {"setting": "lfw_10", "mode": "crossfit", "config": "B", "runs": 1, "gen_seeds": [0],
+         "choices": ["0.0/0"], "d_minus_b": ci(0.0), "forced_d_minus_b": ci(0.05)},
+        {"setting": "lfw_10", "mode": "crossfit", "config": "C", "runs": 2, "gen_seeds": [0, 1],
+         "choices": ["0.0/0", "0.0/0"], "d_minus_b": ci(0.0), "forced_d_minus_b": ci(-0.02)},
+        {"setting": "digits8_5", "mode": "val25", "config": "D", "runs": 1, "gen_seeds": [0],
+         "choices": ["0.5/10"], "d_minus_b": ci(0.0), "forced_d_minus_b": None},
+    ]
+    lines = utility.summary_lines(agg)
+    assert len(lines) == 3  # header, rule, lfw_10 (digits8_5 has no cross-fitted run)
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells == ["lfw_10", "3 (5)", "1", "-1.00 to +0.00", "1", "+1.00 [+0.80, +1.20]", "A", "-2.00 [-2.20, -1.80]"]
+
+
 @pytest.mark.slow
 def test_utility_checks_the_merged_folder_on_other_classifier_families(tmp_path: Path):
     """Each run also trains the classifier families the pipeline never chose with, and reports
