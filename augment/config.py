@@ -162,15 +162,25 @@ class GenerateConfig:
     # x_i + D(z_i + residual_scale * L eps) - D(z_i) (z_i its code, L L^T the class prior's covariance):
     # the image's own detail plus the decoder's change for a nearby code. A GAN samples its
     # N(0, I) prior either way.
-    sampler: Literal["prior", "interpolate", "residual"] = "prior"
+    # "deform" = a training image of the class warped by a smooth deformation registered between two
+    # other training images of the class (class-dependent learned deformations, augment/models/deform.py).
+    sampler: Literal["prior", "interpolate", "residual", "deform"] = "prior"
     # residual: how far the edit's code moves, in units of the class prior's spread (0 = a copy)
     residual_scale: float = 1.0
+    # deform: each warp moves along its field by U(0.3, 1) x deform_scale; the fields live on a
+    # deform_grid x deform_grid lattice; at most deform_pairs pairs per class are registered
+    deform_scale: float = 1.0
+    deform_grid: int = 6
+    deform_pairs: int = 400
 
     def validate(self) -> None:
         _check_range("generate.n_per_class", self.n_per_class, 1, 10**9)
         _check_range("generate.batch_size", self.batch_size, 1, 1 << 20)
         _check_range("generate.shard_size", self.shard_size, 1, 1 << 24)
         _check_range("generate.residual_scale", self.residual_scale, 0.05, 4.0)
+        _check_range("generate.deform_scale", self.deform_scale, 0.05, 2.0)
+        _check_range("generate.deform_grid", self.deform_grid, 2, 32)
+        _check_range("generate.deform_pairs", self.deform_pairs, 1, 100_000)
         _check_device("generate.device", self.device)
         _check_threads("generate.threads", self.threads)
 

@@ -43,11 +43,12 @@ from augment.pipeline.paths import Paths  # noqa: E402
 
 @functools.lru_cache(maxsize=2)
 def _generator(checkpoint: str, sha256: str, device: str, precision: str, sampler: str = "prior",
-               residual_scale: float = 1.0):
-    """One loaded generator per worker process (keyed by the checkpoint's hash)."""
+               residual_scale: float = 1.0, deform=None):
+    """One loaded generator per worker process (keyed by the checkpoint's hash and the sampler's
+    parameters; ``deform``: a hashable :class:`~augment.generation.generate.DeformParams`)."""
     from augment.generation.generate import load_generator
 
-    return load_generator(checkpoint, device, precision, sampler, residual_scale)
+    return load_generator(checkpoint, device, precision, sampler, residual_scale, deform)
 
 
 @task(name="generate-shard", retries=2, retry_delay_seconds=1, persist_result=False)
@@ -57,10 +58,11 @@ def generate_shard_task(shard_id: int, checkpoint: str, checkpoint_sha256: str, 
     import torch
 
     from augment.core.files import atomic_save_npz, sha256_file
-    from augment.generation.generate import generate_shard
+    from augment.generation.generate import DeformParams, generate_shard
 
     torch.set_num_threads(cfg.threads or max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    gen = _generator(checkpoint, checkpoint_sha256, cfg.device, cfg.precision, cfg.sampler, cfg.residual_scale)
+    gen = _generator(checkpoint, checkpoint_sha256, cfg.device, cfg.precision, cfg.sampler, cfg.residual_scale,
+                     DeformParams.of(cfg))
     arrays = generate_shard(gen, shard_id, len(gen.checkpoint.class_names), cfg)
     path = Path(out_dir) / f"shard_{shard_id:05d}.npz"
     atomic_save_npz(path, **arrays)

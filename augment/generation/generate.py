@@ -17,6 +17,7 @@ is computed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,21 @@ from augment.core.pixels import to_uint8_tensor
 from augment.errors import CheckpointError
 from augment.models.checkpoint import Checkpoint
 from augment.training.families import get_trainer_class
+
+
+@dataclass(frozen=True)
+class DeformParams:
+    """``generate.sampler: deform``'s parameters (:mod:`augment.models.deform`): the field lattice,
+    the most pairs registered per class, the seed of their draw when a class has more, the scale."""
+
+    grid: int = 6
+    max_pairs: int = 400
+    seed: int = 1
+    scale: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: GenerateConfig) -> "DeformParams":
+        return cls(cfg.deform_grid, cfg.deform_pairs, cfg.seed, cfg.deform_scale)
 
 
 @dataclass
@@ -196,17 +212,20 @@ def training_images(ck: Checkpoint) -> torch.Tensor:
 
 
 def load_generator(path: str | Path, device: str = "auto", precision: str = "auto",
-                   sampler: str = "prior", residual_scale: float = 1.0) -> LoadedGenerator:
+                   sampler: str = "prior", residual_scale: float = 1.0,
+                   deform: DeformParams | None = None) -> LoadedGenerator:
     """Rebuild the sampler and discriminator from a checkpoint file alone (eval mode, for inference).
 
     ``sampler``: ``generate.sampler`` (``interpolate``: a VAE's :class:`InterpolatingSampler`;
-    ``residual``: its :class:`ResidualSampler`, edits of the training images by ``residual_scale``)."""
+    ``residual``: its :class:`ResidualSampler`, edits of the training images by ``residual_scale``;
+    ``deform``: its :class:`~augment.models.deform.DeformSampler`, the training images warped by
+    the deformations registered between them, ``deform``'s parameters)."""
     from augment.core.pixels import to_tensor
 
     ck = Checkpoint(path)
     ck.check_architecture()  # metadata vs weights, on the meta device: nothing allocated yet
-    anchors = interpolation_anchors(ck, sampler) if sampler in ("interpolate", "residual") else None
-    images = training_images(ck) if sampler == "residual" else None
+    anchors = interpolation_anchors(ck, sampler) if sampler in ("interpolate", "residual", "deform") else None
+    images = training_images(ck) if sampler in ("residual", "deform") else None
     dev = resolve_device(device)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), dev)
     ck.load_into({k: v for k, v in trainer.modules().items()})
@@ -224,7 +243,16 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
     if channels_last:
         sampler_mod.to(memory_format=torch.channels_last)
         disc.to(memory_format=torch.channels_last)
-    if anchors is not None:  # wrapped after the rewrites: a residual is taken with the decoder that samples
+    if sampler == "deform":
+        from augment.models.deform import DeformSampler, fit_fields
+
+        d = deform or DeformParams()
+        y = anchors[1]
+        x = to_tensor(images.numpy(), torch.device("cpu"))
+        pairs, fields = fit_fields(x, y, len(ck.class_names), d.grid, d.max_pairs, d.seed)
+        sampler_mod = DeformSampler(sampler_mod.decoder, sampler_mod.prior, x.to(dev), y.to(dev), pairs.to(dev),
+                                    fields.to(dev), d.scale).eval()
+    elif anchors is not None:  # wrapped after the rewrites: a residual is taken with the decoder that samples
         from augment.models.vae import InterpolatingSampler, ResidualSampler
 
         z, y = anchors[0].to(dev), anchors[1].to(dev)
@@ -309,6 +337,7 @@ def generation_summary(ckpt: Checkpoint, checkpoint_path: str, checkpoint_sha256
         "precision": "bf16" if autocast_dtype == torch.bfloat16 else "fp32",
         "sampler": cfg.sampler,
         **({"residual_scale": cfg.residual_scale} if cfg.sampler == "residual" else {}),
+        **({"deform": dataclasses.asdict(DeformParams.of(cfg))} if cfg.sampler == "deform" else {}),
         "shards": [{k: s[k] for k in ("shard", "file", "samples", "sha256")} for s in shards],
         # the prepared dataset the checkpoint was trained from (filter and merge check it)
         **({"prepared_sha256": ckpt.extra["prepared_sha256"]} if "prepared_sha256" in ckpt.extra else {}),
@@ -326,7 +355,8 @@ def generate_samples(checkpoint_path: str | Path, out_dir: str | Path, cfg: Gene
     from augment.core.parallel import inference_threads
 
     torch.manual_seed(cfg.seed)
-    gen = load_generator(checkpoint_path, cfg.device, cfg.precision, cfg.sampler, cfg.residual_scale)
+    gen = load_generator(checkpoint_path, cfg.device, cfg.precision, cfg.sampler, cfg.residual_scale,
+                         DeformParams.of(cfg))
     k = len(gen.checkpoint.class_names)
     n = num_shards(k, cfg)
     with inference_threads(cfg.threads, gen.device), atomic_directory(out_dir) as tmp, \

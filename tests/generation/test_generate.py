@@ -288,3 +288,49 @@ def test_damaged_training_codes_are_refused_with_the_fix_named(tmp_path: Path):
         save_checkpoint(tmp_path / f"{name}.safetensors", t.modules(), cfg, (8, 8, 1), ["a", "b"], extra_tensors=tensors)
         with pytest.raises(CheckpointError, match="training codes are damaged.*re-run the train stage"):
             load_generator(tmp_path / f"{name}.safetensors", "cpu", sampler="interpolate")
+
+
+def test_deform_samples_are_training_images_warped_by_fields_of_other_pairs_of_their_class():
+    """generate.sampler = deform: registration finds the shift between two images of a class; a
+    sample of class c is a training image of c warped by a field registered between two *other*
+    images of c, moved by 0.3-1 x the scale; a class with fewer than two images gets the prior's
+    sample; the draws are seeded."""
+    import torch
+
+    from augment.models.deform import DeformSampler, class_pairs, fit_fields, warp
+    from augment.models.vae import ClassPrior
+
+    def blob(cx):  # a bright square on black, its left edge at column cx (16 x 16)
+        x = -torch.ones(1, 16, 16)
+        x[:, 5:11, cx:cx + 6] = 1.0
+        return x
+
+    # registration: the field that warps a blob onto the same blob 2 pixels to its right
+    v = fit_fields(torch.stack([blob(4), blob(6)]), torch.tensor([0, 0]), 1, grid=4, max_pairs=10, seed=0)[1]
+    moved = warp(blob(4)[None], v[:1])
+    assert float((moved - blob(6)).abs().mean()) < 0.5 * float((blob(4) - blob(6)).abs().mean())
+
+    assert class_pairs(np.array([0, 0, 0, 1]), 3, max_pairs=10, seed=0).tolist() == \
+        [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]]
+    assert len(class_pairs(np.array([0] * 6), 1, max_pairs=7, seed=0)) == 7  # 30 pairs, 7 drawn
+
+    class Zero(torch.nn.Module):  # the prior's "decoder": all zeros, told apart from any warp
+        def forward(self, z, y):
+            return torch.zeros(len(z), 1, 16, 16)
+
+    images = torch.stack([blob(2), blob(4), blob(6), blob(8)])
+    labels = torch.tensor([0, 0, 0, 1])  # class 0: three images, class 1: one (no pair), class 2: none
+    pairs = torch.from_numpy(class_pairs(labels.numpy(), 3, 10, 0))
+    fields = torch.zeros(len(pairs), 2, 4, 4)
+    fields[:, 0] = torch.arange(len(pairs), dtype=torch.float32)[:, None, None] * 0.01  # tells the pairs apart
+    s = DeformSampler(Zero(), ClassPrior(4, 3), images, labels, pairs, fields, scale=1.0)
+    y = torch.tensor([0] * 200 + [1] * 20 + [2] * 20)
+    out = s.sample(y, torch.Generator().manual_seed(0))
+    assert torch.equal(out, s.sample(y, torch.Generator().manual_seed(0)))
+    assert torch.equal(out[200:], torch.zeros(40, 1, 16, 16))  # no pair in class 1, no image in class 2
+    # with zero fields every class-0 sample is one of its own images, unmoved
+    still = DeformSampler(Zero(), ClassPrior(4, 3), images, labels, pairs, torch.zeros_like(fields))
+    got = still.sample(y[:200], torch.Generator().manual_seed(1))
+    own = [((got - images[i]).abs() < 1e-5).flatten(1).all(1) for i in range(3)]
+    assert bool(torch.stack(own).any(0).all()) and all(bool(o.any()) for o in own)
+    assert not bool(((got - images[3]).abs() < 1e-5).flatten(1).all(1).any())  # never another class's image
