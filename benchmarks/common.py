@@ -58,10 +58,10 @@ def make_checkpoint(path: str | Path, size: int = 28, channels: int = 1, num_cla
                     width: int = 32, z_dim: int = 64, iterations: int = 20, seed: int = 0) -> Path:
     """A checkpoint of the default family (train.family) and the given shape, trained for a few
     iterations on structured random images (so batch-norm statistics and discriminator scores are
-    not degenerate)."""
+    not degenerate), saved with the training images as the train stage saves it."""
     from augment.config import TrainConfig
     from augment.models.checkpoint import save_checkpoint
-    from augment.training.loop import train_generator
+    from augment.training.loop import sampler_tensors, train_generator
 
     x, y = synthetic_images(num_classes, 16, size, channels, seed)
     cfg = replace(TrainConfig(), iterations=iterations, batch_size=32, z_dim=z_dim, g_channels=width,
@@ -72,7 +72,8 @@ def make_checkpoint(path: str | Path, size: int = 28, channels: int = 1, num_cla
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, result.trainer.modules(), result.cfg, (size, size, channels), names,
-                    extra={"iteration": iterations, "benchmark": True})
+                    extra={"iteration": iterations, "benchmark": True},
+                    extra_tensors=sampler_tensors(result.trainer, x, y))  # as the train stage saves
     return path
 
 

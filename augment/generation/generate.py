@@ -196,13 +196,29 @@ def interpolation_anchors(ck: Checkpoint, sampler: str = "interpolate") -> tuple
     return z.float(), y
 
 
-def training_images(ck: Checkpoint) -> torch.Tensor:
-    """The training images a VAE checkpoint carries for ``generate.sampler: residual`` (uint8
+def anchor_labels(ck: Checkpoint, sampler: str = "deform") -> torch.Tensor:
+    """The labels of the training images a checkpoint carries (a VAE's or a GAN's), checked (int64,
+    in range): ``generate.sampler: deform`` needs the images and their labels, not a VAE's codes."""
+    extra = ck.extra_tensors()
+    where = f"checkpoint {ck.path}"
+    if "anchor_labels" not in extra or "anchor_images" not in extra:
+        raise CheckpointError(f"{where} carries no training images (written before generate.sampler: {sampler} "
+                              "existed): re-run the train stage, or set generate.sampler: prior")
+    y = extra["anchor_labels"]
+    if (y.dim() != 1 or y.dtype != torch.int64
+            or (len(y) and not (0 <= int(y.min()) and int(y.max()) < len(ck.class_names)))):
+        raise CheckpointError(f"{where}: its training labels are damaged (shape {tuple(y.shape)}, {y.dtype}); "
+                              "re-run the train stage")
+    return y
+
+
+def training_images(ck: Checkpoint, sampler: str = "residual") -> torch.Tensor:
+    """The training images a checkpoint carries for ``generate.sampler: residual`` and ``deform`` (uint8
     ``(N, H, W, C)``, one per training code), checked against the codes and the image shape."""
     extra = ck.extra_tensors()
     where = f"checkpoint {ck.path}"
     if "anchor_images" not in extra:
-        raise CheckpointError(f"{where} carries no training images (written before generate.sampler: residual "
+        raise CheckpointError(f"{where} carries no training images (written before generate.sampler: {sampler} "
                               "existed): re-run the train stage, or set generate.sampler: prior")
     x, n = extra["anchor_images"], len(extra["anchor_labels"])
     if x.dtype != torch.uint8 or tuple(x.shape) != (n, *ck.image_shape):
@@ -224,8 +240,9 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
 
     ck = Checkpoint(path)
     ck.check_architecture()  # metadata vs weights, on the meta device: nothing allocated yet
-    anchors = interpolation_anchors(ck, sampler) if sampler in ("interpolate", "residual", "deform") else None
-    images = training_images(ck) if sampler in ("residual", "deform") else None
+    anchors = interpolation_anchors(ck, sampler) if sampler in ("interpolate", "residual") else None
+    image_labels = anchor_labels(ck, sampler) if sampler == "deform" else None
+    images = training_images(ck, sampler) if sampler in ("residual", "deform") else None
     dev = resolve_device(device)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), dev)
     ck.load_into({k: v for k, v in trainer.modules().items()})
@@ -247,11 +264,11 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
         from augment.models.deform import DeformSampler, fit_fields
 
         d = deform or DeformParams()
-        y = anchors[1]
+        y, k = image_labels, len(ck.class_names)
         x = to_tensor(images.numpy(), torch.device("cpu"))
-        pairs, fields = fit_fields(x, y, len(ck.class_names), d.grid, d.max_pairs, d.seed)
-        sampler_mod = DeformSampler(sampler_mod.decoder, sampler_mod.prior, x.to(dev), y.to(dev), pairs.to(dev),
-                                    fields.to(dev), d.scale).eval()
+        pairs, fields = fit_fields(x, y, k, d.grid, d.max_pairs, d.seed)
+        sampler_mod = DeformSampler(sampler_mod, x.to(dev), y.to(dev), pairs.to(dev), fields.to(dev), k,
+                                    d.scale).eval()
     elif anchors is not None:  # wrapped after the rewrites: a residual is taken with the decoder that samples
         from augment.models.vae import InterpolatingSampler, ResidualSampler
 

@@ -12,7 +12,7 @@ the generator is the class's collection of observed deformations.
 
 The registration runs on the CPU on one thread (bit-reproducible for the same images and
 parameters), when the generator is loaded: nothing is added to the checkpoint, which already
-carries the training images (``anchor_images``) for ``generate.sampler: residual``.
+carries the training images (``anchor_images``, with ``anchor_labels``; a VAE's and a GAN's).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augment.models.vae import ClassPrior, VAESampler
 
 #: the shortest a sample is moved along its field, as a fraction of the field
 MIN_FRACTION = 0.3
@@ -101,19 +100,22 @@ def fit_fields(images: torch.Tensor, labels: torch.Tensor, num_classes: int, gri
     return pairs, v
 
 
-class DeformSampler(VAESampler):
+class DeformSampler(nn.Module):
     """``generate.sampler: deform``: training images warped by the deformations observed between
     other training images of their class (module docstring). For a sample of class ``c``: a training
     image ``i`` of ``c`` and a pair ``(k, l)`` of ``c`` with ``i`` not in it (redrawn up to 8 times;
     a class of two images has none, and uses one of its own), both uniformly; the sample is
     ``warp(x_i, t * v_kl)``, ``t ~ U(0.3, 1) x scale``. A class with fewer than two training images
-    has no field and falls back to the VAE's class prior. ``images`` are float ``(N, C, H, W)`` in
-    [-1, 1] with ``labels`` ``(N,)``; ``pairs`` / ``fields`` from :func:`fit_fields`."""
+    has no field and falls back to ``fallback`` -- the trained generator's own sampler (a VAE's
+    class prior and decoder, a GAN's generator), anything with ``sample(labels, generator)``.
+    ``images`` are float ``(N, C, H, W)`` in [-1, 1] with ``labels`` ``(N,)``; ``pairs`` /
+    ``fields`` from :func:`fit_fields`; ``num_classes``: the checkpoint's class count."""
 
-    def __init__(self, decoder: nn.Module, prior: ClassPrior, images: torch.Tensor, labels: torch.Tensor,
-                 pairs: torch.Tensor, fields: torch.Tensor, scale: float = 1.0):
-        super().__init__(decoder, prior)
-        k = prior.mean.size(0)
+    def __init__(self, fallback: nn.Module, images: torch.Tensor, labels: torch.Tensor, pairs: torch.Tensor,
+                 fields: torch.Tensor, num_classes: int, scale: float = 1.0):
+        super().__init__()
+        self.fallback = fallback
+        k = int(num_classes)
         pair_class = labels[pairs[:, 0]] if len(pairs) else labels.new_zeros(0)
         order = torch.argsort(pair_class, stable=True)
         counts = torch.bincount(labels, minlength=k)
@@ -134,8 +136,9 @@ class DeformSampler(VAESampler):
         b = labels.size(0)
         tries = 8
         u = torch.rand(b, 2 + tries, generator=generator, device=generator.device).to(labels.device)
-        eps = torch.randn(b, self.prior.mean.size(1), generator=generator, device=generator.device).to(labels.device)
-        x = self.decoder(self.prior.sample(labels, eps), labels).float()
+        # the fallback's draw (a VAE: one normal code per sample) is taken for every sample, so
+        # that a sample's noise does not depend on which classes have fields
+        x = self.fallback.sample(labels, generator).float()
         has = self.pair_counts[labels] > 0
         if not bool(has.any()):
             return x

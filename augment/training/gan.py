@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -80,6 +81,12 @@ class GANTrainer(ResumableCounters):
             pe.lerp_(p, 1 - decay)
         for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
             be.copy_(b)
+
+    def sampler_tensors(self, images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+        """Saved with the checkpoint: the training images (uint8 N,H,W,C) and their labels, which
+        ``generate.sampler: deform`` warps by the deformations registered between them."""
+        return {"anchor_labels": torch.as_tensor(np.asarray(labels, np.int64)).cpu(),
+                "anchor_images": torch.from_numpy(np.ascontiguousarray(images).astype(np.uint8, copy=True))}
 
     def sampler(self) -> nn.Module:
         return self.G_ema

@@ -50,9 +50,9 @@ def run_key(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, classical:
 
 
 def sampler_tensors(trainer: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
-    """What the trained family saves with its checkpoint for sampling beyond its weights (the
-    VAE: the training images' codes and the images, for ``generate.sampler: interpolate`` and
-    ``residual``); ``{}`` for a GAN."""
+    """What the trained family saves with its checkpoint for sampling beyond its weights: the
+    training images and their labels (``generate.sampler: deform``, and a VAE's ``residual``),
+    and a VAE's codes of them (``interpolate``); ``{}`` for a family that saves none."""
     fn = getattr(trainer, "sampler_tensors", None)
     return fn(images, labels) if fn is not None else {}
 

@@ -298,7 +298,7 @@ def test_deform_samples_are_training_images_warped_by_fields_of_other_pairs_of_t
     import torch
 
     from augment.models.deform import DeformSampler, class_pairs, fit_fields, warp
-    from augment.models.vae import ClassPrior
+    from augment.models.vae import ClassPrior, VAESampler
 
     def blob(cx):  # a bright square on black, its left edge at column cx (16 x 16)
         x = -torch.ones(1, 16, 16)
@@ -323,14 +323,62 @@ def test_deform_samples_are_training_images_warped_by_fields_of_other_pairs_of_t
     pairs = torch.from_numpy(class_pairs(labels.numpy(), 3, 10, 0))
     fields = torch.zeros(len(pairs), 2, 4, 4)
     fields[:, 0] = torch.arange(len(pairs), dtype=torch.float32)[:, None, None] * 0.01  # tells the pairs apart
-    s = DeformSampler(Zero(), ClassPrior(4, 3), images, labels, pairs, fields, scale=1.0)
+    s = DeformSampler(VAESampler(Zero(), ClassPrior(4, 3)), images, labels, pairs, fields, 3, scale=1.0)
     y = torch.tensor([0] * 200 + [1] * 20 + [2] * 20)
     out = s.sample(y, torch.Generator().manual_seed(0))
     assert torch.equal(out, s.sample(y, torch.Generator().manual_seed(0)))
     assert torch.equal(out[200:], torch.zeros(40, 1, 16, 16))  # no pair in class 1, no image in class 2
     # with zero fields every class-0 sample is one of its own images, unmoved
-    still = DeformSampler(Zero(), ClassPrior(4, 3), images, labels, pairs, torch.zeros_like(fields))
+    still = DeformSampler(VAESampler(Zero(), ClassPrior(4, 3)), images, labels, pairs, torch.zeros_like(fields), 3)
     got = still.sample(y[:200], torch.Generator().manual_seed(1))
     own = [((got - images[i]).abs() < 1e-5).flatten(1).all(1) for i in range(3)]
     assert bool(torch.stack(own).any(0).all()) and all(bool(o.any()) for o in own)
     assert not bool(((got - images[3]).abs() < 1e-5).flatten(1).all(1).any())  # never another class's image
+
+
+@pytest.mark.slow
+def test_deform_runs_on_a_gan_checkpoint_and_an_old_one_is_refused_with_the_fix(workspace: Path):
+    """generate.sampler = deform (the default) needs only the training images and their labels,
+    which a GAN checkpoint carries as a VAE's does: the stage warps them reproducibly (every sample
+    of a class with fields is a warp, never a training image unmoved), and a checkpoint written
+    without the images is refused with the fix named, before anything is generated."""
+    import torch
+
+    from augment.cli import main
+    from augment.data.prepare import load_prepared
+    from augment.errors import CheckpointError
+    from augment.generation.generate import load_generator
+    from augment.generation.shards import iter_shards
+    from augment.models.checkpoint import Checkpoint, save_checkpoint
+    from augment.models.deform import DeformSampler
+    from augment.training.families import get_trainer_class
+    from tests.conftest import write_params
+
+    write_params(workspace / "params.yaml", {"train": {"family": "gan"}, "generate": {"sampler": "deform"}})
+    assert main(["prepare", "--quiet"]) == 0 and main(["train", "--quiet"]) == 0
+    ck = Checkpoint("models/generator.safetensors")
+    x, y = load_prepared("data/prepared").subset("train")
+    extra = ck.extra_tensors()
+    assert ck.family == "gan"
+    assert np.array_equal(extra["anchor_images"].numpy(), x) and np.array_equal(extra["anchor_labels"].numpy(), y)
+    assert isinstance(load_generator("models/generator.safetensors", "cpu", sampler="deform").sampler, DeformSampler)
+    runs = []
+    for _ in range(2):
+        assert main(["generate", "--quiet"]) == 0
+        runs.append([(s["images"], s["labels"]) for s in iter_shards("data/generated")])
+    assert runs[0] and all(np.array_equal(a[0], b[0]) for a, b in zip(*runs))
+    images = np.concatenate([s[0] for s in runs[0]])
+    labels = np.concatenate([s[1] for s in runs[0]])
+    assert json.loads(Path("data/generated/generate.json").read_text())["sampler"] == "deform"
+    # every class has >= 2 training images here, so every sample is a warp of one of its class's
+    far = [np.abs(images[i].astype(int)[None] - x[y == labels[i]].astype(int)).reshape(int((y == labels[i]).sum()), -1)
+           .mean(1) for i in range(len(images))]
+    assert min(float(d.min()) for d in far) < 60  # close to a training image of its own class ...
+    assert sum(float(d.min()) > 0 for d in far) > 0.9 * len(far)  # ... but not that image unmoved
+
+    t = get_trainer_class("gan")(ck.cfg, ck.image_shape, len(ck.class_names), torch.device("cpu"))
+    ck.load_into(t.modules())
+    save_checkpoint(workspace / "old.safetensors", t.modules(), ck.cfg, ck.image_shape, ck.class_names)
+    with pytest.raises(CheckpointError, match="carries no training images.*re-run the train stage"):
+        load_generator(workspace / "old.safetensors", "cpu", sampler="deform")
+    assert load_generator(workspace / "old.safetensors", "cpu", sampler="prior").checkpoint.family == "gan"
