@@ -13,6 +13,10 @@ Reported overall and per class:
   real test split, as a fraction of the same classifier trained on real images only.
 - **Diversity ratio**: mean pairwise feature distance among a class's synthetic samples divided
   by that among its real train images (1 = as varied as the real data; near 0 = collapse).
+- **Nearest train image** (pixels, per class): the share of synthetic images closer to a train
+  image than the 5 % closest pairs of train images are (``near``), the share identical to one
+  (``copies``) and the median distance over the train images' own spacing (``dist``): how far the
+  synthetic data is from copies of the labelled images, whether or not the memorisation filter ran.
 
 The real reference for FD/PRDC is the TEST split: this runs inside the evaluate stage, whose final
 scoring is the test split's only use; nothing here feeds back into training, filtering or tuning.
@@ -123,6 +127,51 @@ def feature_quality(
     return out
 
 
+def nearest_train_distances(syn_x: np.ndarray, syn_y: np.ndarray, train_x: np.ndarray, train_y: np.ndarray,
+                            class_names: list[str], percentile: float = 5.0) -> dict[str, Any]:
+    """How close the synthetic images come to copies of the training images, in pixels.
+
+    Per class: each synthetic image's root-mean-square pixel distance (0..1 scale) to the nearest
+    real TRAIN image of its class, against the same distance from each train image to its nearest
+    other train image of the class (the spacing of the real data). ``closer_than_real`` is the share
+    of synthetic images nearer to a train image than ``percentile`` % of the train images are to
+    each other (the memorisation filter's pixel-space rule, within the class); ``exact_copies``
+    the share identical to one; ``distance_ratio_median`` the median of the synthetic distances
+    over the median train spacing (near 0: copies; ~1: as far from the train images as they are
+    from each other). Warps and edits of the train images (``generate.sampler: deform`` /
+    ``residual``) are expected below 1. A class with one train image (no spacing) or no synthetic
+    image is reported as None."""
+    def flat(x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), int(np.prod(x.shape[1:]))).astype(np.float32) / 255.0  # also for 0 images
+
+    per_class: dict[str, Any] = {}
+    close = copies = counted = 0
+    ratios: list[np.ndarray] = []
+    for c, name in enumerate(class_names):
+        t, s = flat(train_x[train_y == c]), flat(syn_x[syn_y == c])
+        if len(t) < 2 or len(s) == 0:
+            per_class[name] = None
+            continue
+        dt = _pdist(t, t) / np.sqrt(t.shape[1])
+        np.fill_diagonal(dt, np.inf)
+        spacing = dt.min(1)
+        ds = (_pdist(s, t) / np.sqrt(t.shape[1])).min(1)
+        thr, med = float(np.percentile(spacing, percentile)), float(np.median(spacing))
+        seen = {bytes(r) for r in np.ascontiguousarray(train_x[train_y == c]).reshape(len(t), -1)}
+        n_close = int((ds < thr).sum())
+        n_copy = sum(bytes(r) in seen for r in np.ascontiguousarray(syn_x[syn_y == c]).reshape(len(s), -1))
+        ratio = ds / med if med > 0 else np.full(len(ds), np.inf)
+        per_class[name] = {"n": int(len(s)), "closer_than_real": n_close / len(s), "exact_copies": n_copy / len(s),
+                           "distance_ratio_median": float(np.median(ratio))}
+        close, copies, counted = close + n_close, copies + n_copy, counted + len(s)
+        ratios.append(ratio)
+    return {"percentile": percentile, "n": counted,
+            "closer_than_real": close / counted if counted else None,
+            "exact_copies": copies / counted if counted else None,
+            "distance_ratio_median": float(np.median(np.concatenate(ratios))) if ratios else None,
+            "per_class": per_class}
+
+
 def quality_report(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
     sets: dict[str, tuple[np.ndarray, np.ndarray]], class_names: list[str], spec: ClassifierSpec,
@@ -151,6 +200,7 @@ def quality_report(
         cas_acc = float((predict_proba(cas_model, test_x, device).argmax(1) == test_y).mean())
         q["cas_accuracy"] = cas_acc
         q["cas_ratio"] = cas_acc / real_acc if real_acc > 0 else None
+        q["nearest_train"] = nearest_train_distances(sx_sub, sy_sub, train_x, train_y, class_names)
         report["sets"][name] = q
     return report
 
@@ -165,18 +215,20 @@ def format_quality(report: dict[str, Any]) -> str:
         f"Synthetic quality (features: {report['feature_model']}; reference: {report['reference']}, "
         f"k={report['k']}; real-only accuracy {report['real_only_accuracy']:.4f})",
         f"{'set':<10} {'n':>6} {'FD':>8} {'prec':>6} {'recall':>6} {'dens':>6} {'cover':>6} "
-        f"{'CAS':>6} {'CAS/real':>8} {'div min':>7} {'div mean':>8}",
+        f"{'CAS':>6} {'CAS/real':>8} {'div min':>7} {'div mean':>8} {'near':>6} {'copies':>6} {'dist':>6}",
     ]
     for name, q in report["sets"].items():
         if q is None:
             lines.append(f"{name:<10} {0:>6} (no samples{': the merge stage chose none' if name == 'merged' else ''})")
             continue
         p = q["prdc"] or {}
+        nt = q.get("nearest_train") or {}
         lines.append(
             f"{name:<10} {q['n_synthetic']:>6} {_f(q['fd'], '{:.2f}'):>8} {_f(p.get('precision')):>6} "
             f"{_f(p.get('recall')):>6} {_f(p.get('density')):>6} {_f(p.get('coverage')):>6} "
             f"{_f(q['cas_accuracy']):>6} {_f(q['cas_ratio']):>8} {_f(q['diversity_ratio_min']):>7} "
-            f"{_f(q['diversity_ratio_mean']):>8}"
+            f"{_f(q['diversity_ratio_mean']):>8} {_f(nt.get('closer_than_real')):>6} "
+            f"{_f(nt.get('exact_copies')):>6} {_f(nt.get('distance_ratio_median'), '{:.2f}'):>6}"
         )
     for name, q in report["sets"].items():
         if q is None:

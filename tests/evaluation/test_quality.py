@@ -13,6 +13,7 @@ from augment.evaluation.quality import (
     format_quality,
     frechet_distance,
     mean_pairwise_distance,
+    nearest_train_distances,
     prdc,
     quality_report,
 )
@@ -77,6 +78,29 @@ def test_quality_report_scores_good_samples_above_collapsed_ones():
     json.dumps(rep)  # goes into metrics/evaluate.json as-is
     table = format_quality(rep)
     assert "CAS/real" in table and "collapsed" in table
+    # the collapsed set is 3 images repeated, none of them a train image: no copies reported
+    assert bad["nearest_train"]["exact_copies"] == 0.0 and "copies" in table
+
+
+def test_nearest_train_distances_tell_copies_and_slight_edits_from_new_images():
+    """A user asks 'are these memorised copies of my images?': copies are counted as copies,
+    barely edited copies as closer than real images are to each other, fresh draws as neither."""
+    train_x, train_y = _digits_like(10, 0)
+    fresh_x, fresh_y = _digits_like(10, 5)
+    edited = (train_x.astype(np.int16) + 3).clip(0, 255).astype(np.uint8)  # 3 grey levels brighter
+    names = ["a", "b", "c"]
+    copies = nearest_train_distances(train_x, train_y, train_x, train_y, names)
+    near = nearest_train_distances(edited, train_y, train_x, train_y, names)
+    fresh = nearest_train_distances(fresh_x, fresh_y, train_x, train_y, names)
+    assert copies["exact_copies"] == 1.0 and copies["distance_ratio_median"] == 0.0
+    assert near["exact_copies"] == 0.0 and near["closer_than_real"] == 1.0
+    assert near["distance_ratio_median"] < 0.5
+    assert fresh["exact_copies"] == 0.0 and fresh["closer_than_real"] < 0.3
+    assert fresh["distance_ratio_median"] > 0.5
+    assert set(fresh["per_class"]) == set(names)
+    # a class the filters or the merge left without samples is reported as such, not an error
+    some = nearest_train_distances(fresh_x[fresh_y != 1], fresh_y[fresh_y != 1], train_x, train_y, names)
+    assert some["per_class"]["b"] is None and some["n"] == 20
 
 
 def test_evaluate_stage_reports_quality(workspace: Path):
