@@ -156,15 +156,16 @@ class GenerateConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # CPU threads for the batched inference; null = one per usable CPU (a worker process keeps its share)
     threads: Optional[int] = None
-    # Codes the VAE decodes (train.family vae): "prior" = the per-class Gaussian fit to the codes of
-    # the training images; "interpolate" = a random point between the codes of two training images
-    # of the class (saved with the checkpoint); "residual" = an edit of a training image of the class,
-    # x_i + D(z_i + residual_scale * L eps) - D(z_i) (z_i its code, L L^T the class prior's covariance):
-    # the image's own detail plus the decoder's change for a nearby code. A GAN samples its
-    # N(0, I) prior either way.
-    # "deform" = a training image of the class warped by a smooth deformation registered between two
-    # other training images of the class (class-dependent learned deformations, augment/models/deform.py).
-    sampler: Literal["prior", "interpolate", "residual", "deform"] = "prior"
+    # How samples are drawn. "deform" (default; a VAE's or a GAN's checkpoint) = a training image of
+    # the class warped by a smooth deformation registered between two other training images of the
+    # class (class-dependent learned deformations, augment/models/deform.py); a class with fewer
+    # than two training images falls back to the generator's own sampling. "prior" = the generator
+    # itself: a VAE decodes codes from the per-class Gaussian fit to the training images' codes, a
+    # GAN its N(0, I) noise. VAE only: "interpolate" = a random point between the codes of two
+    # training images of the class (saved with the checkpoint); "residual" = an edit of a training
+    # image of the class, x_i + D(z_i + residual_scale * L eps) - D(z_i) (z_i its code, L L^T the
+    # class prior's covariance): the image's own detail plus the decoder's change for a nearby code.
+    sampler: Literal["prior", "interpolate", "residual", "deform"] = "deform"
     # residual: how far the edit's code moves, in units of the class prior's spread (0 = a copy)
     residual_scale: float = 1.0
     # deform: each warp moves along its field by U(0.3, 1) x deform_scale; the fields live on a
@@ -188,7 +189,11 @@ class GenerateConfig:
 @dataclass(frozen=True)
 class FilterConfig:
     # Filters applied in order and combined by AND (augment/filters/apply.py); [] accepts everything.
-    filters: list[str] = field(default_factory=lambda: ["discriminator", "label", "memorisation"])
+    # Default []: with generate.sampler deform (a warp of a labelled image, its label kept) the
+    # filters took away what the samples add -- docs/metrics.md, "Do warps learnt between images
+    # of a class help?". Cross-fitting (merge.quota: crossfit) still decides whether anything is merged;
+    # evaluate reports how close the samples are to the labelled images ("near/copies/dist").
+    filters: list[str] = field(default_factory=list)
     # Discriminator acceptance on the CALIBRATED confidence P(real image of class c):
     # "threshold": >= threshold; "top_fraction": top fraction of each class; "drs": discriminator
     # rejection sampling (seeded), gamma at the drs_percentile of each class; "none": keep all.

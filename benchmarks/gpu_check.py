@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-shard", type=int, default=131_072)
     p.add_argument("--top-fraction", type=float, default=0.5)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd networks (bare)")
-    p.add_argument("--filters", default=None, help="filter.filters for the timed filter stage (default: config default)")
+    p.add_argument("--filters", default="discriminator,label,memorisation",
+                   help="filter.filters for the timed filter stage (default: discriminator,label,memorisation)")
     p.add_argument("--train-iterations", type=int, default=30)
     p.add_argument("--scale-on-cpu", action="store_true",
                    help="without CUDA, run the timing half on the CPU too (tiny sizes; exercises the code path)")
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["stages_s"]["make_checkpoint_cpu"] = t
         n_per_class = max(1, args.n_compare // args.classes)
         base = GenerateConfig(n_per_class=n_per_class, batch_size=args.compare_batch,
-                              shard_size=max(args.compare_batch, 8192), seed=1, device="cpu", precision="fp32")
+                              shard_size=max(args.compare_batch, 8192), seed=1, device="cpu", precision="fp32",
+                              sampler="prior")  # the networks on the GPU (the warps register on the CPU)
         _, t = timed(lambda: generate_samples(ck, scratch / "cpu_fp32", base, progress=False))
         n = n_per_class * args.classes
         summary["stages_s"]["generate_cpu_fp32"] = t
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     summary["compile_error"] = f"{type(exc).__name__}: {exc}"[:500]
             npc = max(1, args.n_scale // args.classes)
             cfg = GenerateConfig(n_per_class=npc, batch_size=args.scale_batch, shard_size=args.scale_shard,
-                                 seed=1, device=dev, precision="auto")
+                                 seed=1, device=dev, precision="auto", sampler="prior")
             _, t_gen = timed(lambda: generate_samples(ck, scratch / "scale", cfg, progress=False), sync=cuda)
 
             def filt():
