@@ -198,12 +198,7 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                             command, note)
     lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "warped images", "b"], VARIANTS[1:],
                              "transfer and gauss images are added at share 0.25, transfer50 at 0.5.")
-    for (setting, family, sets), rs in S.group_runs(runs):
-        b = [a for r in rs for a in r["accuracy"]["b"]]
-        cells = S.paired_cells(rs, VARIANTS[1:])
-        lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "
-                     f"{','.join(str(r['gen_seed']) for r in rs)} | {', '.join(str(r['accepted']) for r in rs)} | "
-                     f"{100 * np.mean(b):.2f} | " + " | ".join(cells) + " |")
+    lines += [S.paired_row(key, rs, VARIANTS[1:]) for key, rs in S.group_runs(runs)]
     lines += ["", "Registration parameters and seconds per run: "
               + "; ".join(f"{r['setting']} seed {r['gen_seed']}: {r['params']}, {r['seconds']}" for r in runs), ""]
     out.parent.mkdir(parents=True, exist_ok=True)

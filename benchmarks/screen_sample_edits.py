@@ -142,12 +142,7 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                             note)
     lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "accepted", "b"], VARIANTS[1:],
                              "Every variant adds its images at share 0.25.")
-    for (setting, family, sets), rs in S.group_runs(runs):
-        b = [a for r in rs for a in r["accuracy"]["b"]]
-        cells = S.paired_cells(rs, VARIANTS[1:])
-        lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "
-                     f"{','.join(str(r['gen_seed']) for r in rs)} | {', '.join(str(r['accepted']) for r in rs)} | "
-                     f"{100 * np.mean(b):.2f} | " + " | ".join(cells) + " |")
+    lines += [S.paired_row(key, rs, VARIANTS[1:]) for key, rs in S.group_runs(runs)]
     lines += ["", "Mean absolute pixel change (0-255): matching, sample before vs after; residual, scale 0.5 vs "
               "1.0 on the same images and noise: "
               + ", ".join(f"{r['setting']} seed {r['gen_seed']}: {r['mean_abs_pixel_change']['matched25']:.1f} / "

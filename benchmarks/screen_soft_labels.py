@@ -103,14 +103,10 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                               "teacher single / ensemble", "b"], VARIANTS[1:],
                              "Teacher: the ensemble that gives the soft labels (mean of its members' test accuracy / "
                              "the ensemble's).")
-    for (setting, family, sets), rs in S.group_runs(runs):
-        b = [a for r in rs for a in r["accuracy"]["b"]]
-        cells = S.paired_cells(rs, VARIANTS[1:])
+    for key, rs in S.group_runs(runs):
         single = np.mean([a for r in rs for a in r["teacher_single"]])
         ens = np.mean([r["teacher_ensemble"] for r in rs])
-        lines.append(f"| {setting} | {family} | {sets if sets != '{}' else 'default'} | "
-                     f"{','.join(str(r['gen_seed']) for r in rs)} | {', '.join(str(r['accepted']) for r in rs)} | "
-                     f"{100 * single:.2f} / {100 * ens:.2f} | {100 * np.mean(b):.2f} | " + " | ".join(cells) + " |")
+        lines.append(S.paired_row(key, rs, VARIANTS[1:], [f"{100 * single:.2f} / {100 * ens:.2f}"]))
     lines += ["", "Teacher agreement with the conditioning label on the accepted samples: "
               + ", ".join(f"{r['setting']} seed {r['gen_seed']}: {r['teacher_agrees_with_label']:.3f} "
                           f"(mean probability of the label {r['teacher_mean_label_probability']:.3f})" for r in runs),

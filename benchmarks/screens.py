@@ -105,6 +105,18 @@ def paired_header(columns: list[str], variants: list[str], caption: str = "") ->
     return ["", text, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
+def paired_row(key: tuple[str, str, str], rs: list[dict], variants: list[str], extra: list[str] | None = None) -> str:
+    """One row of a screen's paired table for the runs ``rs`` of group ``key`` (:func:`group_runs`):
+    setting, classifier, overrides, generator seeds, each run's ``accepted`` count, then ``extra``
+    cells, ``b``'s mean accuracy and the :func:`paired_cells`."""
+    setting, family, sets = key
+    b = [a for r in rs for a in r["accuracy"]["b"]]
+    cells = [setting, family, sets if sets != "{}" else "default", ",".join(str(r["gen_seed"]) for r in rs),
+             ", ".join(str(r["accepted"]) for r in rs), *(extra or []), f"{100 * np.mean(b):.2f}",
+             *paired_cells(rs, variants)]
+    return "| " + " | ".join(cells) + " |"
+
+
 def paired_cells(rs: list[dict], variants: list[str]) -> list[str]:
     """Per variant, the paired difference to ``b`` in points over every (generator seed x
     classifier seed) pair, mean and 95 % t-interval; "—" where a run lacks the variant."""
