@@ -196,35 +196,26 @@ def interpolation_anchors(ck: Checkpoint, sampler: str = "interpolate") -> tuple
     return z.float(), y
 
 
-def anchor_labels(ck: Checkpoint, sampler: str = "deform") -> torch.Tensor:
-    """The labels of the training images a checkpoint carries (a VAE's or a GAN's), checked (int64,
-    in range): ``generate.sampler: deform`` needs the images and their labels, not a VAE's codes."""
+def training_images(ck: Checkpoint, sampler: str = "deform") -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images a checkpoint carries (a VAE's or a GAN's: uint8 ``(N, H, W, C)``) and
+    their labels, for ``generate.sampler: deform`` and ``residual``; checked (labels int64 and in
+    range, one image of the checkpoint's shape per label) so that a damaged file fails here with
+    the fix named."""
     extra = ck.extra_tensors()
     where = f"checkpoint {ck.path}"
     if "anchor_labels" not in extra or "anchor_images" not in extra:
         raise CheckpointError(f"{where} carries no training images (written before generate.sampler: {sampler} "
                               "existed): re-run the train stage, or set generate.sampler: prior")
-    y = extra["anchor_labels"]
+    x, y = extra["anchor_images"], extra["anchor_labels"]
     if (y.dim() != 1 or y.dtype != torch.int64
             or (len(y) and not (0 <= int(y.min()) and int(y.max()) < len(ck.class_names)))):
         raise CheckpointError(f"{where}: its training labels are damaged (shape {tuple(y.shape)}, {y.dtype}); "
                               "re-run the train stage")
-    return y
-
-
-def training_images(ck: Checkpoint, sampler: str = "residual") -> torch.Tensor:
-    """The training images a checkpoint carries for ``generate.sampler: residual`` and ``deform`` (uint8
-    ``(N, H, W, C)``, one per training code), checked against the codes and the image shape."""
-    extra = ck.extra_tensors()
-    where = f"checkpoint {ck.path}"
-    if "anchor_images" not in extra:
-        raise CheckpointError(f"{where} carries no training images (written before generate.sampler: {sampler} "
-                              "existed): re-run the train stage, or set generate.sampler: prior")
-    x, n = extra["anchor_images"], len(extra["anchor_labels"])
+    n = len(y)
     if x.dtype != torch.uint8 or tuple(x.shape) != (n, *ck.image_shape):
         raise CheckpointError(f"{where}: its training images are damaged (shape {tuple(x.shape)}, {x.dtype}; "
                               f"expected ({n}, {', '.join(map(str, ck.image_shape))}) uint8); re-run the train stage")
-    return x
+    return x, y
 
 
 def load_generator(path: str | Path, device: str = "auto", precision: str = "auto",
@@ -241,8 +232,7 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
     ck = Checkpoint(path)
     ck.check_architecture()  # metadata vs weights, on the meta device: nothing allocated yet
     anchors = interpolation_anchors(ck, sampler) if sampler in ("interpolate", "residual") else None
-    image_labels = anchor_labels(ck, sampler) if sampler == "deform" else None
-    images = training_images(ck, sampler) if sampler in ("residual", "deform") else None
+    images, image_labels = training_images(ck, sampler) if sampler in ("residual", "deform") else (None, None)
     dev = resolve_device(device)
     trainer = get_trainer_class(ck.family)(ck.cfg, ck.image_shape, len(ck.class_names), dev)
     ck.load_into({k: v for k, v in trainer.modules().items()})
