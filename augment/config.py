@@ -271,6 +271,11 @@ class CrossfitConfig:
     # one-sided bound on the out-of-fold log-loss gain, for all candidates together: with m
     # synthetic candidates (shares x fractions) each is tested at 1 - (1 - confidence) / m
     confidence: float = 0.95
+    # how ``confidence`` is held over all synthetic candidates: "sequence" (default) tests them in
+    # the grid's order (shares ascending; within a share, fractions descending), each at
+    # ``confidence``, and stops at the first that fails (a fixed-sequence test: no candidate after
+    # a failure is merged); "bonferroni" tests each at 1 - (1 - confidence) / m in any order
+    multiple_testing: Literal["sequence", "bonferroni"] = "sequence"
     min_gain: float = 0.0  # the bound must exceed this for synthetic data to be merged
     # the bound must also exceed min_gain after each candidate gets its own best temperature: a
     # log-loss gain that is only in how confident the classifier is does not count

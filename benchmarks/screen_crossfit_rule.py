@@ -6,10 +6,12 @@ setting, generator seed and ``--set`` overrides. Only the rule that reads the ta
 screen runs those stages (as ``benchmarks/utility.py`` runs them: crossfit mode, default
 ``params.yaml``, ``--set`` overrides; the test split is never read) and records the out-of-fold
 table with both bounds: the raw log-loss gain and the gain at each candidate's best temperature.
-From the table it derives the choice of four rules: ``crossfit.calibrated_gain`` off (the rule
+From the table it derives the choice of five rules: ``crossfit.calibrated_gain`` off (the rule
 before 2026-12-02); on, each candidate tested at ``crossfit.confidence`` (2026-12-02, 01:07 to
-03:16 UTC); on, with ``confidence`` held over all candidates together (Bonferroni, the default
-since); and, not built, the calibrated bound alone (familywise, without the raw one). A bound
+03:16 UTC); on, with ``confidence`` held over all candidates together by Bonferroni (the default
+until 2026-12-04) or by a fixed sequence (each at ``confidence``, smallest share first, stopping
+at the first failure: the default since); and, not built, the calibrated bound alone
+(familywise, without the raw one). A bound
 at another level is recomputed from the stored mean and bound (the t-interval's
 standard error), so runs stored before the change are re-read too. What a choice does on the test
 set is in the utility benchmark's run of the same setting and seed: merging none gives (d) = (b)
@@ -49,17 +51,18 @@ def lower_at(row: dict, key: str, images: int, stored: float, level: float) -> f
 
 
 def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywise: bool = False,
-           images: int = 0, stored: float = CONFIDENCE, raw: bool = True) -> float:
+           images: int = 0, stored: float = CONFIDENCE, raw: bool = True, sequence: bool = False) -> float:
     """The share a rule picks from an out-of-fold table (0.0: none), as ``crossfit_select`` does;
     ``familywise``: each candidate tested at the Bonferroni level (``images``: the labelled count,
-    ``stored``: the level the table's bounds were written at); ``raw=False``: the calibrated bound
-    alone, without the raw one (a rule not built, screened here)."""
-    level = candidate_confidence(CONFIDENCE, len(table) - 1) if familywise else CONFIDENCE
+    ``stored``: the level the table's bounds were written at); ``sequence``: each at ``CONFIDENCE``
+    in the table's order, stopping at the first failure (``crossfit.multiple_testing: sequence``);
+    ``raw=False``: the calibrated bound alone, without the raw one (a rule not built, screened here)."""
+    level = candidate_confidence(CONFIDENCE, len(table) - 1) if familywise and not sequence else CONFIDENCE
     rows = [{**r, **{f"{k}_lower": lower_at(r, k, images, stored, level) for k in ("nll_gain", "scaled_nll_gain")}}
             for r in table]
     if not raw:  # the raw bound ignored
         rows = [{**r, "nll_gain_lower": math.inf} for r in rows]
-    return choose(rows, min_gain, calibrated)["synthetic_share"]
+    return choose(rows, min_gain, calibrated, sequence)["synthetic_share"]
 
 
 def images_of(run: dict) -> int:
@@ -73,6 +76,7 @@ def choices(run: dict) -> dict[str, float]:
     t = run["table"]
     return {"raw": choice(t, False, images=n, stored=stored), "calibrated": choice(t, True, images=n, stored=stored),
             "familywise": choice(t, True, familywise=True, images=n, stored=stored),
+            "sequence": choice(t, True, images=n, stored=stored, sequence=True),
             "calibrated_only": choice(t, True, familywise=True, images=n, stored=stored, raw=False)}
 
 
@@ -93,7 +97,8 @@ def run(setting: str, gen_seed: int, overrides: dict) -> dict:
            "candidate_confidence": sel["candidate_confidence"], "chosen": sel["synthetic_share"],
            "reason": sel["reason"], "seconds": fr.seconds}
     c = choices(out)
-    out.update(choice_raw_rule=c["raw"], choice_calibrated_rule=c["calibrated"], choice_familywise_rule=c["familywise"])
+    out.update(choice_raw_rule=c["raw"], choice_calibrated_rule=c["calibrated"], choice_familywise_rule=c["familywise"],
+               choice_sequence_rule=c["sequence"])
     return out
 
 
@@ -105,12 +110,15 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
               "log-loss gain as it is and at each candidate's best temperature, each at 95 % per candidate and, "
               "in brackets, at the Bonferroni level that holds 95 % over the run's candidates (97.5 % for two), "
               "that temperature (real only's in brackets), and the share each rule chooses (0 = merge none): "
-              "raw (calibrated_gain off), calibrated (per candidate), familywise (calibrated, 95 % over all "
-              "candidates: the default), and calibrated only (the bound at the best temperature alone, "
-              "familywise, without the raw one: not built).", "",
+              "raw (calibrated_gain off), calibrated (per candidate), familywise (calibrated, Bonferroni: 95 % "
+              "over all candidates; the default from 2026-12-02 to 2026-12-04, crossfit.multiple_testing "
+              "bonferroni), sequence (calibrated, each candidate at 95 % in order, smallest share first, stopping "
+              "at the first that fails: 95 % over all candidates too; the default since 2026-12-04), and "
+              "calibrated only (the bound at the best temperature alone, familywise, without the raw one: not "
+              "built).", "",
               "| setting | overrides | gen seed | accepted | share | accuracy gain | log-loss bound | "
-              "bound at best T | T (real only) | chosen: raw | calibrated | familywise | calibrated only |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "bound at best T | T (real only) | chosen: raw | calibrated | familywise | sequence | calibrated only |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["setting"], json.dumps(r["meta"].get("set", {})), r["gen_seed"])):
         sets = json.dumps(r["meta"].get("set", {}))
         t0 = r["table"][0]["temperature"]
@@ -128,7 +136,7 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                          f"{b['scaled_nll_gain'][0]:+.4f} ({b['scaled_nll_gain'][1]:+.4f}) | "
                          f"{row['temperature']:.2f} ({t0:.2f}) | "
                          + " | ".join(str(c[k]) if first else ""
-                                      for k in ("raw", "calibrated", "familywise", "calibrated_only"))
+                                      for k in ("raw", "calibrated", "familywise", "sequence", "calibrated_only"))
                          + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

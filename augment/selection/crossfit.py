@@ -20,9 +20,14 @@ Every labelled image thus gets one out-of-fold prediction per candidate and seed
 with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
 margin whose one-sided confidence bound (paired over images) is above ``min_gain``, and is not
 worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
-and the report says so. ``confidence`` holds for all candidates together: with ``m`` synthetic
-candidates each bound is taken at ``1 - (1 - confidence) / m`` (:func:`candidate_confidence`), so
-a longer grid of shares does not raise the chance of merging data that does not help. With
+and the report says so. ``confidence`` holds for all candidates together, so a longer grid of
+shares does not raise the chance of merging data that does not help: by default
+(``crossfit.multiple_testing: sequence``) the candidates are tested in the grid's fixed order
+(shares ascending; within a share, fractions descending), each at ``confidence``, and testing
+stops at the first that fails -- a fixed-sequence test, which holds ``confidence`` over the grid
+because a wrong merge needs the first unhelpful candidate in the order to pass, and loses no power
+on the first candidate; with ``bonferroni`` each of the ``m`` synthetic candidates is tested at
+``1 - (1 - confidence) / m`` (:func:`candidate_confidence`) in any order. With
 ``crossfit.calibrated_gain`` (default) the log-loss gain must also hold after each candidate's
 probabilities get their own best temperature
 (:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
@@ -128,17 +133,30 @@ def candidate_confidence(confidence: float, candidates: int) -> float:
     return 1.0 - (1.0 - confidence) / max(int(candidates), 1)
 
 
-def choose(table: list[dict[str, Any]], min_gain: float, calibrated: bool) -> dict[str, Any]:
-    """The chosen row of an out-of-fold table (``table[0]``, real only, when none passes): a
-    synthetic candidate passes when its log-loss gain bound -- and, with ``calibrated``, the bound
-    at each candidate's best temperature -- is above ``min_gain`` and its accuracy is not lower;
-    of those, the largest log-loss gain (the smaller share on a tie)."""
-    ok = [r for r in table[1:] if r["nll_gain_lower"] > min_gain and r["accuracy_gain"] >= 0.0
-          and (not calibrated or r["scaled_nll_gain_lower"] > min_gain)]
+def passes(row: dict[str, Any], min_gain: float, calibrated: bool) -> bool:
+    """A synthetic candidate passes when its log-loss gain bound -- and, with ``calibrated``, the
+    bound at its best temperature -- is above ``min_gain`` and its accuracy is not lower."""
+    return (row["nll_gain_lower"] > min_gain and row["accuracy_gain"] >= 0.0
+            and (not calibrated or row["scaled_nll_gain_lower"] > min_gain))
+
+
+def choose(table: list[dict[str, Any]], min_gain: float, calibrated: bool, sequence: bool = False) -> dict[str, Any]:
+    """The chosen row of an out-of-fold table (``table[0]``, real only, when none passes): of the
+    synthetic candidates that pass (:func:`passes`), the largest log-loss gain (the smaller share on
+    a tie). ``sequence``: only those before the first candidate that fails, in the table's order
+    (a fixed-sequence test; module docstring)."""
+    ok = []
+    for r in table[1:]:
+        if passes(r, min_gain, calibrated):
+            ok.append(r)
+        elif sequence:
+            break
     return max(ok, key=lambda r: (r["nll_gain"], -r["synthetic_share"])) if ok else table[0]
 
 
-def _level_text(confidence: float, level: float) -> str:
+def _level_text(confidence: float, level: float, sequence: bool = False) -> str:
+    if sequence:
+        return f"{confidence:.0%}, tested in order, smallest share first"
     if math.isclose(confidence, level):
         return f"{confidence:.0%}"
     return f"{100 * level:.4g}% (= {confidence:.0%} over all candidates)"
@@ -363,8 +381,10 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     acc = correct.mean(axis=1)
     scaled = [temperature_scaled_nll(prob_all[i], y) for i in range(len(points))]  # (per-image nll, T)
     # The chance of merging when no candidate helps is held at 1 - confidence over all of them, not
-    # per candidate: any one that passes is merged, so each bound is taken at the Bonferroni level.
-    level = candidate_confidence(cfg.confidence, len(points) - 1)
+    # per candidate: tested in the grid's order, each at ``confidence``, stopping at the first
+    # failure (fixed sequence), or each at the Bonferroni level in any order.
+    sequence = cfg.multiple_testing == "sequence"
+    level = cfg.confidence if sequence else candidate_confidence(cfg.confidence, len(points) - 1)
     table = []
     for i, (share, frac) in enumerate(points):
         gain_nll = paired_gain(nll[0] - nll[i], level)  # > 0: lower log-loss than real only
@@ -379,10 +399,10 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                       "accuracy_gain_ci_high": gain_acc["ci_high"]})
     resolution = accuracy_resolution(table)
 
-    best = choose(table, cfg.min_gain, cfg.calibrated_gain)
+    best = choose(table, cfg.min_gain, cfg.calibrated_gain, sequence)
     if best is not table[0]:
         reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "
-                  f"{best['nll_gain']:.4f} (one-sided {_level_text(cfg.confidence, level)} bound "
+                  f"{best['nll_gain']:.4f} (one-sided {_level_text(cfg.confidence, level, sequence)} bound "
                   f"{best['nll_gain_lower']:.4f} > {cfg.min_gain}"
                   + (f"; {best['scaled_nll_gain_lower']:.4f} at each candidate's best temperature"
                      if cfg.calibrated_gain else "")
@@ -392,8 +412,15 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                   f"(out-of-fold log-loss gain bound <= {cfg.min_gain}"
                   + (", also at each candidate's best temperature," if cfg.calibrated_gain else "")
                   + " or accuracy lower): merging none")
+        later = [r for r in table[1:] if passes(r, cfg.min_gain, cfg.calibrated_gain)]
+        if later:  # only under the fixed sequence: a candidate after the first failure
+            r = later[0]
+            reason += (f". Share {r['synthetic_share']} (fraction {r['fraction']}) passed on its own, but candidates "
+                       "are tested in order (smallest share first) and testing stopped at the first that failed, so "
+                       "that the chance of merging unhelpful data stays at "
+                       f"{1 - cfg.confidence:.0%} over the grid (crossfit.multiple_testing)")
         calib_only = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and r["accuracy_gain"] >= 0.0]
-        if calib_only and cfg.calibrated_gain:
+        if calib_only and cfg.calibrated_gain and not later:
             r = calib_only[0]
             reason += (f". Share {r['synthetic_share']} lowered the log-loss (bound {r['nll_gain_lower']:.4f}) but "
                        f"not at each candidate's best temperature (bound {r['scaled_nll_gain_lower']:.4f}): the gain "
@@ -418,7 +445,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
         "folds": n_folds, "folds_param": cfg.folds,  # the folds used; the param (null = auto)
         "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
-        "confidence": cfg.confidence, "candidate_confidence": level,
+        "confidence": cfg.confidence, "candidate_confidence": level, "multiple_testing": cfg.multiple_testing,
         "images": int(len(y)),  # (not the worker count: the choice must not depend on the machine's CPUs)
         "realise": realise, "accuracy_resolution": resolution,
         "accepted_per_fold": accepted_per_fold, "table": table,

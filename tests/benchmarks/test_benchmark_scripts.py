@@ -302,6 +302,11 @@ def test_crossfit_rule_screen_derives_each_rules_choice_from_the_table():
     assert lower_at(both, "nll_gain", 100, 0.95, 0.95) == 0.005
     assert choice([real, both], calibrated=True, familywise=True, images=100) == 0.5  # one candidate: 95 %
     assert choice([real, soft, both], calibrated=True, familywise=True, images=100) == 0.0
+    # the fixed sequence: each at 95 %, in order; soft fails the calibrated bound first, so the
+    # later share is not tested; without the calibrated bound both pass and the larger gain wins
+    assert choice([real, both], calibrated=True, images=100, sequence=True) == 0.5
+    assert choice([real, soft, both], calibrated=True, images=100, sequence=True) == 0.0
+    assert choice([real, soft, both], calibrated=False, images=100, sequence=True) == 0.25
     # the calibrated bound alone: soft's raw bound no longer matters, its calibrated one still fails
     assert choice([real, {**soft, "nll_gain_lower": -0.5}, both], calibrated=True, raw=False) == 0.5
     assert choice([real, {**both, "nll_gain_lower": -0.5}], calibrated=True, raw=True) == 0.0
@@ -317,8 +322,8 @@ def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
                         "crossfit.folds=2", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert [r["synthetic_share"] for r in res["table"]] == [0.0, 0.25, 0.5]
-    assert res["chosen"] == res["choice_familywise_rule"]  # the stage's default rule
-    assert res["images"] == 50 and res["candidate_confidence"] == pytest.approx(0.975)
+    assert res["chosen"] == res["choice_sequence_rule"]  # the stage's default rule
+    assert res["images"] == 50 and res["candidate_confidence"] == pytest.approx(0.95)
     md = tmp_path / "screen.md"
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
     assert len([line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]) == 1
@@ -333,3 +338,36 @@ def test_utility_set_names_the_item_when_the_shell_stripped_a_strings_quotes():
         utility.parse_set(["generate.sampler=residual"])
     with pytest.raises(SystemExit, match="GROUP.KEY=JSON"):
         utility.parse_set(["iterations=500"])
+
+
+def test_reread_crossfit_rules_finds_where_the_fixed_sequence_merges(tmp_path: Path, monkeypatch):
+    """A stored run whose first share's bounds hold at 95 % but not at the Bonferroni 97.5 %: the
+    re-read Bonferroni rule gives its stored choice (none), the fixed sequence merges the first
+    share, and the report counts and lists it with its forced gain; a run stored before the
+    calibrated bound is skipped, not guessed."""
+    from benchmarks import reread_crossfit_rules as rr
+
+    monkeypatch.setattr(rr, "_is_after", lambda commit, cache: True)  # bounds stored at 97.5 %
+    real = {"synthetic_share": 0.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "scaled_nll_gain": 0.0,
+            "scaled_nll_gain_lower": 0.0, "accuracy_gain": 0.0}
+    # at 97.5 % over 100 images: mean 0.02, bound -0.001 -> se 0.01058, at 95 %: +0.0024
+    near = {**real, "synthetic_share": 0.25, "nll_gain": 0.02, "nll_gain_lower": -0.001, "scaled_nll_gain": 0.02,
+            "scaled_nll_gain_lower": -0.001}
+    bad = {**real, "synthetic_share": 0.5, "nll_gain": -0.05, "nll_gain_lower": -0.09, "scaled_nll_gain": -0.05,
+           "scaled_nll_gain_lower": -0.09}
+    run = {"setting": "digits8_10", "config": "x=1", "gen_seed": 0, "commit": "abc1234", "labelled": 100,
+           "choice": {"synthetic_share": 0.0}, "crossfit_table": [real, near, bad], "forced_d_minus_b": [0.01, 0.02]}
+    old = {**run, "gen_seed": 1, "crossfit_table": [{k: v for k, v in r.items() if "scaled" not in k}
+                                                     for r in (real, near, bad)]}
+    f = tmp_path / "runs.json"
+    f.write_text(json.dumps({"runs": [run, old]}))
+    rows, skipped = rr.reread([str(f)])
+    assert skipped == 1 and len(rows) == 1
+    assert rows[0]["bonferroni"] == 0.0 == rows[0]["chosen"] and rows[0]["sequence"] == 0.25
+    out = tmp_path / "report.md"
+    assert rr.main([str(tmp_path / "*.json"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "gives the stored choice on 1" in text and "merged none on 1" in text
+    assert "| digits8_10 | x=1 | 0 | abc1234 | 0.0 | 0.25 | +1.50 |" in text
+    with pytest.raises(SystemExit):
+        rr.main([str(f), "--out", str(f)])  # never overwrites a run it reads

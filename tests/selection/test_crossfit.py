@@ -226,9 +226,11 @@ def test_a_gain_that_is_only_less_over_confidence_is_not_merged(monkeypatch):
 
 def test_confidence_holds_over_all_candidates(monkeypatch):
     """A gain whose t statistic is 1.8 over 90 images passes a one-sided 95 % bound (t > 1.66)
-    but not 97.5 % (t > 1.99). Tried alone it is merged; tried beside a second, equally good
-    share it is not: with two candidates each is tested at 97.5 %, so the chance of merging
-    data that does not help stays at 5 % however long the grid of shares is."""
+    but not 97.5 % (t > 1.99). Under ``multiple_testing: bonferroni`` it is merged when tried
+    alone, not beside a second, equally good share: with two candidates each is tested at 97.5 %.
+    Under the fixed sequence (the default) the first share is tested at 95 % and merged; a share
+    after one that fails is never merged, however good: either way the chance of merging data
+    that does not help stays at 5 % however long the grid of shares is."""
     assert crossfit.candidate_confidence(0.95, 1) == pytest.approx(0.95)
     assert crossfit.candidate_confidence(0.95, 2) == pytest.approx(0.975)
     assert crossfit.candidate_confidence(0.9, 4) == pytest.approx(0.975)
@@ -253,7 +255,7 @@ def test_confidence_holds_over_all_candidates(monkeypatch):
     monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
     rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
     cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1,
-                         calibrated_gain=False)
+                         calibrated_gain=False, multiple_testing="bonferroni")
     alone = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
     assert alone["table"][1]["nll_gain"] == pytest.approx(gain.mean())
     assert alone["candidate_confidence"] == pytest.approx(0.95) and alone["synthetic_share"] == 0.25
@@ -267,6 +269,25 @@ def test_confidence_holds_over_all_candidates(monkeypatch):
     clear = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, shares=[0.0, 0.25, 0.5]), *rest)
     assert clear["synthetic_share"] == 0.25  # equal gains: the smaller share
     assert "one-sided 97.5% (= 95% over all candidates) bound" in clear["reason"]
+    gain_of.update({a: g - 0.03 for a, g in gain_of.items()})  # back to t = 1.8
+    seq = dataclasses.replace(cfg, shares=[0.0, 0.25, 0.5], multiple_testing="sequence")
+    first = crossfit.crossfit_select(x, y, ["a", "b", "c"], seq, *rest)
+    assert first["candidate_confidence"] == pytest.approx(0.95) and first["multiple_testing"] == "sequence"
+    assert first["synthetic_share"] == 0.25 and "tested in order, smallest share first" in first["reason"]
+    sign = {0.25: -1.0, 0.5: 1.0}  # the first share hurts, the second helps as before
+
+    def fake_classifier_by_share(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
+        g = sign[share] * np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
+        top = 0.6 * np.exp(g) * np.ones(len(held_x))
+        prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+        prob[np.arange(len(held_x)), true] = top
+        return prob
+
+    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier_by_share)
+    stopped = crossfit.crossfit_select(x, y, ["a", "b", "c"], seq, *rest)
+    assert stopped["table"][2]["nll_gain_lower"] > 0 > stopped["table"][1]["nll_gain_lower"]
+    assert stopped["no_synthetic"] and "testing stopped at the first that failed" in stopped["reason"]
 
 
 def test_worker_processes_give_the_same_choice_as_one_process():

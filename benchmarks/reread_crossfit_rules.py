@@ -1,0 +1,127 @@
+"""Re-read every stored utility run's out-of-fold table under two ways of holding ``confidence``
+over the synthetic candidates (``crossfit.multiple_testing``):
+
+* ``bonferroni``: each of the ``m`` candidates at ``1 - (1 - confidence) / m`` (97.5 % for the
+  default two shares), any order -- the default from 2026-12-02 03:16 UTC (commit 05f08a3);
+* ``sequence``: each at ``confidence`` in the grid's order (shares ascending), stopping at the
+  first that fails -- a fixed-sequence test, the same guarantee over the grid.
+
+Both with the calibrated bound (``crossfit.calibrated_gain``, the default). A bound at another
+level is recomputed from the stored mean and bound (``screen_crossfit_rule.lower_at``); the level
+a run's bounds were stored at is read from its commit (95 % before 05f08a3, the Bonferroni level
+from it on). The pipeline is seeded end to end, so a run re-read under another rule has the same
+table; only the share merged would change. Where the rules differ the report lists the run with its
+*forced* (d) - (b) (the accepted samples merged at share 0.25 regardless of the choice, on the test
+split): what merging would have done there at 0.25. Runs stored before the calibrated bound
+existed are skipped (their tables lack it). The test split is never read here: only stored runs.
+
+    python benchmarks/reread_crossfit_rules.py 'benchmarks/results/utility_runs/*.json' --out docs/screens/crossfit_sequence.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from screen_crossfit_rule import CONFIDENCE, choice  # noqa: E402
+from augment.selection.crossfit import candidate_confidence  # noqa: E402
+
+BONFERRONI_SINCE = "05f08a3"
+
+
+def _is_after(commit: str, cache: dict[str, bool]) -> bool:
+    """Whether ``commit`` contains BONFERRONI_SINCE (its bounds were stored at the Bonferroni level)."""
+    if commit not in cache:
+        rc = subprocess.run(["git", "merge-base", "--is-ancestor", BONFERRONI_SINCE, commit], cwd=ROOT,
+                            capture_output=True).returncode
+        if rc not in (0, 1):
+            raise SystemExit(f"commit {commit} (or {BONFERRONI_SINCE}) is not in this repository: cannot tell the "
+                             "level its bounds were stored at")
+        cache[commit] = rc == 0
+    return cache[commit]
+
+
+def reread(files: list[str]) -> tuple[list[dict], int]:
+    """One row per stored run with a calibrated out-of-fold table; and the count of runs skipped."""
+    rows, skipped, cache = [], 0, {}
+    for f in files:
+        doc = json.loads(Path(f).read_text())
+        for r in doc.get("runs", []):
+            t = r.get("crossfit_table")
+            if not t or len(t) < 2:
+                continue
+            if any("scaled_nll_gain" not in row for row in t):
+                skipped += 1
+                continue
+            stored = candidate_confidence(CONFIDENCE, len(t) - 1) if _is_after(r["commit"], cache) else CONFIDENCE
+            n = int(r["labelled"])
+            forced = r.get("forced_d_minus_b") or []
+            rows.append({"file": Path(f).name, "setting": r["setting"], "config": r.get("config", "default"),
+                         "gen_seed": r["gen_seed"], "commit": r["commit"], "stored": stored,
+                         "chosen": float(r["choice"]["synthetic_share"]),
+                         "bonferroni": choice(t, True, familywise=True, images=n, stored=stored),
+                         "sequence": choice(t, True, images=n, stored=stored, sequence=True),
+                         "forced": 100 * float(np.mean(forced)) if forced else None,
+                         "shares": [row["synthetic_share"] for row in t]})
+    return rows, skipped
+
+
+def report(files: list[str], out: Path, command: str) -> None:
+    rows, skipped = reread(files)
+    after = [r for r in rows if r["stored"] != CONFIDENCE]
+    same = sum(r["bonferroni"] == r["chosen"] for r in after)
+    differ = [r for r in rows if r["bonferroni"] != r["sequence"]]
+    gained = [r for r in differ if r["sequence"] > 0 and r["bonferroni"] == 0]
+    lost = [r for r in differ if r["bonferroni"] > 0 and r["sequence"] == 0]
+    lines = ["# Re-read: Bonferroni or a fixed sequence over the cross-fitting candidates", "",
+             f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
+             f"{len(files)} stored utility run files (benchmarks/results/utility_runs/; each run's date, commit, "
+             "machine and command are in its file and in docs/results.md). See the script's docstring for the "
+             "method.", "",
+             f"- runs with a calibrated out-of-fold table: {len(rows)} ({skipped} older runs skipped: no "
+             "calibrated bound stored)",
+             f"- check: on the {len(after)} runs stored at the Bonferroni level (commit {BONFERRONI_SINCE} on), the "
+             f"re-read Bonferroni rule gives the stored choice on {same}",
+             f"- the two rules choose differently on {len(differ)} runs: the fixed sequence merges where Bonferroni "
+             f"merged none on {len(gained)}, merges none where Bonferroni merged on {len(lost)}, another share on "
+             f"{len(differ) - len(gained) - len(lost)}", ""]
+    if differ:
+        lines += ["| setting | config | gen seed | commit | Bonferroni | sequence | forced (d) − (b) at 0.25, points |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in sorted(differ, key=lambda r: (r["setting"], r["config"], r["gen_seed"])):
+            forced = f"{r['forced']:+.2f}" if r["forced"] is not None else "—"
+            lines.append(f"| {r['setting']} | {r['config']} | {r['gen_seed']} | {r['commit']} | {r['bonferroni']} | "
+                         f"{r['sequence']} | {forced} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+", help="utility run files (benchmarks/utility.py --json); a quoted glob is "
+                    "expanded here, so that the report's command stays short")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screens" / "crossfit_sequence.md"))
+    args = ap.parse_args(argv)
+    args.files = sorted({p for f in args.files for p in (glob.glob(f) if "*" in f else [f])})
+    if not args.files:
+        ap.error("no utility run file matched")
+    if Path(args.out).resolve() in {Path(f).resolve() for f in args.files}:
+        ap.error(f"--out {args.out} is one of the files to read: it would be overwritten")
+    command = "python benchmarks/reread_crossfit_rules.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report(args.files, Path(args.out), command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
