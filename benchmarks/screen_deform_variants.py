@@ -12,7 +12,10 @@ library's own registration and sampler (not a copy), outside the pipeline:
 * ``compose``: each sample warped by the sum of two observed fields of its class (each scaled by
   its own ``U(0.3, 1)``), a deformation no single pair showed;
 * ``d50``: the default at share 0.5;
-* ``n1000``: 1,000 samples per class instead of 200, share 0.25.
+* ``n1000``: 1,000 samples per class instead of 200, share 0.25;
+* ``pooled``: an image of the class warped by a field registered between two images of *any*
+  class (the deformations pooled over classes: ten times as many fields, none specific to the
+  class; Hauberg et al. found class-dependent ones better, with more images per class than here).
 
 Each is compared with ``b`` (labelled images + classical augmentation: the utility benchmark's (b),
 evaluate's recipe). Labelled and test images are drawn as ``benchmarks/utility.py`` draws them
@@ -37,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
 
-VARIANTS = ["b", "d25", "scale15", "compose", "d50", "n1000"]
+VARIANTS = ["b", "d25", "scale15", "compose", "d50", "n1000", "pooled"]
 
 
 class _NoFallback:
@@ -58,9 +61,10 @@ def _to_uint8(x) -> np.ndarray:
 
 
 def samples(rx: np.ndarray, ry: np.ndarray, k: int, per_class: int, scale: float, compose: bool, grid: int,
-            max_pairs: int, seed: int, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+            max_pairs: int, seed: int, batch: int = 500, pooled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` samples per class from the library's deform sampler (``compose``: each warped
-    by the sum of two observed fields of its class, each scaled by its own U(0.3, 1) x ``scale``)."""
+    again by a second observed field of its class, scaled by its own U(0.3, 1) x ``scale``;
+    ``pooled``: by a field of any class's pair that does not contain the image)."""
     import torch
 
     from augment.models.deform import DeformSampler, fit_fields, warp
@@ -74,6 +78,17 @@ def samples(rx: np.ndarray, ry: np.ndarray, k: int, per_class: int, scale: float
     out = []
     for i in range(0, len(labels), batch):
         lab = labels[i : i + batch]
+        if pooled:
+            u = torch.rand(len(lab), 10, generator=g)
+            counts, n_pairs = sampler.counts[lab], len(sampler.pairs)
+            src = sampler.starts[lab] + (u[:, 0] * counts).long().clamp_max(counts - 1)
+            pick = (u[:, 1] * n_pairs).long().clamp_max(n_pairs - 1)
+            for t in range(3, 10):  # redraw a pair that contains the image itself
+                own = (sampler.pairs[pick] == sampler.image_index[src][:, None]).any(1)
+                pick = torch.where(own, (u[:, t] * n_pairs).long().clamp_max(n_pairs - 1), pick)
+            frac = (0.3 + 0.7 * u[:, 2]) * scale
+            out.append(warp(sampler.images[src], sampler.fields[pick] * frac[:, None, None, None]).clamp(-1.0, 1.0))
+            continue
         if not compose:
             out.append(sampler.sample(lab, g))
             continue
@@ -116,7 +131,8 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
     syn = {"d25": samples(rx, ry, k, 200, gen.deform_scale, False, **common),
            "scale15": samples(rx, ry, k, 200, 1.5 * gen.deform_scale, False, **common),
            "compose": samples(rx, ry, k, 200, gen.deform_scale, True, **common),
-           "n1000": samples(rx, ry, k, 1000, gen.deform_scale, False, **common)}
+           "n1000": samples(rx, ry, k, 1000, gen.deform_scale, False, **common),
+           "pooled": samples(rx, ry, k, 200, gen.deform_scale, False, pooled=True, **common)}
     seconds["samples"] = round(time.perf_counter() - t0, 1)
     if grid_png:
         from augment.core.images import image_grid
@@ -124,7 +140,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
 
         rows = []
         for c in range(k):
-            rows += list(rx[ry == c][:2]) + [s[0][s[1] == c][j] for s in (syn["d25"], syn["scale15"], syn["compose"])
+            rows += list(rx[ry == c][:2]) + [s[0][s[1] == c][j] for s in (syn["d25"], syn["compose"], syn["pooled"])
                                              for j in range(4)]
         save_png(image_grid(np.stack(rows), 14, scale=max(1, 56 // rx.shape[1]), row_labels=names), grid_png)
     dev = torch.device("cpu")
@@ -135,7 +151,8 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
         return float((predict_proba(m, tx, dev).argmax(1) == ty).mean())
 
     plan = {"b": (None, None), "d25": (syn["d25"], 0.25), "scale15": (syn["scale15"], 0.25),
-            "compose": (syn["compose"], 0.25), "d50": (syn["d25"], 0.5), "n1000": (syn["n1000"], 0.25)}
+            "compose": (syn["compose"], 0.25), "d50": (syn["d25"], 0.5), "n1000": (syn["n1000"], 0.25),
+            "pooled": (syn["pooled"], 0.25)}
     acc_by = {}
     for name in VARIANTS:
         data, share = plan[name]
