@@ -8,8 +8,8 @@ over the synthetic candidates (``crossfit.multiple_testing``):
 
 Both with the calibrated bound (``crossfit.calibrated_gain``, the default). A bound at another
 level is recomputed from the stored mean and bound (``screen_crossfit_rule.lower_at``); the level
-a run's bounds were stored at is read from its commit (95 % before 05f08a3, the Bonferroni level
-from it on). The pipeline is seeded end to end, so a run re-read under another rule has the same
+a run's bounds were stored at is read from its commit and config (95 % before 05f08a3, the
+Bonferroni level from it on, 95 % again from 1075f06 on, where the fixed sequence is the default). The pipeline is seeded end to end, so a run re-read under another rule has the same
 table; only the share merged would change. Where the rules differ the report lists the run with its
 *forced* (d) - (b) (the accepted samples merged at share 0.25 regardless of the choice, on the test
 split): what merging would have done there at 0.25. Runs stored before the calibrated bound
@@ -37,19 +37,32 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from screen_crossfit_rule import CONFIDENCE, choice  # noqa: E402
 from augment.selection.crossfit import candidate_confidence  # noqa: E402
 
-BONFERRONI_SINCE = "05f08a3"
+BONFERRONI_SINCE = "05f08a3"  # from this commit the bounds were stored at the Bonferroni level
+SEQUENCE_SINCE = "1075f06"  # from this one at 95 % again, the fixed sequence being the default
 
 
-def _is_after(commit: str, cache: dict[str, bool]) -> bool:
-    """Whether ``commit`` contains BONFERRONI_SINCE (its bounds were stored at the Bonferroni level)."""
-    if commit not in cache:
-        rc = subprocess.run(["git", "merge-base", "--is-ancestor", BONFERRONI_SINCE, commit], cwd=ROOT,
+def _contains(commit: str, ancestor: str, cache: dict[tuple[str, str], bool]) -> bool:
+    """Whether ``commit`` contains ``ancestor`` (git)."""
+    if (commit, ancestor) not in cache:
+        rc = subprocess.run(["git", "merge-base", "--is-ancestor", ancestor, commit], cwd=ROOT,
                             capture_output=True).returncode
         if rc not in (0, 1):
-            raise SystemExit(f"commit {commit} (or {BONFERRONI_SINCE}) is not in this repository: cannot tell the "
+            raise SystemExit(f"commit {commit} (or {ancestor}) is not in this repository: cannot tell the "
                              "level its bounds were stored at")
-        cache[commit] = rc == 0
-    return cache[commit]
+        cache[commit, ancestor] = rc == 0
+    return cache[commit, ancestor]
+
+
+def stored_rule(run: dict, cache: dict) -> str:
+    """The rule a stored run chose by, from its commit and config: ``bonferroni`` or ``sequence``
+    (each candidate at 95 %: also the rule before BONFERRONI_SINCE, which had no sequence but
+    stored its bounds at 95 %, and its choice then read every candidate at that level)."""
+    commit, config = run["commit"], str(run.get("config", ""))
+    if "multiple_testing=bonferroni" in config.replace(" ", "") or "multiple_testing bonferroni" in config:
+        return "bonferroni"
+    if not _contains(commit, BONFERRONI_SINCE, cache):
+        return "per_candidate"
+    return "sequence" if _contains(commit, SEQUENCE_SINCE, cache) else "bonferroni"
 
 
 def reread(files: list[str]) -> tuple[list[dict], int]:
@@ -64,11 +77,12 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
             if any("scaled_nll_gain" not in row for row in t):
                 skipped += 1
                 continue
-            stored = candidate_confidence(CONFIDENCE, len(t) - 1) if _is_after(r["commit"], cache) else CONFIDENCE
+            rule = stored_rule(r, cache)
+            stored = candidate_confidence(CONFIDENCE, len(t) - 1) if rule == "bonferroni" else CONFIDENCE
             n = int(r["labelled"])
             forced = r.get("forced_d_minus_b") or []
             rows.append({"file": Path(f).name, "setting": r["setting"], "config": r.get("config", "default"),
-                         "gen_seed": r["gen_seed"], "commit": r["commit"], "stored": stored,
+                         "gen_seed": r["gen_seed"], "commit": r["commit"], "stored": stored, "rule": rule,
                          "chosen": float(r["choice"]["synthetic_share"]),
                          "bonferroni": choice(t, True, familywise=True, images=n, stored=stored),
                          "sequence": choice(t, True, images=n, stored=stored, sequence=True),
@@ -79,8 +93,8 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
 
 def report(files: list[str], out: Path, command: str) -> None:
     rows, skipped = reread(files)
-    after = [r for r in rows if r["stored"] != CONFIDENCE]
-    same = sum(r["bonferroni"] == r["chosen"] for r in after)
+    checked = [r for r in rows if r["rule"] in ("bonferroni", "sequence")]
+    same = sum(r[r["rule"]] == r["chosen"] for r in checked)
     differ = [r for r in rows if r["bonferroni"] != r["sequence"]]
     gained = [r for r in differ if r["sequence"] > 0 and r["bonferroni"] == 0]
     lost = [r for r in differ if r["bonferroni"] > 0 and r["sequence"] == 0]
@@ -91,8 +105,9 @@ def report(files: list[str], out: Path, command: str) -> None:
              "method.", "",
              f"- runs with a calibrated out-of-fold table: {len(rows)} ({skipped} older runs skipped: no "
              "calibrated bound stored)",
-             f"- check: on the {len(after)} runs stored at the Bonferroni level (commit {BONFERRONI_SINCE} on), the "
-             f"re-read Bonferroni rule gives the stored choice on {same}",
+             f"- check: on the {len(checked)} runs that chose by one of the two rules (Bonferroni from commit "
+             f"{BONFERRONI_SINCE}, the fixed sequence from {SEQUENCE_SINCE}), the re-read of that rule gives the "
+             f"stored choice on {same}",
              f"- the two rules choose differently on {len(differ)} runs: the fixed sequence merges where Bonferroni "
              f"merged none on {len(gained)}, merges none where Bonferroni merged on {len(lost)}, another share on "
              f"{len(differ) - len(gained) - len(lost)}", ""]

@@ -347,7 +347,7 @@ def test_reread_crossfit_rules_finds_where_the_fixed_sequence_merges(tmp_path: P
     calibrated bound is skipped, not guessed."""
     from benchmarks import reread_crossfit_rules as rr
 
-    monkeypatch.setattr(rr, "_is_after", lambda commit, cache: True)  # bounds stored at 97.5 %
+    monkeypatch.setattr(rr, "stored_rule", lambda run, cache: "bonferroni")  # bounds stored at 97.5 %
     real = {"synthetic_share": 0.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "scaled_nll_gain": 0.0,
             "scaled_nll_gain_lower": 0.0, "accuracy_gain": 0.0}
     # at 97.5 % over 100 images: mean 0.02, bound -0.001 -> se 0.01058, at 95 %: +0.0024
@@ -371,3 +371,19 @@ def test_reread_crossfit_rules_finds_where_the_fixed_sequence_merges(tmp_path: P
     assert "| digits8_10 | x=1 | 0 | abc1234 | 0.0 | 0.25 | +1.50 |" in text
     with pytest.raises(SystemExit):
         rr.main([str(f), "--out", str(f)])  # never overwrites a run it reads
+
+
+def test_reread_reads_the_rule_a_run_chose_by_from_its_commit():
+    """Bonferroni from commit 05f08a3, the fixed sequence from 1075f06 unless the run asked for
+    Bonferroni, each candidate at 95 % before 05f08a3 (read from this repository's history)."""
+    import subprocess
+
+    from benchmarks import reread_crossfit_rules as rr
+
+    root = Path(rr.__file__).resolve().parents[1]
+    if subprocess.run(["git", "cat-file", "-e", "4dde209^{commit}"], cwd=root, capture_output=True).returncode:
+        pytest.skip("a shallow clone: the commits the rules changed at are not here")
+    assert rr.stored_rule({"commit": "1075f06", "config": "default"}, {}) == "sequence"
+    assert rr.stored_rule({"commit": "05f08a3", "config": "default"}, {}) == "bonferroni"
+    assert rr.stored_rule({"commit": "4dde209", "config": "default"}, {}) == "per_candidate"
+    assert rr.stored_rule({"commit": "1075f06", "config": "crossfit.multiple_testing=bonferroni"}, {}) == "bonferroni"
