@@ -280,6 +280,10 @@ class CrossfitConfig:
     # the bound must also exceed min_gain after each candidate gets its own best temperature: a
     # log-loss gain that is only in how confident the classifier is does not count
     calibrated_gain: bool = True
+    # the one-sided level of that check (a guard against gains only in confidence; the evidence is
+    # the raw bound's): 0.84 = the gain more than one standard error above min_gain; null = the raw
+    # bound's level (stricter)
+    calibrated_confidence: Optional[float] = 0.84
     seed: int = 0  # fold assignment
     device: str = "auto"
     workers: Optional[int] = None  # processes for the fold generators and models; null = one per CPU (1 on CUDA)
@@ -298,6 +302,8 @@ class CrossfitConfig:
         check_model_name("crossfit.model", self.model)
         _check_range("crossfit.confidence", self.confidence, 0.5, 0.9999)
         _check_range("crossfit.min_gain", self.min_gain, -10.0, 10.0)
+        if self.calibrated_confidence is not None:
+            _check_range("crossfit.calibrated_confidence", self.calibrated_confidence, 0.5, 0.9999)
         _check_device("crossfit.device", self.device)
 
 

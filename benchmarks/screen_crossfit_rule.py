@@ -51,15 +51,21 @@ def lower_at(row: dict, key: str, images: int, stored: float, level: float) -> f
 
 
 def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywise: bool = False,
-           images: int = 0, stored: float = CONFIDENCE, raw: bool = True, sequence: bool = False) -> float:
+           images: int = 0, stored: float = CONFIDENCE, raw: bool = True, sequence: bool = False,
+           calibrated_level: float | None = None) -> float:
     """The share a rule picks from an out-of-fold table (0.0: none), as ``crossfit_select`` does;
     ``familywise``: each candidate tested at the Bonferroni level (``images``: the labelled count,
     ``stored``: the level the table's bounds were written at); ``sequence``: each at ``CONFIDENCE``
     in the table's order, stopping at the first failure (``crossfit.multiple_testing: sequence``);
-    ``raw=False``: the calibrated bound alone, without the raw one (a rule not built, screened here)."""
+    ``raw=False``: the calibrated bound alone, without the raw one (a rule not built, screened here);
+    ``calibrated_level``: the calibrated check at its own level (``crossfit.calibrated_confidence``;
+    None: at the raw bound's level, as before that param)."""
     level = candidate_confidence(CONFIDENCE, len(table) - 1) if familywise and not sequence else CONFIDENCE
     rows = [{**r, **{f"{k}_lower": lower_at(r, k, images, stored, level) for k in ("nll_gain", "scaled_nll_gain")}}
             for r in table]
+    for r, orig in zip(rows, table):  # the check the rule reads, never one a newer table stored
+        r["scaled_nll_gain_check"] = (r["scaled_nll_gain_lower"] if calibrated_level is None else
+                                      lower_at(orig, "scaled_nll_gain", images, stored, calibrated_level))
     if not raw:  # the raw bound ignored
         rows = [{**r, "nll_gain_lower": math.inf} for r in rows]
     return choose(rows, min_gain, calibrated, sequence)["synthetic_share"]
@@ -77,6 +83,7 @@ def choices(run: dict) -> dict[str, float]:
     return {"raw": choice(t, False, images=n, stored=stored), "calibrated": choice(t, True, images=n, stored=stored),
             "familywise": choice(t, True, familywise=True, images=n, stored=stored),
             "sequence": choice(t, True, images=n, stored=stored, sequence=True),
+            "sequence_check84": choice(t, True, images=n, stored=stored, sequence=True, calibrated_level=0.84),
             "calibrated_only": choice(t, True, familywise=True, images=n, stored=stored, raw=False)}
 
 
@@ -98,7 +105,7 @@ def run(setting: str, gen_seed: int, overrides: dict) -> dict:
            "reason": sel["reason"], "seconds": fr.seconds}
     c = choices(out)
     out.update(choice_raw_rule=c["raw"], choice_calibrated_rule=c["calibrated"], choice_familywise_rule=c["familywise"],
-               choice_sequence_rule=c["sequence"])
+               choice_sequence_rule=c["sequence"], choice_default_rule=c["sequence_check84"])
     return out
 
 

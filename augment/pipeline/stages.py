@@ -192,8 +192,8 @@ def run_crossfit(cfg: CrossfitConfig, paths: Paths = Paths(), progress: bool = T
     with atomic_directory(paths.crossfit) as tmp:
         atomic_write_json(tmp / "selection.json", out)
         keys = ["synthetic_share", "fraction", "synthetic_per_fold", "oof_accuracy", "oof_nll", "nll_gain",
-                "nll_gain_lower", "temperature", "scaled_nll_gain", "scaled_nll_gain_lower", "accuracy_gain",
-                "accuracy_gain_ci_low", "accuracy_gain_ci_high"]
+                "nll_gain_lower", "temperature", "scaled_nll_gain", "scaled_nll_gain_lower", "scaled_nll_gain_check",
+                "accuracy_gain", "accuracy_gain_ci_low", "accuracy_gain_ci_high"]
         rows = [{**r, "synthetic_per_fold": " ".join(str(n) for n in r.get("synthetic_per_fold", []))}
                 for r in out["table"]]
         atomic_write_csv(tmp / "table.csv", rows, keys)

@@ -307,6 +307,12 @@ def test_crossfit_rule_screen_derives_each_rules_choice_from_the_table():
     assert choice([real, both], calibrated=True, images=100, sequence=True) == 0.5
     assert choice([real, soft, both], calibrated=True, images=100, sequence=True) == 0.0
     assert choice([real, soft, both], calibrated=False, images=100, sequence=True) == 0.25
+    # the calibrated check at one standard error (0.84): soft's calibrated gain, 0.01 with a 95 %
+    # bound of -0.01 (se 0.012), is 0.8 standard errors above 0 -- short of it; both's passes
+    assert choice([real, soft, both], calibrated=True, images=100, sequence=True, calibrated_level=0.84) == 0.0
+    assert choice([real, both], calibrated=True, images=100, sequence=True, calibrated_level=0.84) == 0.5
+    assert choice([real, {**soft, "scaled_nll_gain": 0.02}], calibrated=True, images=100, sequence=True,
+                  calibrated_level=0.84) == 0.25  # 0.02 / 0.012 = 1.66 standard errors
     # the calibrated bound alone: soft's raw bound no longer matters, its calibrated one still fails
     assert choice([real, {**soft, "nll_gain_lower": -0.5}, both], calibrated=True, raw=False) == 0.5
     assert choice([real, {**both, "nll_gain_lower": -0.5}], calibrated=True, raw=True) == 0.0
@@ -322,7 +328,7 @@ def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
                         "crossfit.folds=2", "--json", str(run)]) == 0
     res = json.loads(run.read_text())
     assert [r["synthetic_share"] for r in res["table"]] == [0.0, 0.25, 0.5]
-    assert res["chosen"] == res["choice_sequence_rule"]  # the stage's default rule
+    assert res["chosen"] == res["choice_default_rule"]  # the stage's default rule
     assert res["images"] == 50 and res["candidate_confidence"] == pytest.approx(0.95)
     md = tmp_path / "screen.md"
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0

@@ -187,6 +187,38 @@ def test_helpful_synthetic_data_is_merged(monkeypatch):
     assert "at each candidate's best temperature" in out["reason"]
 
 
+def test_the_calibrated_check_is_a_guard_at_its_own_level():
+    """The raw bound carries the evidence at ``confidence``; the gain at the best temperatures only
+    has to clear ``min_gain`` by one standard error (``calibrated_confidence`` 0.84): a candidate
+    whose calibrated gain is 1.5 standard errors above 0 passes it, not the stricter 95 % check
+    (``calibrated_confidence: null``) -- and one that is only better calibration (mean 0) fails both."""
+    real = {"synthetic_share": 0.0, "fraction": 1.0, "nll_gain": 0.0, "nll_gain_lower": 0.0,
+            "scaled_nll_gain": 0.0, "scaled_nll_gain_lower": 0.0, "scaled_nll_gain_check": 0.0, "accuracy_gain": 0.0}
+    se = 0.01
+    row = {**real, "synthetic_share": 0.25, "nll_gain": 0.05, "nll_gain_lower": 0.03, "scaled_nll_gain": 1.5 * se,
+           "scaled_nll_gain_lower": 1.5 * se - 1.66 * se, "scaled_nll_gain_check": 0.5 * se}
+    assert crossfit.choose([real, row], 0.0, True) is row
+    assert crossfit.choose([real, {**row, "scaled_nll_gain_check": row["scaled_nll_gain_lower"]}], 0.0, True) is real
+    only_calibration = {**row, "scaled_nll_gain": 1e-9, "scaled_nll_gain_check": 1e-9 - se}
+    assert crossfit.choose([real, only_calibration], 0.0, True) is real
+    old = {k: v for k, v in row.items() if k != "scaled_nll_gain_check"}  # a table stored before the check
+    assert crossfit.choose([real, old], 0.0, True) is real  # read as it was chosen then, at the raw level
+
+
+def test_the_calibrated_checks_level_is_the_raw_one_when_null(monkeypatch):
+    x, y = _faint(6)
+    big_x, big_y = _faint(40, seed=1)
+    monkeypatch.setattr(crossfit, "fold_candidates", lambda fx, fy, class_names, *args: (big_x, big_y, np.ones(len(big_y))))
+    cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0], steps=20, device="cpu", workers=1)
+    rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig(rotate=0.0, translate=0.0, scale=0.0))
+    default = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
+    strict = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, calibrated_confidence=None), *rest)
+    d, s = default["table"][1], strict["table"][1]
+    assert default["calibrated_confidence"] == 0.84 and strict["calibrated_confidence"] == 0.95
+    assert s["scaled_nll_gain_check"] == s["scaled_nll_gain_lower"] == d["scaled_nll_gain_lower"]
+    assert d["scaled_nll_gain_lower"] < d["scaled_nll_gain_check"] < d["scaled_nll_gain"]
+
+
 def test_a_gain_that_is_only_less_over_confidence_is_not_merged(monkeypatch):
     """Real only: the right class for 4 of 5 images at p = 0.99, the wrong one for the fifth, also
     at 0.99. With synthetic data: the same predictions at p = 0.7. Its log-loss is far lower, but
