@@ -1,12 +1,16 @@
-"""Re-read every stored utility run's out-of-fold table under two ways of holding ``confidence``
-over the synthetic candidates (``crossfit.multiple_testing``):
+"""Re-read every stored utility run's out-of-fold table under three rules:
 
 * ``bonferroni``: each of the ``m`` candidates at ``1 - (1 - confidence) / m`` (97.5 % for the
-  default two shares), any order -- the default from 2026-12-02 03:16 UTC (commit 05f08a3);
+  default two shares), any order, the calibrated check at the same level -- the default from
+  2026-12-02 03:16 UTC (commit 05f08a3);
 * ``sequence``: each at ``confidence`` in the grid's order (shares ascending), stopping at the
-  first that fails -- a fixed-sequence test, the same guarantee over the grid.
+  first that fails (``crossfit.multiple_testing``) -- a fixed-sequence test, the same guarantee
+  over the grid; the default from commit 1075f06;
+* ``check84``: the sequence, with the calibrated check (the gain at each candidate's best
+  temperature) at its own level, ``crossfit.calibrated_confidence`` 0.84 (one standard error),
+  the raw bound still at ``confidence`` -- the default from commit 5cf49c5.
 
-Both with the calibrated bound (``crossfit.calibrated_gain``, the default). A bound at another
+A bound at another
 level is recomputed from the stored mean and bound (``screen_crossfit_rule.lower_at``); the level
 a run's bounds were stored at is read from its commit and config (95 % before 05f08a3, the
 Bonferroni level from it on, 95 % again from 1075f06 on, where the fixed sequence is the default). The pipeline is seeded end to end, so a run re-read under another rule has the same
@@ -39,6 +43,7 @@ from augment.selection.crossfit import candidate_confidence  # noqa: E402
 
 BONFERRONI_SINCE = "05f08a3"  # from this commit the bounds were stored at the Bonferroni level
 SEQUENCE_SINCE = "1075f06"  # from this one at 95 % again, the fixed sequence being the default
+CHECK_SINCE = "5cf49c5"  # from this one the calibrated check at 0.84
 
 
 def _contains(commit: str, ancestor: str, cache: dict[tuple[str, str], bool]) -> bool:
@@ -62,6 +67,8 @@ def stored_rule(run: dict, cache: dict) -> str:
         return "bonferroni"
     if not _contains(commit, BONFERRONI_SINCE, cache):
         return "per_candidate"
+    if _contains(commit, CHECK_SINCE, cache):
+        return "check84"
     return "sequence" if _contains(commit, SEQUENCE_SINCE, cache) else "bonferroni"
 
 
@@ -79,6 +86,7 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
                 continue
             rule = stored_rule(r, cache)
             stored = candidate_confidence(CONFIDENCE, len(t) - 1) if rule == "bonferroni" else CONFIDENCE
+            t = [{k: v for k, v in row.items() if k != "scaled_nll_gain_check"} for row in t]  # each rule its own
             n = int(r["labelled"])
             forced = r.get("forced_d_minus_b") or []
             rows.append({"file": Path(f).name, "setting": r["setting"], "config": r.get("config", "default"),
@@ -86,6 +94,7 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
                          "chosen": float(r["choice"]["synthetic_share"]),
                          "bonferroni": choice(t, True, familywise=True, images=n, stored=stored),
                          "sequence": choice(t, True, images=n, stored=stored, sequence=True),
+                         "check84": choice(t, True, images=n, stored=stored, sequence=True, calibrated_level=0.84),
                          "forced": 100 * float(np.mean(forced)) if forced else None,
                          "shares": [row["synthetic_share"] for row in t]})
     return rows, skipped
@@ -93,31 +102,35 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
 
 def report(files: list[str], out: Path, command: str) -> None:
     rows, skipped = reread(files)
-    checked = [r for r in rows if r["rule"] in ("bonferroni", "sequence")]
+    checked = [r for r in rows if r["rule"] in ("bonferroni", "sequence", "check84")]
     same = sum(r[r["rule"]] == r["chosen"] for r in checked)
-    differ = [r for r in rows if r["bonferroni"] != r["sequence"]]
-    gained = [r for r in differ if r["sequence"] > 0 and r["bonferroni"] == 0]
-    lost = [r for r in differ if r["bonferroni"] > 0 and r["sequence"] == 0]
-    lines = ["# Re-read: Bonferroni or a fixed sequence over the cross-fitting candidates", "",
+    differ = [r for r in rows if len({r["bonferroni"], r["sequence"], r["check84"]}) > 1]
+
+    def changes(a: str, b: str) -> str:
+        d = [r for r in rows if r[a] != r[b]]
+        gained = sum(r[b] > 0 and r[a] == 0 for r in d)
+        lost = sum(r[a] > 0 and r[b] == 0 for r in d)
+        return (f"{len(d)} runs: merges where {a} merged none on {gained}, none where it merged on {lost}, "
+                f"another share on {len(d) - gained - lost}")
+    lines = ["# Re-read: how the cross-fitted choice is tested (Bonferroni, fixed sequence, calibrated check at 0.84)", "",
              f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
              f"{len(files)} stored utility run files (benchmarks/results/utility_runs/; each run's date, commit, "
              "machine and command are in its file and in docs/results.md). See the script's docstring for the "
              "method.", "",
              f"- runs with a calibrated out-of-fold table: {len(rows)} ({skipped} older runs skipped: no "
              "calibrated bound stored)",
-             f"- check: on the {len(checked)} runs that chose by one of the two rules (Bonferroni from commit "
-             f"{BONFERRONI_SINCE}, the fixed sequence from {SEQUENCE_SINCE}), the re-read of that rule gives the "
-             f"stored choice on {same}",
-             f"- the two rules choose differently on {len(differ)} runs: the fixed sequence merges where Bonferroni "
-             f"merged none on {len(gained)}, merges none where Bonferroni merged on {len(lost)}, another share on "
-             f"{len(differ) - len(gained) - len(lost)}", ""]
+             f"- check: on the {len(checked)} runs that chose by one of the three rules (Bonferroni from commit "
+             f"{BONFERRONI_SINCE}, the fixed sequence from {SEQUENCE_SINCE}, check84 from {CHECK_SINCE}), the "
+             f"re-read of that rule gives the stored choice on {same}",
+             f"- the fixed sequence against Bonferroni: {changes('bonferroni', 'sequence')}",
+             f"- check84 against the fixed sequence: {changes('sequence', 'check84')}", ""]
     if differ:
-        lines += ["| setting | config | gen seed | commit | Bonferroni | sequence | forced (d) − (b) at 0.25, points |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| setting | config | gen seed | commit | Bonferroni | sequence | check84 | "
+                  "forced (d) − (b) at 0.25, points |", "|---|---|---|---|---|---|---|---|"]
         for r in sorted(differ, key=lambda r: (r["setting"], r["config"], r["gen_seed"])):
             forced = f"{r['forced']:+.2f}" if r["forced"] is not None else "—"
             lines.append(f"| {r['setting']} | {r['config']} | {r['gen_seed']} | {r['commit']} | {r['bonferroni']} | "
-                         f"{r['sequence']} | {forced} |")
+                         f"{r['sequence']} | {r['check84']} | {forced} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 
