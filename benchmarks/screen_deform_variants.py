@@ -105,23 +105,10 @@ def samples(rx: np.ndarray, ry: np.ndarray, k: int, per_class: int, scale: float
 
 def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data_seed: int, grid_png: str | None
         ) -> dict:
-    import torch
-
     import utility as U
     from augment.config import load_params
-    from augment.downstream.classifier import predict_proba, train_downstream
-    from augment.downstream.models import resolve_model
-    from augment.evaluation.evaluate import classifier_spec
 
-    spec = U.SETTINGS[setting]
-    x, y, names = U.load_data(spec["data"], spec["size"])
-    rng = np.random.default_rng(data_seed)  # as U.write_split draws the labelled images
-    lab = np.concatenate([rng.choice(np.flatnonzero(y == c), spec["per_class"], replace=False)
-                          for c in range(len(names))])
-    is_lab = np.zeros(len(y), bool)
-    is_lab[lab] = True
-    rx, ry = x[np.sort(lab)], y[np.sort(lab)]
-    tx, ty = x[~is_lab], y[~is_lab]  # scoring only
+    rx, ry, tx, ty, names = S.labelled_split(setting, data_seed)  # tx, ty: scoring only
     k = len(names)
     cfg = U.configure(load_params(ROOT / "params.yaml"), overrides)
     gen = cfg.generate
@@ -143,25 +130,10 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
             rows += list(rx[ry == c][:2]) + [s[0][s[1] == c][j] for s in (syn["d25"], syn["compose"], syn["pooled"])
                                              for j in range(4)]
         save_png(image_grid(np.stack(rows), 14, scale=max(1, 56 // rx.shape[1]), row_labels=names), grid_png)
-    dev = torch.device("cpu")
-    recipe = classifier_spec(cfg.evaluate)
-    make = resolve_model(cfg.evaluate.model, "evaluate.model")
-
-    def acc(m) -> float:
-        return float((predict_proba(m, tx, dev).argmax(1) == ty).mean())
-
     plan = {"b": (None, None), "d25": (syn["d25"], 0.25), "scale15": (syn["scale15"], 0.25),
             "compose": (syn["compose"], 0.25), "d50": (syn["d25"], 0.5), "n1000": (syn["n1000"], 0.25),
             "pooled": (syn["pooled"], 0.25)}
-    acc_by = {}
-    for name in VARIANTS:
-        data, share = plan[name]
-        extra = (None, None, None) if data is None else (*data, share)
-        t0 = time.perf_counter()
-        acc_by[name] = [acc(train_downstream(rx, ry, k, recipe, s, dev, cfg.classical, *extra, make))
-                        for s in clf_seeds]
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"{name}: {np.mean(acc_by[name]):.4f}", flush=True)
+    acc_by = S.plan_accuracies(cfg, rx, ry, tx, ty, k, clf_seeds, {v: plan[v] for v in VARIANTS}, seconds)
     return {"setting": setting, "gen_seed": gen_seed, "clf_seeds": clf_seeds, "family": cfg.evaluate.model,
             "accepted": int(200 * k), "params": {"grid": gen.deform_grid, "pairs": gen.deform_pairs,
                                                  "scale": gen.deform_scale, "data_seed": data_seed},

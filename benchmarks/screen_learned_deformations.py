@@ -135,20 +135,9 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
 
     import utility as U
     from augment.config import load_params
-    from augment.downstream.classifier import predict_proba, train_downstream
-    from augment.downstream.models import resolve_model
-    from augment.evaluation.evaluate import classifier_spec
 
     torch.manual_seed(gen_seed)
-    spec = U.SETTINGS[setting]
-    x, y, names = U.load_data(spec["data"], spec["size"])
-    rng = np.random.default_rng(data_seed)  # as U.write_split draws the labelled images
-    lab = np.concatenate([rng.choice(np.flatnonzero(y == c), spec["per_class"], replace=False)
-                          for c in range(len(names))])
-    is_lab = np.zeros(len(y), bool)
-    is_lab[lab] = True
-    rx, ry = x[np.sort(lab)], y[np.sort(lab)]
-    tx, ty = x[~is_lab], y[~is_lab]  # scoring only
+    rx, ry, tx, ty, names = S.labelled_split(setting, data_seed)  # tx, ty: scoring only
     k = len(names)
     cfg = U.configure(load_params(ROOT / "params.yaml"), overrides)
     seconds = {}
@@ -167,25 +156,9 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
             rows += list(rx[ry == c][:2]) + list(syn["transfer"][0][syn["transfer"][1] == c][:6]) + \
                 list(syn["gauss"][0][syn["gauss"][1] == c][:6])
         save_png(image_grid(np.stack(rows), 14, scale=max(1, 56 // rx.shape[1]), row_labels=names), grid_png)
-    dev = torch.device("cpu")
-    recipe = classifier_spec(cfg.evaluate)
-    make = resolve_model(cfg.evaluate.model, "evaluate.model")
-
-    def acc(m) -> float:
-        return float((predict_proba(m, tx, dev).argmax(1) == ty).mean())
-
-    def fit(s, data=None, share=None):
-        extra = (None, None, None) if data is None else (*data, share)
-        return train_downstream(rx, ry, k, recipe, s, dev, cfg.classical, *extra, make)
-
     plan = {"b": (None, None), "transfer25": (syn["transfer"], 0.25), "gauss25": (syn["gauss"], 0.25),
             "transfer50": (syn["transfer"], 0.5)}
-    acc_by = {}
-    for name in VARIANTS:
-        t0 = time.perf_counter()
-        acc_by[name] = [acc(fit(s, *plan[name])) for s in clf_seeds]
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"{name}: {np.mean(acc_by[name]):.4f}", flush=True)
+    acc_by = S.plan_accuracies(cfg, rx, ry, tx, ty, k, clf_seeds, {v: plan[v] for v in VARIANTS}, seconds)
     return {"setting": setting, "gen_seed": gen_seed, "clf_seeds": clf_seeds, "family": cfg.evaluate.model,
             "accepted": int(per_class * k), "params": {"grid": grid, "steps": steps, "lam": lam, "sigma": sigma,
                                                         "gauss_alpha": gauss_alpha, "data_seed": data_seed},

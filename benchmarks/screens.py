@@ -76,6 +76,47 @@ def filtered_run(setting: str, gen_seed: int, overrides: dict, prefix: str) -> I
         yield FilteredRun(cfg, paths, rx, ry, tx, ty, ds.num_classes, sx, sy, seconds)
 
 
+def labelled_split(setting: str, data_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A utility setting's labelled images (``rx, ry``, in index order) and test images (``tx, ty``,
+    every other image: for scoring only), drawn as ``benchmarks/utility.py``'s write_split draws
+    them for ``data_seed``, and the class names -- for screens that run outside the pipeline."""
+    spec = U.SETTINGS[setting]
+    x, y, names = U.load_data(spec["data"], spec["size"])
+    rng = np.random.default_rng(data_seed)
+    lab = np.concatenate([rng.choice(np.flatnonzero(y == c), spec["per_class"], replace=False)
+                          for c in range(len(names))])
+    is_lab = np.zeros(len(y), bool)
+    is_lab[lab] = True
+    return x[np.sort(lab)], y[np.sort(lab)], x[~is_lab], y[~is_lab], names
+
+
+def plan_accuracies(cfg: Any, rx: np.ndarray, ry: np.ndarray, tx: np.ndarray, ty: np.ndarray, k: int,
+                    clf_seeds: list[int], plan: dict[str, tuple[Any, float | None]], seconds: dict[str, float]
+                    ) -> dict[str, list[float]]:
+    """Test accuracy per classifier seed of evaluate's recipe and classifier (``cfg.evaluate``) on
+    CPU for every entry of ``plan``, ``name -> ((syn_x, syn_y) or None, share)``: the labelled
+    images with classical augmentation plus those samples at that share; ``seconds`` gets each
+    entry's time. The test images only score."""
+    import torch
+
+    from augment.downstream.classifier import predict_proba, train_downstream
+    from augment.downstream.models import resolve_model
+    from augment.evaluation.evaluate import classifier_spec
+
+    dev = torch.device("cpu")
+    recipe = classifier_spec(cfg.evaluate)
+    make = resolve_model(cfg.evaluate.model, "evaluate.model")
+    out = {}
+    for name, (data, share) in plan.items():
+        extra = (None, None, None) if data is None else (*data, share)
+        t0 = time.perf_counter()
+        out[name] = [float((predict_proba(train_downstream(rx, ry, k, recipe, s, dev, cfg.classical, *extra, make),
+                                          tx, dev).argmax(1) == ty).mean()) for s in clf_seeds]
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f"{name}: {np.mean(out[name]):.4f}", flush=True)
+    return out
+
+
 def report_header(title: str, files: list[str], runs: list[dict], command: str, note: str | None) -> list[str]:
     """The report's title, the command that wrote it, and each run's date, commit, machine and command."""
     lines = [f"# {title}", "",

@@ -318,6 +318,32 @@ def test_crossfit_rule_screen_derives_each_rules_choice_from_the_table():
     assert choice([real, {**both, "nll_gain_lower": -0.5}], calibrated=True, raw=True) == 0.0
 
 
+def test_deform_variants_screen_warps_each_class_and_reports_paired_intervals(tmp_path: Path):
+    """Each variant's samples are per class and labelled with it; composing a second field or
+    pooling the fields over classes gives other images than the default sampler; the screen trains
+    every variant on the same seeds and reports each paired with (b)."""
+    from benchmarks import screen_deform_variants as screen
+    from benchmarks.screens import labelled_split
+
+    rx, ry, *_ = labelled_split("digits8_5", 0)
+    base = screen.samples(rx, ry, 10, 4, 1.0, False, 6, 400, 0)
+    assert base[0].shape == (40, 8, 8, 1) and base[0].dtype == np.uint8
+    assert np.array_equal(base[1], np.repeat(np.arange(10), 4))
+    assert np.array_equal(screen.samples(rx, ry, 10, 4, 1.0, False, 6, 400, 0)[0], base[0])  # seeded
+    for other in (screen.samples(rx, ry, 10, 4, 1.0, True, 6, 400, 0),
+                  screen.samples(rx, ry, 10, 4, 1.0, False, 6, 400, 0, pooled=True)):
+        assert np.array_equal(other[1], base[1]) and not np.array_equal(other[0], base[0])
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=5", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert list(res["accuracy"]) == screen.VARIANTS and all(len(v) == 2 for v in res["accuracy"].values())
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
+
+
 @pytest.mark.slow
 def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
     from benchmarks import screen_crossfit_rule as screen
