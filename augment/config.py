@@ -268,8 +268,8 @@ class CrossfitConfig:
     # the classifier the share is chosen with: smallcnn | lenet | mlp | "package.module:function"
     # (your own; augment/downstream/models.py). Set evaluate.model to the same.
     model: str = "smallcnn"
-    # one-sided bound on the out-of-fold log-loss gain, for all candidates together: with m
-    # synthetic candidates (shares x fractions) each is tested at 1 - (1 - confidence) / m
+    # one-sided bound on the out-of-fold log-loss gain, held for all synthetic candidates
+    # (shares x fractions) together, as multiple_testing says
     confidence: float = 0.95
     # how ``confidence`` is held over all synthetic candidates: "sequence" (default) tests them in
     # the grid's order (shares ascending; within a share, fractions descending), each at
