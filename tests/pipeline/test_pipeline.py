@@ -120,7 +120,7 @@ def test_crossfit_quota_end_to_end(workspace: Path, monkeypatch, capsys):
         "prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit", "realise": "count"},
         "filter": {"top_fraction": 1.0},  # keep every sample: share 0.5 needs one per real image
         "crossfit": {"folds": 2, "shares": [0.0, 0.5], "seeds": [0], "steps": 10, "device": "cpu", "workers": 1}})
-    monkeypatch.setattr(crossfit, "choose", lambda table, min_gain, calibrated: table[1])
+    monkeypatch.setattr(crossfit, "choose", lambda table, *rule: table[1])
     for stage in ("prepare", "train", "generate", "filter"):
         run(stage)
     capsys.readouterr()
@@ -132,6 +132,9 @@ def test_crossfit_quota_end_to_end(workspace: Path, monkeypatch, capsys):
     assert [r["synthetic_share"] for r in table] == ["0.0", "0.5"]
     assert table[0]["synthetic_per_fold"] == "0 0" and len(table[1]["synthetic_per_fold"].split()) == 2
     assert float(table[1]["temperature"]) > 0 and float(table[1]["scaled_nll_gain_lower"]) <= float(table[1]["scaled_nll_gain"])
+    # the calibrated check (one standard error) lies between its 95 % bound and its mean
+    assert (float(table[1]["scaled_nll_gain_lower"]) <= float(table[1]["scaled_nll_gain_check"])
+            <= float(table[1]["scaled_nll_gain"]))
     assert json.loads(Path("data/crossfit/selection.json").read_text())["synthetic_share"] == 0.5
     summary = json.loads(Path("data/augmented/summary.json").read_text())
     rows = read_csv("data/augmented/manifest.csv")
