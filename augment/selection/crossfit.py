@@ -164,7 +164,7 @@ def choose(table: list[dict[str, Any]], min_gain: float, calibrated: bool, seque
 
 def _level_text(confidence: float, level: float, sequence: bool = False) -> str:
     if sequence:
-        return f"{confidence:.0%}, tested in order, smallest share first"
+        return f"{confidence:.0%}"
     if math.isclose(confidence, level):
         return f"{confidence:.0%}"
     return f"{100 * level:.4g}% (= {confidence:.0%} over all candidates)"
@@ -418,6 +418,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                   f"{best['nll_gain_lower']:.4f} > {cfg.min_gain}"
                   + (f"; {cal_text} {best['scaled_nll_gain_check']:.4f} at each candidate's best temperature"
                      if cfg.calibrated_gain else "")
+                  + ("; candidates tested in order, smallest share first" if sequence else "")
                   + f") without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
     else:
         reason = ("no synthetic configuration beat real data + classical augmentation under cross-fitting "
