@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from screen_crossfit_rule import CONFIDENCE, choice  # noqa: E402
+from screen_crossfit_rule import CALIBRATED_CHECK, CONFIDENCE, choice  # noqa: E402
 from augment.selection.crossfit import candidate_confidence  # noqa: E402
 
 BONFERRONI_SINCE = "05f08a3"  # from this commit the bounds were stored at the Bonferroni level
@@ -94,7 +94,8 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
                          "chosen": float(r["choice"]["synthetic_share"]),
                          "bonferroni": choice(t, True, familywise=True, images=n, stored=stored),
                          "sequence": choice(t, True, images=n, stored=stored, sequence=True),
-                         "check84": choice(t, True, images=n, stored=stored, sequence=True, calibrated_level=0.84),
+                         "check84": choice(t, True, images=n, stored=stored, sequence=True,
+                                             calibrated_level=CALIBRATED_CHECK),
                          "forced": 100 * float(np.mean(forced)) if forced else None,
                          "shares": [row["synthetic_share"] for row in t]})
     return rows, skipped

@@ -33,11 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
+from augment.config import CrossfitConfig  # noqa: E402
 from augment.selection.crossfit import _t_quantile, candidate_confidence, choose  # noqa: E402
 
 
 CLASSES = {"digits": 10, "mnist": 10, "lfw": 2}  # for runs stored before "images" was recorded
 CONFIDENCE = 0.95  # crossfit.confidence of every run here (the default)
+CALIBRATED_CHECK = CrossfitConfig().calibrated_confidence  # its own level since commit 5cf49c5 (0.84)
 
 
 def lower_at(row: dict, key: str, images: int, stored: float, level: float) -> float:
@@ -83,7 +85,8 @@ def choices(run: dict) -> dict[str, float]:
     return {"raw": choice(t, False, images=n, stored=stored), "calibrated": choice(t, True, images=n, stored=stored),
             "familywise": choice(t, True, familywise=True, images=n, stored=stored),
             "sequence": choice(t, True, images=n, stored=stored, sequence=True),
-            "sequence_check84": choice(t, True, images=n, stored=stored, sequence=True, calibrated_level=0.84),
+            "sequence_check84": choice(t, True, images=n, stored=stored, sequence=True,
+                                       calibrated_level=CALIBRATED_CHECK),
             "calibrated_only": choice(t, True, familywise=True, images=n, stored=stored, raw=False)}
 
 
@@ -120,12 +123,14 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
               "raw (calibrated_gain off), calibrated (per candidate), familywise (calibrated, Bonferroni: 95 % "
               "over all candidates; the default from 2026-12-02 to 2026-12-04, crossfit.multiple_testing "
               "bonferroni), sequence (calibrated, each candidate at 95 % in order, smallest share first, stopping "
-              "at the first that fails: 95 % over all candidates too; the default since 2026-12-04), and "
+              "at the first that fails: 95 % over all candidates too; the default from commit 1075f06), "
+              "sequence + check (the same with the calibrated check at its own level, "
+              "crossfit.calibrated_confidence: the default from commit 5cf49c5), and "
               "calibrated only (the bound at the best temperature alone, familywise, without the raw one: not "
               "built).", "",
               "| setting | overrides | gen seed | accepted | share | accuracy gain | log-loss bound | "
-              "bound at best T | T (real only) | chosen: raw | calibrated | familywise | sequence | calibrated only |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "bound at best T | T (real only) | chosen: raw | calibrated | familywise | sequence | sequence + check | "
+              "calibrated only |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["setting"], json.dumps(r["meta"].get("set", {})), r["gen_seed"])):
         sets = json.dumps(r["meta"].get("set", {}))
         t0 = r["table"][0]["temperature"]
@@ -143,7 +148,8 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                          f"{b['scaled_nll_gain'][0]:+.4f} ({b['scaled_nll_gain'][1]:+.4f}) | "
                          f"{row['temperature']:.2f} ({t0:.2f}) | "
                          + " | ".join(str(c[k]) if first else ""
-                                      for k in ("raw", "calibrated", "familywise", "sequence", "calibrated_only"))
+                                      for k in ("raw", "calibrated", "familywise", "sequence", "sequence_check84",
+                                                "calibrated_only"))
                          + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -398,9 +398,10 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
     table = []
     for i, (share, frac) in enumerate(points):
         gain_nll = paired_gain(nll[0] - nll[i], level)  # > 0: lower log-loss than real only
-        gain_cal = paired_gain(scaled[0][0] - scaled[i][0], level)  # the same, each at its best T
+        cal_diff = scaled[0][0] - scaled[i][0]
+        gain_cal = paired_gain(cal_diff, level)  # the same, each at its best T
         # the calibrated check's own level: a guard against gains only in confidence, not the evidence
-        cal_check = paired_gain(scaled[0][0] - scaled[i][0], cal_level)["lower"]
+        cal_check = paired_gain(cal_diff, cal_level)["lower"]
         gain_acc = paired_gain(acc[i] - acc[0], cfg.confidence)
         table.append({"synthetic_share": share, "fraction": frac, "synthetic_per_fold": synthetic_per_fold[i],
                       "oof_accuracy": float(acc[i].mean()),
