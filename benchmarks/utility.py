@@ -396,6 +396,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in rows if (r["setting"], r["mode"], r.get("config", "default")) == key]
         agg = {"setting": key[0], "mode": key[1], "config": key[2], "runs": len(rs), "labelled": rs[0]["labelled"],
                "test": rs[0]["test"], "gen_seeds": sorted({r["gen_seed"] for r in rs}),
+               "data_seeds": sorted({r.get("data_seed", 0) for r in rs}),
                "commits": sorted({r.get("commit", "?") for r in rs})}
         for var in ("real", "classical", "synthetic", "combined"):
             agg[var] = float(np.mean([s for r in rs for s in r["variants"][var]["per_seed"]]))
@@ -416,12 +417,38 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                       **{k: t_interval([d for x in fr for d in x[k]])
                                          for k in ("as_is", "as_is_no_copies", "forced")
                                          if all(k in x for x in fr) and any(x[k] for x in fr)}}
+        if len(agg["data_seeds"]) > 1:
+            agg["by_draw"] = draw_rows(rs)
         agg["choices"] = [f"{r['choice']['synthetic_share']}/{r['choice']['synthetic']}" for r in rs]
         agg["cas"] = _mean([r["quality"]["cas_relative"] for r in rs])
         agg["diversity"] = _mean([r["quality"]["diversity_mean"] for r in rs])
         agg["seconds"] = {k: round(float(np.mean([r["seconds"][k] for r in rs])), 1) for k in rs[0]["seconds"]}
         out.append(agg)
     return out
+
+
+def draw_rows(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of one configuration over several labelled draws: per draw (data seed) its runs' (b)
+    and mean (d) - (b), pipeline's and forced; and over the runs, each run (a labelled draw x a
+    generator seed) one value, the mean over its classifier seeds, with the t-interval of those
+    values. The pooled interval treats every (generator seed x classifier seed) pair as independent;
+    this one does not, so it also holds for a user's own labelled draw, not only for ours."""
+    run_mean = {"d_minus_b": [float(np.mean(r["paired_d_minus_b"])) for r in rs],
+                "forced_d_minus_b": [float(np.mean(r["forced_d_minus_b"])) if r.get("forced_d_minus_b") else None
+                                     for r in rs]}
+    per_draw = {}
+    for ds in sorted({r.get("data_seed", 0) for r in rs}):
+        idx = [i for i, r in enumerate(rs) if r.get("data_seed", 0) == ds]
+        forced = [run_mean["forced_d_minus_b"][i] for i in idx if run_mean["forced_d_minus_b"][i] is not None]
+        per_draw[str(ds)] = {
+            "runs": len(idx),
+            "classical": float(np.mean([s for i in idx for s in rs[i]["variants"]["classical"]["per_seed"]])),
+            "d_minus_b": float(np.mean([run_mean["d_minus_b"][i] for i in idx])),
+            "forced_d_minus_b": float(np.mean(forced)) if forced else None,
+            "choices": [f"{rs[i]['choice']['synthetic_share']}/{rs[i]['choice']['synthetic']}" for i in idx]}
+    forced_runs = [v for v in run_mean["forced_d_minus_b"] if v is not None]
+    return {"draws": per_draw, "d_minus_b_runs": t_interval(run_mean["d_minus_b"]),
+            "forced_d_minus_b_runs": t_interval(forced_runs) if len(forced_runs) == len(rs) else None}
 
 
 def _mean(vals: list[Any]) -> float | None:
@@ -486,6 +513,45 @@ def summary_lines(agg: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _pts(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:+.2f}"
+
+
+def _seeds_label(a: dict[str, Any]) -> str:
+    """The gen seeds column: ``0,1``, or with several labelled draws ``0,1 (draws 0,1,2)``."""
+    gens = ",".join(str(g) for g in a.get("gen_seeds", []))
+    draws = a.get("data_seeds") or [0]
+    return gens if draws == [0] else f"{gens} (draws {','.join(str(d) for d in draws)})"
+
+
+def draw_lines(agg: list[dict[str, Any]]) -> list[str]:
+    """The section on configurations run on more than one labelled draw (``--data-seeds``)."""
+    multi = [a for a in agg if a.get("by_draw")]
+    if not multi:
+        return []
+    lines = ["", "### Other labelled draws", "",
+             "Configurations run on more than one labelled draw (`--data-seeds`: another labelled set per "
+             "setting, its test set the rest). Per draw: (b) and the mean (d) − (b) of its runs (generator "
+             "seeds x classifier seeds), the pipeline's choice and forced. *Over runs*: each run (one "
+             "labelled draw x one generator seed) counts once, as the mean over its classifier seeds, and "
+             "the 95 % t-interval is over those runs: it does not treat the classifier seeds of one run as "
+             "independent evidence, and the draws make it an estimate for another labelled set of the same "
+             "size, not only for ours. The table above pools every (generator seed x classifier seed) pair.",
+             "",
+             "| setting | config | draw: (b) / (d) − (b) / forced / choices | (d) − (b) over runs | forced over runs |",
+             "|---|---|---|---|---|"]
+    for a in multi:
+        bd = a["by_draw"]
+        draws = "; ".join(
+            f"{ds}: {100 * d['classical']:.2f} / {_pts(d['d_minus_b'])} / "
+            f"{_pts(d['forced_d_minus_b'])} / {', '.join(d['choices'])}"
+            for ds, d in bd["draws"].items())
+        lines.append(f"| {a['setting']} | {a.get('config', 'default')} | {draws} | "
+                     f"{_ci(bd['d_minus_b_runs'])} (n {bd['d_minus_b_runs']['n']}) | "
+                     f"{_ci(bd.get('forced_d_minus_b_runs'))} |")
+    return lines
+
+
 def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     lines = [
         "# Utility benchmark results",
@@ -528,7 +594,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         sec = a["seconds"]
         lines.append(
             f"| {a['setting']} | {a.get('config', 'default')} | {a['mode']} | {a['labelled']} | "
-            f"{','.join(str(g) for g in a.get('gen_seeds', []))} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
+            f"{_seeds_label(a)} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
             f"{100 * a['synthetic']:.2f} | {100 * a['combined']:.2f} | {_ci(a['d_minus_b'])} | "
             f"{_ci(a.get('forced_d_minus_b'))} | {_ci(a.get('as_is_d_minus_b'))} / {_ci(a.get('as_is_no_copies_d_minus_b'))} | "
             f"{', '.join(a['choices'])} | "
@@ -549,6 +615,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
                              f"{','.join(str(g) for g in a.get('gen_seeds', []))} ({r['runs']}) | {f} | "
                              f"{100 * r['classical']:.2f} | {_ci(r.get('as_is'))} | {_ci(r.get('as_is_no_copies'))} | "
                              f"{_ci(r.get('forced'))} |")
+    lines += draw_lines(agg)
     lines += ["", "Why each run chose what it chose:", ""]
     for r in rows:
         why = r['choice']['reason'] or 'share ' + str(r['choice']['synthetic_share'])

@@ -112,6 +112,39 @@ def test_utility_results_of_different_configs_are_never_pooled(tmp_path: Path):
     assert "train.family=vae, train.z_dim=16" in out_md.read_text()
 
 
+def test_utility_counts_each_run_once_over_labelled_draws(tmp_path: Path):
+    """Runs of one config on several labelled draws pool in its row, and the draws section gives
+    per draw its mean and, over runs, an interval from one value per run (the mean over its
+    classifier seeds), wider than the pooled pairs' when the runs disagree."""
+    from benchmarks import utility
+
+    meta = {"date": "2026-12-04 08:00 UTC", "commit": "abc1234", "machine": {"nproc": 2, "cpu": "x", "torch": "t", "cuda": None},
+            "json": "x.json", "command": "python benchmarks/utility.py --data-seeds 0 1"}
+    runs = []
+    for ds, g, d in ((0, 0, 0.02), (0, 1, 0.03), (1, 0, -0.01), (1, 1, 0.0)):
+        r = _row("digits8_10", "default", g, d)
+        r["data_seed"] = ds
+        r["forced_d_minus_b"] = [d, d]
+        runs.append(r)
+    single = _row("digits8_10", "other", 0, 0.01)  # no data_seed: an old run, draw 0
+    src = tmp_path / "runs.json"
+    src.write_text(json.dumps({"meta": meta, "runs": runs + [single]}))
+    out_json, out_md = tmp_path / "agg.json", tmp_path / "agg.md"
+    assert utility.main(["--from-json", str(src), "--json", str(out_json), "--out", str(out_md)]) == 0
+    agg = {a["config"]: a for a in json.loads(out_json.read_text())["aggregate"]}
+    assert agg["default"]["runs"] == 4 and agg["default"]["data_seeds"] == [0, 1]
+    assert "by_draw" not in agg["other"] and agg["other"]["data_seeds"] == [0]
+    bd = agg["default"]["by_draw"]
+    assert bd["draws"]["0"]["d_minus_b"] == pytest.approx(0.03) and bd["draws"]["1"]["d_minus_b"] == pytest.approx(0.0)
+    assert bd["d_minus_b_runs"]["n"] == 4 and bd["d_minus_b_runs"]["mean"] == pytest.approx(0.015)
+    assert bd["forced_d_minus_b_runs"]["mean"] == pytest.approx(0.01)
+    pooled = agg["default"]["d_minus_b"]
+    assert bd["d_minus_b_runs"]["high"] - bd["d_minus_b_runs"]["low"] > pooled["high"] - pooled["low"]
+    text = out_md.read_text()
+    assert "### Other labelled draws" in text and "0,1 (draws 0,1)" in text
+    assert "+1.50 [" in text.split("### Other labelled draws")[1]
+
+
 def test_utility_summary_names_the_best_forced_config_and_any_significant_harm():
     """The report opens with one line per setting: how many runs merged, whether any configuration's
     own choice was significantly worse than real + classical, and the best forced configuration
