@@ -8,7 +8,9 @@
   over the grid; the default from commit 1075f06;
 * ``check84``: the sequence, with the calibrated check (the gain at each candidate's best
   temperature) at its own level, ``crossfit.calibrated_confidence`` 0.84 (one standard error),
-  the raw bound still at ``confidence`` -- the default from commit 5cf49c5.
+  the raw bound still at ``confidence`` -- the default from commit 5cf49c5;
+* ``check70``: the same with the check at 0.7 (about half a standard error) -- the default from
+  commit 7615806.
 
 A bound at another
 level is recomputed from the stored mean and bound (``screen_crossfit_rule.lower_at``); the level
@@ -38,12 +40,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from screen_crossfit_rule import CALIBRATED_CHECK, CONFIDENCE, choice  # noqa: E402
+from screen_crossfit_rule import CONFIDENCE, choice  # noqa: E402
 from augment.selection.crossfit import candidate_confidence  # noqa: E402
 
 BONFERRONI_SINCE = "05f08a3"  # from this commit the bounds were stored at the Bonferroni level
 SEQUENCE_SINCE = "1075f06"  # from this one at 95 % again, the fixed sequence being the default
 CHECK_SINCE = "5cf49c5"  # from this one the calibrated check at 0.84
+CHECK70_SINCE = "7615806"  # from this one at 0.7
+RULES = ("bonferroni", "sequence", "check84", "check70")
 
 
 def _contains(commit: str, ancestor: str, cache: dict[tuple[str, str], bool]) -> bool:
@@ -67,6 +71,8 @@ def stored_rule(run: dict, cache: dict) -> str:
         return "bonferroni"
     if not _contains(commit, BONFERRONI_SINCE, cache):
         return "per_candidate"
+    if _contains(commit, CHECK70_SINCE, cache):
+        return "check70"
     if _contains(commit, CHECK_SINCE, cache):
         return "check84"
     return "sequence" if _contains(commit, SEQUENCE_SINCE, cache) else "bonferroni"
@@ -90,12 +96,12 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
             n = int(r["labelled"])
             forced = r.get("forced_d_minus_b") or []
             rows.append({"file": Path(f).name, "setting": r["setting"], "config": r.get("config", "default"),
-                         "gen_seed": r["gen_seed"], "commit": r["commit"], "stored": stored, "rule": rule,
+                         "data_seed": r.get("data_seed", 0), "gen_seed": r["gen_seed"], "commit": r["commit"], "stored": stored, "rule": rule,
                          "chosen": float(r["choice"]["synthetic_share"]),
                          "bonferroni": choice(t, True, familywise=True, images=n, stored=stored),
                          "sequence": choice(t, True, images=n, stored=stored, sequence=True),
-                         "check84": choice(t, True, images=n, stored=stored, sequence=True,
-                                             calibrated_level=CALIBRATED_CHECK),
+                         "check84": choice(t, True, images=n, stored=stored, sequence=True, calibrated_level=0.84),
+                         "check70": choice(t, True, images=n, stored=stored, sequence=True, calibrated_level=0.7),
                          "forced": 100 * float(np.mean(forced)) if forced else None,
                          "shares": [row["synthetic_share"] for row in t]})
     return rows, skipped
@@ -103,9 +109,9 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
 
 def report(files: list[str], out: Path, command: str) -> None:
     rows, skipped = reread(files)
-    checked = [r for r in rows if r["rule"] in ("bonferroni", "sequence", "check84")]
+    checked = [r for r in rows if r["rule"] in RULES]
     same = sum(r[r["rule"]] == r["chosen"] for r in checked)
-    differ = [r for r in rows if len({r["bonferroni"], r["sequence"], r["check84"]}) > 1]
+    differ = [r for r in rows if len({r[k] for k in RULES}) > 1]
 
     def changes(a: str, b: str) -> str:
         d = [r for r in rows if r[a] != r[b]]
@@ -113,25 +119,27 @@ def report(files: list[str], out: Path, command: str) -> None:
         lost = sum(r[a] > 0 and r[b] == 0 for r in d)
         return (f"{len(d)} runs: merges where {a} merged none on {gained}, none where it merged on {lost}, "
                 f"another share on {len(d) - gained - lost}")
-    lines = ["# Re-read: how the cross-fitted choice is tested (Bonferroni, fixed sequence, calibrated check at 0.84)", "",
+    lines = ["# Re-read: how the cross-fitted choice is tested (Bonferroni, fixed sequence, calibrated check at 0.84 "
+             "and 0.7)", "",
              f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
              f"{len(files)} stored utility run files (benchmarks/results/utility_runs/; each run's date, commit, "
              "machine and command are in its file and in docs/results.md). See the script's docstring for the "
              "method.", "",
              f"- runs with a calibrated out-of-fold table: {len(rows)} ({skipped} older runs skipped: no "
              "calibrated bound stored)",
-             f"- check: on the {len(checked)} runs that chose by one of the three rules (Bonferroni from commit "
-             f"{BONFERRONI_SINCE}, the fixed sequence from {SEQUENCE_SINCE}, check84 from {CHECK_SINCE}), the "
-             f"re-read of that rule gives the stored choice on {same}",
+             f"- check: on the {len(checked)} runs that chose by one of the four rules (Bonferroni from commit "
+             f"{BONFERRONI_SINCE}, the fixed sequence from {SEQUENCE_SINCE}, check84 from {CHECK_SINCE}, check70 "
+             f"from {CHECK70_SINCE}), the re-read of that rule gives the stored choice on {same}",
              f"- the fixed sequence against Bonferroni: {changes('bonferroni', 'sequence')}",
-             f"- check84 against the fixed sequence: {changes('sequence', 'check84')}", ""]
+             f"- check84 against the fixed sequence: {changes('sequence', 'check84')}",
+             f"- check70 against check84: {changes('check84', 'check70')}", ""]
     if differ:
-        lines += ["| setting | config | gen seed | commit | Bonferroni | sequence | check84 | "
-                  "forced (d) − (b) at 0.25, points |", "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(differ, key=lambda r: (r["setting"], r["config"], r["gen_seed"])):
+        lines += ["| setting | config | labelled draw | gen seed | commit | Bonferroni | sequence | check84 | check70 | "
+                  "forced (d) − (b) at 0.25, points |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(differ, key=lambda r: (r["setting"], r["config"], r["data_seed"], r["gen_seed"])):
             forced = f"{r['forced']:+.2f}" if r["forced"] is not None else "—"
-            lines.append(f"| {r['setting']} | {r['config']} | {r['gen_seed']} | {r['commit']} | {r['bonferroni']} | "
-                         f"{r['sequence']} | {r['check84']} | {forced} |")
+            lines.append(f"| {r['setting']} | {r['config']} | {r['data_seed']} | {r['gen_seed']} | {r['commit']} | "
+                         + " | ".join(str(r[k]) for k in RULES) + f" | {forced} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 

@@ -433,7 +433,7 @@ def test_reread_crossfit_rules_finds_where_the_fixed_sequence_merges(tmp_path: P
     assert rr.main([str(tmp_path / "*.json"), "--out", str(out)]) == 0
     text = out.read_text()
     assert "gives the stored choice on 1" in text and "merges where bonferroni merged none on 1" in text
-    assert "| digits8_10 | x=1 | 0 | abc1234 | 0.0 | 0.25 | 0.25 | +1.50 |" in text
+    assert "| digits8_10 | x=1 | 0 | 0 | abc1234 | 0.0 | 0.25 | 0.25 | 0.25 | +1.50 |" in text
     with pytest.raises(SystemExit):
         rr.main([str(f), "--out", str(f)])  # never overwrites a run it reads
 
@@ -450,6 +450,7 @@ def test_reread_reads_the_rule_a_run_chose_by_from_its_commit():
         pytest.skip("a shallow clone: the commits the rules changed at are not here")
     assert rr.stored_rule({"commit": "1075f06", "config": "default"}, {}) == "sequence"
     assert rr.stored_rule({"commit": "5cf49c5", "config": "default"}, {}) == "check84"
+    assert rr.stored_rule({"commit": "7615806", "config": "default"}, {}) == "check70"
     assert rr.stored_rule({"commit": "05f08a3", "config": "default"}, {}) == "bonferroni"
     assert rr.stored_rule({"commit": "4dde209", "config": "default"}, {}) == "per_candidate"
     assert rr.stored_rule({"commit": "1075f06", "config": "crossfit.multiple_testing=bonferroni"}, {}) == "bonferroni"
