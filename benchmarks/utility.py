@@ -625,7 +625,8 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         res = r.get("crossfit_resolution")
         if res is not None and r['choice']['synthetic_share']:  # a "none" reason already states it
             why += f" (out-of-fold accuracy gain seen to +/-{100 * res:.1f} points)"
-        lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / generator seed {r['gen_seed']} "
+        draw = f"labelled draw {r['data_seed']} / " if r.get("data_seed") else ""
+        lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / {draw}generator seed {r['gen_seed']} "
                      f"(commit {r.get('commit', '?')}): {why}")
     lines += ["", f"Raw per-run numbers: `{meta['json']}`.", "", "## Commands, in order", "",
               *command_lines(meta["command"]), ""]
