@@ -282,8 +282,8 @@ class CrossfitConfig:
     calibrated_gain: bool = True
     # the one-sided level of that check (a guard against gains only in confidence; the evidence is
     # the raw bound's): 0.7 = the gain about half a standard error above min_gain (0.84: one
-    # standard error, the default before 2026-12-04; 0.5: its mean above min_gain); null = the raw
-    # bound's level (stricter)
+    # standard error, the default from commit 5cf49c5 to 7615806; 0.5: its mean above min_gain);
+    # null = the raw bound's level (stricter)
     calibrated_confidence: Optional[float] = 0.7
     seed: int = 0  # fold assignment
     device: str = "auto"

@@ -96,7 +96,8 @@ def reread(files: list[str]) -> tuple[list[dict], int]:
             n = int(r["labelled"])
             forced = r.get("forced_d_minus_b") or []
             rows.append({"file": Path(f).name, "setting": r["setting"], "config": r.get("config", "default"),
-                         "data_seed": r.get("data_seed", 0), "gen_seed": r["gen_seed"], "commit": r["commit"], "stored": stored, "rule": rule,
+                         "data_seed": r.get("data_seed", 0), "gen_seed": r["gen_seed"], "commit": r["commit"],
+                         "stored": stored, "rule": rule,
                          "chosen": float(r["choice"]["synthetic_share"]),
                          "bonferroni": choice(t, True, familywise=True, images=n, stored=stored),
                          "sequence": choice(t, True, images=n, stored=stored, sequence=True),

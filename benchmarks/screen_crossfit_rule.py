@@ -86,7 +86,7 @@ def choices(run: dict) -> dict[str, float]:
             "familywise": choice(t, True, familywise=True, images=n, stored=stored),
             "sequence": choice(t, True, images=n, stored=stored, sequence=True),
             "sequence_check": choice(t, True, images=n, stored=stored, sequence=True,
-                                       calibrated_level=CALIBRATED_CHECK),
+                                     calibrated_level=CALIBRATED_CHECK),
             "calibrated_only": choice(t, True, familywise=True, images=n, stored=stored, raw=False)}
 
 
