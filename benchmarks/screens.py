@@ -78,16 +78,12 @@ def filtered_run(setting: str, gen_seed: int, overrides: dict, prefix: str) -> I
 
 def labelled_split(setting: str, data_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """A utility setting's labelled images (``rx, ry``, in index order) and test images (``tx, ty``,
-    every other image: for scoring only), drawn as ``benchmarks/utility.py``'s write_split draws
-    them for ``data_seed``, and the class names -- for screens that run outside the pipeline."""
+    every other image: for scoring only), drawn by ``benchmarks/utility.py``'s labelled_mask, as
+    write_split draws them for ``data_seed``, and the class names -- for screens that run outside the pipeline."""
     spec = U.SETTINGS[setting]
     x, y, names = U.load_data(spec["data"], spec["size"])
-    rng = np.random.default_rng(data_seed)
-    lab = np.concatenate([rng.choice(np.flatnonzero(y == c), spec["per_class"], replace=False)
-                          for c in range(len(names))])
-    is_lab = np.zeros(len(y), bool)
-    is_lab[lab] = True
-    return x[np.sort(lab)], y[np.sort(lab)], x[~is_lab], y[~is_lab], names
+    is_lab = U.labelled_mask(y, len(names), spec["per_class"], data_seed)
+    return x[is_lab], y[is_lab], x[~is_lab], y[~is_lab], names
 
 
 def plan_accuracies(cfg: Any, rx: np.ndarray, ry: np.ndarray, tx: np.ndarray, ty: np.ndarray, k: int,

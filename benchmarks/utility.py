@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import json
 import math
 import re
@@ -121,15 +122,21 @@ def load_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
     return x, table[:, 784].astype(np.int64)
 
 
+def labelled_mask(y: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:
+    """Which images are drawn as labelled (``per_class`` per class, by ``seed``); the rest is the test set."""
+    rng = np.random.default_rng(seed)
+    labelled = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+                               for c in range(num_classes)])
+    is_lab = np.zeros(len(y), bool)
+    is_lab[labelled] = True
+    return is_lab
+
+
 def write_split(root: Path, x: np.ndarray, y: np.ndarray, names: list[str], per_class: int, seed: int) -> None:
     """``root/raw/<class>/*.png`` (per_class labelled per class) and ``root/test`` (the rest)."""
     from augment.core.images import png_bytes
 
-    rng = np.random.default_rng(seed)
-    labelled = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
-                               for c in range(len(names))])
-    is_lab = np.zeros(len(y), bool)
-    is_lab[labelled] = True
+    is_lab = labelled_mask(y, len(names), per_class, seed)
     for sub, mask in (("raw", is_lab), ("test", ~is_lab)):
         for i in np.flatnonzero(mask):
             d = root / sub / names[y[i]]
@@ -686,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for setting in a.settings:
         for mode in a.modes:
-            for ds, g in ((ds, g) for ds in a.data_seeds for g in a.gen_seeds):
+            for ds, g in itertools.product(a.data_seeds, a.gen_seeds):
                 t0 = time.perf_counter()
                 row = run_one(setting, mode, g, a.clf_seeds, ds, not a.no_forced, overrides, a.families)
                 rows.append(row)
