@@ -430,6 +430,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(agg["data_seeds"]) > 1:
             agg["by_draw"] = draw_rows(rs)
         agg["choices"] = [f"{r['choice']['synthetic_share']}/{r['choice']['synthetic']}" for r in rs]
+        # runs copied from another configuration's file (the same run chooses the same under both):
+        # evidence for this row too, but not another run in the summary's counts
+        agg["reused"] = [bool(r.get("reused_from")) for r in rs]
         agg["cas"] = _mean([r["quality"]["cas_relative"] for r in rs])
         agg["diversity"] = _mean([r["quality"]["diversity_mean"] for r in rs])
         agg["seconds"] = {k: round(float(np.mean([r["seconds"][k] for r in rs])), 1) for k in rs[0]["seconds"]}
@@ -498,27 +501,42 @@ def _share(choice: str) -> float:
         return 0.0
 
 
-def summary_lines(agg: list[dict[str, Any]]) -> list[str]:
-    """One line per setting over every configuration run there: how many runs merged synthetic
-    data, the range of the pipeline's own (d) - (b), whether any lies significantly below 0, and
-    the best and worst forced (d) - (b) among configurations run with at least 2 generator seeds."""
+def config_ids(agg: list[dict[str, Any]]) -> dict[str, str]:
+    """A short name per configuration label (``C1``, ``C2``, ... in order of first appearance in
+    ``agg``) for the report's tables; the labels themselves are listed once, under the summary."""
+    ids: dict[str, str] = {}
+    for a in agg:
+        ids.setdefault(a.get("config", "default"), f"C{len(ids) + 1}")
+    return ids
+
+
+def summary_lines(agg: list[dict[str, Any]], ids: dict[str, str] | None = None) -> list[str]:
+    """One line per setting over every configuration run there: how many distinct runs there
+    are and how many merged synthetic data (a run copied into another configuration's row counts
+    once), the range of the pipeline's own (d) - (b), whether any lies significantly below 0, and
+    the best and worst forced (d) - (b) among configurations run with at least 2 generator seeds
+    (named by ``ids`` when given)."""
     order = {s: i for i, s in enumerate(SETTINGS)}
-    out = ["| setting | configs (runs) | runs that merged | pipeline's choice: (d) − (b) means | CI entirely below 0 | "
+    ids = ids or {}
+    out = ["| setting | configs (distinct runs) | runs that merged | pipeline's choice: (d) − (b) means | CI entirely below 0 | "
            f"best forced (d) − (b) at share {FORCED_SHARE}, ≥ 2 gen seeds | its config | worst forced (≥ 2 gen seeds) |",
            "|---|---|---|---|---|---|---|---|"]
     for setting in sorted({a["setting"] for a in agg}, key=lambda s: (order.get(s, len(order)), s)):
         rows = [a for a in agg if a["setting"] == setting and a["mode"] == "crossfit"]
         if not rows:
             continue
-        merged = sum(_share(c) > 0 for a in rows for c in a["choices"])
+        fresh = [(c, reused) for a in rows for c, reused in zip(a["choices"], a.get("reused") or [False] * a["runs"])]
+        merged = sum(_share(c) > 0 for c, reused in fresh if not reused)
+        distinct = sum(not reused for _, reused in fresh)
         means = [100 * a["d_minus_b"]["mean"] for a in rows if a.get("d_minus_b")]
         below = sum(1 for a in rows if a.get("d_minus_b") and a["d_minus_b"]["high"] < 0)
         forced = [a for a in rows if a.get("forced_d_minus_b") and len(a.get("gen_seeds", [])) >= 2]
         best = max(forced, key=lambda a: a["forced_d_minus_b"]["mean"], default=None)
         worst = min(forced, key=lambda a: a["forced_d_minus_b"]["mean"], default=None)
         span = f"{min(means):+.2f} to {max(means):+.2f}" if means else "—"
-        out.append(f"| {setting} | {len(rows)} ({sum(a['runs'] for a in rows)}) | {merged} | {span} | {below} | "
-                   f"{_ci(best['forced_d_minus_b']) if best else '—'} | {best.get('config', 'default') if best else '—'} | "
+        best_config = best.get("config", "default") if best else None
+        out.append(f"| {setting} | {len(rows)} ({distinct}) | {merged} | {span} | {below} | "
+                   f"{_ci(best['forced_d_minus_b']) if best else '—'} | {ids.get(best_config, best_config) if best else '—'} | "
                    f"{_ci(worst['forced_d_minus_b']) if worst else '—'} |")
     return out
 
@@ -534,8 +552,10 @@ def _seeds_label(a: dict[str, Any]) -> str:
     return gens if draws == [0] else f"{gens} (draws {','.join(str(d) for d in draws)})"
 
 
-def draw_lines(agg: list[dict[str, Any]]) -> list[str]:
-    """The section on configurations run on more than one labelled draw (``--data-seeds``)."""
+def draw_lines(agg: list[dict[str, Any]], ids: dict[str, str] | None = None) -> list[str]:
+    """The section on configurations run on more than one labelled draw (``--data-seeds``),
+    each configuration named by ``ids`` when given."""
+    ids = ids or {}
     multi = [a for a in agg if a.get("by_draw")]
     if not multi:
         return []
@@ -556,13 +576,34 @@ def draw_lines(agg: list[dict[str, Any]]) -> list[str]:
             f"{ds}: {100 * d['classical']:.2f} / {_pts(d['d_minus_b'])} / "
             f"{_pts(d['forced_d_minus_b'])} / {', '.join(d['choices'])}"
             for ds, d in bd["draws"].items())
-        lines.append(f"| {a['setting']} | {a.get('config', 'default')} | {draws} | "
+        lines.append(f"| {a['setting']} | {_cid(a, ids)} | {draws} | "
                      f"{_ci(bd['d_minus_b_runs'])} (n {bd['d_minus_b_runs']['n']}) | "
                      f"{_ci(bd.get('forced_d_minus_b_runs'))} |")
     return lines
 
 
+def _cid(a: dict[str, Any], ids: dict[str, str]) -> str:
+    """A row's configuration as the report names it: its short name, or its label."""
+    label = a.get("config", "default")
+    return ids.get(label, label)
+
+
+def config_lines(agg: list[dict[str, Any]], ids: dict[str, str]) -> list[str]:
+    """The list of configurations: short name, full label, the settings it ran on."""
+    settings: dict[str, list[str]] = {}
+    for a in agg:
+        settings.setdefault(a.get("config", "default"), [])
+        if a["setting"] not in settings[a.get("config", "default")]:
+            settings[a.get("config", "default")].append(a["setting"])
+    return ["## Configurations", "",
+            "The tables name each configuration by a short name; the overrides of `params.yaml` it ran "
+            "with (or, for a configuration whose defaults have since changed, what they were), and the "
+            "settings it ran on:", "",
+            *[f"- **{cid}**: {label} ({', '.join(settings[label])})" for label, cid in ids.items()]]
+
+
 def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    ids = config_ids(agg)
     lines = [
         "# Utility benchmark results",
         "",
@@ -574,13 +615,16 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "## Summary",
         "",
         "Per setting, over every configuration in the table below (cross-fitted runs; each configuration "
-        "a row there). *runs that merged*: runs whose cross-fitted choice merged synthetic images; "
+        "a row there; *distinct runs*: a run copied into a second configuration's row, because it "
+        "chooses the same under both, counts once). *runs that merged*: runs whose cross-fitted choice merged synthetic images; "
         "*pipeline's choice*: the lowest and highest mean (d) − (b) in points over the configurations; "
         "*CI entirely below 0*: configurations whose choice made the classifier significantly worse; "
         "*forced*: the accepted samples merged at the fixed share whatever the choice (a configuration's "
         "potential, not what the pipeline did).",
         "",
-        *summary_lines(agg),
+        *summary_lines(agg, ids),
+        "",
+        *config_lines(agg, ids),
         "",
         "## Every configuration",
         "",
@@ -603,7 +647,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
     for a in agg:
         sec = a["seconds"]
         lines.append(
-            f"| {a['setting']} | {a.get('config', 'default')} | {a['mode']} | {a['labelled']} | "
+            f"| {a['setting']} | {_cid(a, ids)} | {a['mode']} | {a['labelled']} | "
             f"{_seeds_label(a)} | {100 * a['real']:.2f} | {100 * a['classical']:.2f} | "
             f"{100 * a['synthetic']:.2f} | {100 * a['combined']:.2f} | {_ci(a['d_minus_b'])} | "
             f"{_ci(a.get('forced_d_minus_b'))} | {_ci(a.get('as_is_d_minus_b'))} / {_ci(a.get('as_is_no_copies_d_minus_b'))} | "
@@ -621,11 +665,11 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
                   "|---|---|---|---|---|---|---|---|"]
         for a in fam:
             for f, r in a["families"].items():
-                lines.append(f"| {a['setting']} | {a.get('config', 'default')} | "
+                lines.append(f"| {a['setting']} | {_cid(a, ids)} | "
                              f"{','.join(str(g) for g in a.get('gen_seeds', []))} ({r['runs']}) | {f} | "
                              f"{100 * r['classical']:.2f} | {_ci(r.get('as_is'))} | {_ci(r.get('as_is_no_copies'))} | "
                              f"{_ci(r.get('forced'))} |")
-    lines += draw_lines(agg)
+    lines += draw_lines(agg, ids)
     lines += ["", "Why each run chose what it chose:", ""]
     for r in rows:
         why = r['choice']['reason'] or 'share ' + str(r['choice']['synthetic_share'])
@@ -633,7 +677,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         if res is not None and r['choice']['synthetic_share']:  # a "none" reason already states it
             why += f" (out-of-fold accuracy gain seen to +/-{100 * res:.1f} points)"
         draw = f"labelled draw {r['data_seed']} / " if r.get("data_seed") else ""
-        lines.append(f"- {r['setting']} / {r.get('config', 'default')} / {r['mode']} / {draw}generator seed {r['gen_seed']} "
+        lines.append(f"- {r['setting']} / {_cid(r, ids)} / {r['mode']} / {draw}generator seed {r['gen_seed']} "
                      f"(commit {r.get('commit', '?')}): {why}")
     lines += ["", f"Raw per-run numbers: `{meta['json']}`.", "", "## Commands, in order", "",
               *command_lines(meta["command"]), ""]

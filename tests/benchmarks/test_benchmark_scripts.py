@@ -170,6 +170,38 @@ def test_utility_summary_names_the_best_forced_config_and_any_significant_harm()
     assert cells == ["lfw_10", "3 (5)", "1", "-1.00 to +0.00", "1", "+1.00 [+0.80, +1.20]", "A", "-2.00 [-2.20, -1.80]"]
 
 
+
+def test_utility_report_names_configs_briefly_and_counts_a_copied_run_once(tmp_path: Path):
+    """The report's tables name each configuration by a short name listed once with its full label,
+    and a run copied into a second configuration's row (``reused_from``) is evidence for both rows
+    but one run, and one merge, in the summary's counts."""
+    from benchmarks import utility
+
+    meta = {"date": "2026-12-04 08:00 UTC", "commit": "abc1234", "machine": {"nproc": 2, "cpu": "x", "torch": "t", "cuda": None},
+            "json": "x.json", "command": "python benchmarks/utility.py"}
+    long_old, long_new = "vae, a very long label of the old rule " * 3, "vae, a very long label of the new rule " * 3
+    runs = []
+    for config, reused in ((long_old, False), (long_new, True)):
+        r = _row("digits8_10", config, 0, 0.01)
+        r["choice"] = {"synthetic_share": 0.25, "synthetic": 2000, "reason": None}
+        if reused:
+            r["reused_from"] = "old.json"
+        runs.append(r)
+    runs.append(_row("digits8_10", long_new, 1, 0.0))
+    src = tmp_path / "runs.json"
+    src.write_text(json.dumps({"meta": meta, "runs": runs}))
+    out_json, out_md = tmp_path / "agg.json", tmp_path / "agg.md"
+    assert utility.main(["--from-json", str(src), "--json", str(out_json), "--out", str(out_md)]) == 0
+    text = out_md.read_text()
+    summary = [ln for ln in text.splitlines() if ln.startswith("| digits8_10 | 2 (")]
+    assert [c.strip() for c in summary[0].strip("|").split("|")][1:3] == ["2 (2)", "1"]
+    ids = utility.config_ids(json.loads(out_json.read_text())["aggregate"])
+    assert sorted(ids.values()) == ["C1", "C2"]
+    for label, cid in ids.items():
+        assert text.count(label) == 1 and f"- **{cid}**: {label} (digits8_10)" in text
+        assert f"| digits8_10 | {cid} | crossfit |" in text
+
+
 @pytest.mark.slow
 def test_utility_checks_the_merged_folder_on_other_classifier_families(tmp_path: Path):
     """Each run also trains the classifier families the pipeline never chose with, and reports
