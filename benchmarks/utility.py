@@ -588,8 +588,9 @@ def _cid(a: dict[str, Any], ids: dict[str, str]) -> str:
     return ids.get(label, label)
 
 
-def config_lines(agg: list[dict[str, Any]], ids: dict[str, str]) -> list[str]:
-    """The list of configurations: short name, full label, the settings it ran on."""
+def config_lines(agg: list[dict[str, Any]], ids: dict[str, str], current: str | None = None) -> list[str]:
+    """The list of configurations: short name, full label, the settings it ran on; ``current``
+    (a label) is marked as today's default."""
     settings: dict[str, list[str]] = {}
     for a in agg:
         settings.setdefault(a.get("config", "default"), [])
@@ -599,7 +600,8 @@ def config_lines(agg: list[dict[str, Any]], ids: dict[str, str]) -> list[str]:
             "The tables name each configuration by a short name; the overrides of `params.yaml` it ran "
             "with (or, for a configuration whose defaults have since changed, what they were), and the "
             "settings it ran on:", "",
-            *[f"- **{cid}**: {label} ({', '.join(settings[label])})" for label, cid in ids.items()]]
+            *[f"- **{cid}**: {label} ({', '.join(settings[label])})"
+              + (" — **today's default**" if label == current else "") for label, cid in ids.items()]]
 
 
 def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -624,7 +626,7 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "",
         *summary_lines(agg, ids),
         "",
-        *config_lines(agg, ids),
+        *config_lines(agg, ids, meta.get("default_config")),
         "",
         "## Every configuration",
         "",
@@ -704,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --from-json: name the config of FILE's runs LABEL (e.g. the previous default's "
                          "settings, once params.yaml has changed); recorded in the report's command")
     ap.add_argument("--note", default=None, help="a sentence on coverage (settings or seeds not run) for the report")
+    ap.add_argument("--default-config", default=None, metavar="LABEL",
+                    help="with --from-json: the configuration label that is today's default (marked in the "
+                         "report; kept from the first file when not given)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "utility.json"))
     a = ap.parse_args(argv)
@@ -729,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                 "date": f"{min(d for m in metas for d in m['date'].split(' to '))} to "
                         f"{max(d for m in metas for d in m['date'].split(' to '))}",
                 "commit": ", ".join(sorted({r.get("commit", "?") for r in rows})), "note": a.note,
-                "json": meta["json"]}
+                "json": meta["json"], "default_config": a.default_config or metas[0].get("default_config")}
         agg = aggregate(rows)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"meta": meta, "aggregate": agg, "runs": rows}, indent=1) + "\n")

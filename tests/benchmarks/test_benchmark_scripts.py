@@ -191,14 +191,16 @@ def test_utility_report_names_configs_briefly_and_counts_a_copied_run_once(tmp_p
     src = tmp_path / "runs.json"
     src.write_text(json.dumps({"meta": meta, "runs": runs}))
     out_json, out_md = tmp_path / "agg.json", tmp_path / "agg.md"
-    assert utility.main(["--from-json", str(src), "--json", str(out_json), "--out", str(out_md)]) == 0
+    assert utility.main(["--from-json", str(src), "--json", str(out_json), "--out", str(out_md),
+                         "--default-config", long_new]) == 0
     text = out_md.read_text()
+    assert f"{long_new} (digits8_10) — **today's default**" in text
     summary = [ln for ln in text.splitlines() if ln.startswith("| digits8_10 | 2 (")]
     assert [c.strip() for c in summary[0].strip("|").split("|")][1:3] == ["2 (2)", "1"]
     ids = utility.config_ids(json.loads(out_json.read_text())["aggregate"])
     assert sorted(ids.values()) == ["C1", "C2"]
     for label, cid in ids.items():
-        assert text.count(label) == 1 and f"- **{cid}**: {label} (digits8_10)" in text
+        assert text.split("## Commands")[0].count(label) == 1 and f"- **{cid}**: {label} (digits8_10)" in text
         assert f"| digits8_10 | {cid} | crossfit |" in text
 
 
