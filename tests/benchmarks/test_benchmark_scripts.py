@@ -170,7 +170,6 @@ def test_utility_summary_names_the_best_forced_config_and_any_significant_harm()
     assert cells == ["lfw_10", "3 (5)", "1", "-1.00 to +0.00", "1", "+1.00 [+0.80, +1.20]", "A", "-2.00 [-2.20, -1.80]"]
 
 
-
 def test_utility_report_names_configs_briefly_and_counts_a_copied_run_once(tmp_path: Path):
     """The report's tables name each configuration by a short name listed once with its full label,
     and a run copied into a second configuration's row (``reused_from``) is evidence for both rows
