@@ -593,9 +593,9 @@ def config_lines(agg: list[dict[str, Any]], ids: dict[str, str], current: str | 
     (a label) is marked as today's default."""
     settings: dict[str, list[str]] = {}
     for a in agg:
-        settings.setdefault(a.get("config", "default"), [])
-        if a["setting"] not in settings[a.get("config", "default")]:
-            settings[a.get("config", "default")].append(a["setting"])
+        ran = settings.setdefault(a.get("config", "default"), [])
+        if a["setting"] not in ran:
+            ran.append(a["setting"])
     return ["## Configurations", "",
             "The tables name each configuration by a short name; the overrides of `params.yaml` it ran "
             "with (or, for a configuration whose defaults have since changed, what they were), and the "
