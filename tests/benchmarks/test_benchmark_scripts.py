@@ -410,6 +410,39 @@ def test_deform_variants_screen_warps_each_class_and_reports_paired_intervals(tm
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
 
 
+
+def test_share_ceiling_screen_adds_the_same_samples_at_each_share_for_the_named_classifier(tmp_path: Path,
+                                                                                        monkeypatch):
+    """Every share variant gets the same samples (generate.n_per_class per class) at its own share,
+    b gets none; the report's row names the classifier --set evaluate.model chose and pairs each
+    share with b."""
+    from benchmarks import screen_share_ceiling as screen
+
+    seen = {}
+    real_plan = screen.S.plan_accuracies  # the screens module as the screen imported it
+
+    def spy(cfg, rx, ry, tx, ty, k, seeds, plan, seconds):
+        seen.update(plan=plan, model=cfg.evaluate.model)
+        return real_plan(cfg, rx, ry, tx, ty, k, seeds, plan, seconds)
+
+    monkeypatch.setattr(screen.S, "plan_accuracies", spy)
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=5", "generate.n_per_class=3", 'evaluate.model="lenet"',
+                        "--json", str(run)]) == 0
+    plan = seen["plan"]
+    assert seen["model"] == "lenet" and plan["b"] == (None, None)
+    assert {v: plan[v][1] for v in screen.SHARES} == {"d25": 0.25, "d50": 0.5, "d75": 0.75}
+    (sx, sy), _ = plan["d25"]
+    assert sx.shape == (30, 8, 8, 1) and np.array_equal(sy, np.repeat(np.arange(10), 3))
+    assert all(plan[v][0][0] is sx for v in screen.SHARES)
+    res = json.loads(run.read_text())
+    assert res["family"] == "lenet" and list(res["accuracy"]) == screen.VARIANTS
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 | lenet |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 3
+
 @pytest.mark.slow
 def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
     from benchmarks import screen_crossfit_rule as screen
