@@ -105,12 +105,8 @@ def samples(rx: np.ndarray, ry: np.ndarray, k: int, per_class: int, scale: float
 
 def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data_seed: int, grid_png: str | None
         ) -> dict:
-    import utility as U
-    from augment.config import load_params
-
-    rx, ry, tx, ty, names = S.labelled_split(setting, data_seed)  # tx, ty: scoring only
+    rx, ry, tx, ty, names, cfg = S.screen_inputs(setting, data_seed, overrides)  # tx, ty: scoring only
     k = len(names)
-    cfg = U.configure(load_params(ROOT / "params.yaml"), overrides)
     gen = cfg.generate
     seconds = {}
     t0 = time.perf_counter()

@@ -133,13 +133,9 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
         steps: int, lam: float, sigma: float, per_class: int, gauss_alpha: float, grid_png: str | None) -> dict:
     import torch
 
-    import utility as U
-    from augment.config import load_params
-
     torch.manual_seed(gen_seed)
-    rx, ry, tx, ty, names = S.labelled_split(setting, data_seed)  # tx, ty: scoring only
+    rx, ry, tx, ty, names, cfg = S.screen_inputs(setting, data_seed, overrides)  # tx, ty: scoring only
     k = len(names)
-    cfg = U.configure(load_params(ROOT / "params.yaml"), overrides)
     seconds = {}
     t0 = time.perf_counter()
     fields = class_fields(rx, ry, k, grid, steps, lam, sigma)

@@ -86,6 +86,16 @@ def labelled_split(setting: str, data_seed: int) -> tuple[np.ndarray, np.ndarray
     return x[is_lab], y[is_lab], x[~is_lab], y[~is_lab], names
 
 
+def screen_inputs(setting: str, data_seed: int, overrides: dict
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], Any]:
+    """What a screen outside the pipeline starts from: :func:`labelled_split`'s labelled and test
+    images and class names, and ``params.yaml`` with the screen's ``--set`` overrides (the typed
+    config its samplers and classifiers read)."""
+    from augment.config import load_params
+
+    return (*labelled_split(setting, data_seed), U.configure(load_params(ROOT / "params.yaml"), overrides))
+
+
 def plan_accuracies(cfg: Any, rx: np.ndarray, ry: np.ndarray, tx: np.ndarray, ty: np.ndarray, k: int,
                     clf_seeds: list[int], plan: dict[str, tuple[Any, float | None]], seconds: dict[str, float]
                     ) -> dict[str, list[float]]:
