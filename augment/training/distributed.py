@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import os
 import sys
 import tempfile
@@ -114,6 +115,7 @@ def train_ddp(params_path: str, paths: Any, backend: str | None = None, progress
     backend = backend or default_backend
     if device_spec.startswith("cuda"):
         torch.cuda.set_device(local_rank)
+    built: list[DDPTrainer] = []
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
     try:
         # Rank 0 keeps the user's config (it goes into the checkpoint); other ranks only shift the
@@ -121,7 +123,6 @@ def train_ddp(params_path: str, paths: Any, backend: str | None = None, progress
         rank_cfg = dataclasses.replace(cfg, device=device_spec, seed=cfg.seed + 1000 * rank)
         if rank == 0:
             rank_cfg = dataclasses.replace(cfg, device=device_spec)
-        built: list[DDPTrainer] = []
 
         def wrap(trainer: Any) -> DDPTrainer:
             built.append(DDPTrainer(trainer, torch.device(device_spec)))
@@ -140,11 +141,17 @@ def train_ddp(params_path: str, paths: Any, backend: str | None = None, progress
                 out = run_train(rank_cfg, rank_paths, progress=progress and rank == 0, wrap_trainer=wrap,
                                 classical=full.classical)  # train.real_augment: classical uses these
         # The DDP-trained networks (not EMA copies) must have stayed identical on every rank.
-        trained = built[-1].wrapped()
-        out["ddp"] = {"world_size": world, "backend": backend, "max_param_divergence": max_divergence(trained)}
+        out["ddp"] = {"world_size": world, "backend": backend,
+                      "max_param_divergence": max_divergence(built[-1].wrapped())}
         dist.barrier()
         return out if rank == 0 else None
     finally:
+        # Free the DDP wrappers (their reducers hold the process group and gloo work) while the
+        # interpreter and the group are alive: left to interpreter exit, a gloo thread can be torn
+        # down after Python and abort the process ("terminate called without an active
+        # exception", seen once under load after a finished run).
+        built.clear()
+        gc.collect()
         dist.destroy_process_group()
 
 
