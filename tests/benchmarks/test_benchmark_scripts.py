@@ -410,7 +410,6 @@ def test_deform_variants_screen_warps_each_class_and_reports_paired_intervals(tm
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == len(screen.VARIANTS) - 1
 
 
-
 def test_share_ceiling_screen_adds_the_same_samples_at_each_share_for_the_named_classifier(tmp_path: Path,
                                                                                         monkeypatch):
     """Every share variant gets the same samples (generate.n_per_class per class) at its own share,
@@ -442,6 +441,7 @@ def test_share_ceiling_screen_adds_the_same_samples_at_each_share_for_the_named_
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
     rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 | lenet |")]
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 3
+
 
 @pytest.mark.slow
 def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
