@@ -73,6 +73,10 @@ MODES = {
     "val25": {"prepare": {"val_fraction": 0.25}, "merge": {"quota": "tuned"}},
 }
 FORCED_SHARE = 0.25
+# The classifier params.yaml's evaluate.model names: the summary's best and worst forced compare
+# configurations whose (a)-(d) tables are for this one (a LeNet's gain is not a SmallCNN's).
+DEFAULT_CLASSIFIER = "smallcnn"
+_CLASSIFIER = re.compile(r"evaluate\.model[= ]+\"?([\w.:]+)")
 
 
 def load_data(name: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -313,7 +317,7 @@ def run_one(setting: str, mode: str, gen_seed: int, clf_seeds: list[int], data_s
         q = ev.get("quality", {})
         row = {
             "setting": setting, "mode": mode, "config": config_label(overrides), "gen_seed": gen_seed,
-            "data_seed": data_seed,
+            "data_seed": data_seed, "classifier": cfg.evaluate.model,
             "clf_seeds": clf_seeds, "commit": _commit(),
             "labelled": int(len(names) * spec["per_class"]), "test": int(ev["test_images"]),
             "variants": {k: {"mean": r["mean"], "per_seed": r["per_seed"]} for k, r in v.items()},
@@ -399,6 +403,16 @@ def _set_args(command: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def classifier_of(row: dict[str, Any]) -> str:
+    """The classifier a run's (a)-(d) table is for: recorded in the row by runs from 2026-12-04 on;
+    for older rows read off its configuration's label (``evaluate.model=lenet``, or a relabel that
+    says ``evaluate.model lenet``); the default classifier when the label does not name one."""
+    if row.get("classifier"):
+        return str(row["classifier"])
+    m = _CLASSIFIER.search(row.get("config", ""))
+    return m.group(1) if m else DEFAULT_CLASSIFIER
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     keys = {(r["setting"], r["mode"], r.get("config", "default")) for r in rows}
@@ -407,6 +421,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         agg = {"setting": key[0], "mode": key[1], "config": key[2], "runs": len(rs), "labelled": rs[0]["labelled"],
                "test": rs[0]["test"], "gen_seeds": sorted({r["gen_seed"] for r in rs}),
                "data_seeds": sorted({r.get("data_seed", 0) for r in rs}),
+               "classifier": ",".join(sorted({classifier_of(r) for r in rs})),
                "commits": sorted({r.get("commit", "?") for r in rs})}
         for var in ("real", "classical", "synthetic", "combined"):
             agg[var] = float(np.mean([s for r in rs for s in r["variants"][var]["per_seed"]]))
@@ -510,16 +525,19 @@ def config_ids(agg: list[dict[str, Any]]) -> dict[str, str]:
     return ids
 
 
-def summary_lines(agg: list[dict[str, Any]], ids: dict[str, str] | None = None) -> list[str]:
+def summary_lines(agg: list[dict[str, Any]], ids: dict[str, str] | None = None,
+                  classifier: str = DEFAULT_CLASSIFIER) -> list[str]:
     """One line per setting over every configuration run there: how many distinct runs there
     are and how many merged synthetic data (a run copied into another configuration's row counts
     once), the range of the pipeline's own (d) - (b), whether any lies significantly below 0, and
     the best and worst forced (d) - (b) among configurations run with at least 2 generator seeds
-    (named by ``ids`` when given)."""
+    whose tables are for ``classifier`` (the pipeline's default one; named by ``ids`` when given).
+    A configuration whose table is for another classifier (``evaluate.model``) still counts in the
+    runs and the choice's range, whose (d) and (b) are both for that classifier."""
     order = {s: i for i, s in enumerate(SETTINGS)}
     ids = ids or {}
     out = ["| setting | configs (distinct runs) | runs that merged | pipeline's choice: (d) − (b) means | CI entirely below 0 | "
-           f"best forced (d) − (b) at share {FORCED_SHARE}, ≥ 2 gen seeds | its config | worst forced (≥ 2 gen seeds) |",
+           f"best forced (d) − (b) at share {FORCED_SHARE}, {classifier}, ≥ 2 gen seeds | its config | worst forced (same) |",
            "|---|---|---|---|---|---|---|---|"]
     for setting in sorted({a["setting"] for a in agg}, key=lambda s: (order.get(s, len(order)), s)):
         rows = [a for a in agg if a["setting"] == setting and a["mode"] == "crossfit"]
@@ -530,7 +548,8 @@ def summary_lines(agg: list[dict[str, Any]], ids: dict[str, str] | None = None) 
         distinct = sum(not reused for _, reused in fresh)
         means = [100 * a["d_minus_b"]["mean"] for a in rows if a.get("d_minus_b")]
         below = sum(1 for a in rows if a.get("d_minus_b") and a["d_minus_b"]["high"] < 0)
-        forced = [a for a in rows if a.get("forced_d_minus_b") and len(a.get("gen_seeds", [])) >= 2]
+        forced = [a for a in rows if a.get("forced_d_minus_b") and len(a.get("gen_seeds", [])) >= 2
+                  and a.get("classifier", DEFAULT_CLASSIFIER) == classifier]
         best = max(forced, key=lambda a: a["forced_d_minus_b"]["mean"], default=None)
         worst = min(forced, key=lambda a: a["forced_d_minus_b"]["mean"], default=None)
         span = f"{min(means):+.2f} to {max(means):+.2f}" if means else "—"
@@ -622,7 +641,9 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "*pipeline's choice*: the lowest and highest mean (d) − (b) in points over the configurations; "
         "*CI entirely below 0*: configurations whose choice made the classifier significantly worse; "
         "*forced*: the accepted samples merged at the fixed share whatever the choice (a configuration's "
-        "potential, not what the pipeline did).",
+        f"potential, not what the pipeline did); best and worst over the configurations whose tables are for "
+        f"the pipeline's default classifier ({DEFAULT_CLASSIFIER}; a configuration that names another "
+        "classifier with evaluate.model is left out of these two columns only).",
         "",
         *summary_lines(agg, ids),
         "",

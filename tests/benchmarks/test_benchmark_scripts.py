@@ -520,3 +520,39 @@ def test_reread_reads_the_rule_a_run_chose_by_from_its_commit():
     assert rr.stored_rule({"commit": "05f08a3", "config": "default"}, {}) == "bonferroni"
     assert rr.stored_rule({"commit": "4dde209", "config": "default"}, {}) == "per_candidate"
     assert rr.stored_rule({"commit": "1075f06", "config": "crossfit.multiple_testing=bonferroni"}, {}) == "bonferroni"
+
+
+def test_utility_summary_compares_forced_gains_for_the_pipelines_classifier_only():
+    """A configuration whose table is for another classifier (evaluate.model lenet) can show a larger
+    forced gain, but it is that classifier's gain: the summary's best and worst forced stay with the
+    SmallCNN's configurations, while the other still counts among the runs. Older rows name their
+    classifier only in the configuration label (raw or relabelled)."""
+    from benchmarks import utility
+
+    def ci(m):
+        return {"mean": m, "low": m - 0.002, "high": m + 0.002}
+
+    def row(config, forced, **extra):
+        return {"setting": "lfw_10", "mode": "crossfit", "config": config, "gen_seed": 0, "data_seed": 0,
+                "labelled": 20, "test": 180, "commit": "x", "paired_d_minus_b": [0.0, 0.0],
+                "forced_d_minus_b": [forced, forced + 0.002],
+                "variants": {v: {"mean": 0.9, "per_seed": [0.9, 0.9]} for v in ("real", "classical", "synthetic", "combined")},
+                "choice": {"synthetic_share": 0.0, "synthetic": 0}, "quality": {"cas_relative": None, "diversity_mean": None},
+                "seconds": {"train": 1.0}, **extra}
+
+    rows = []
+    for g in (0, 1):
+        rows += [{**row("A", 0.01), "gen_seed": g},
+                 {**row("crossfit.model=lenet, evaluate.model=lenet", 0.05), "gen_seed": g},
+                 {**row("B: crossfit.model and evaluate.model mlp (choice and table for the MLP)", -0.03), "gen_seed": g},
+                 {**row("C", 0.04, classifier="lenet"), "gen_seed": g},
+                 {**row("D", -0.01, classifier="smallcnn"), "gen_seed": g}]
+    agg = utility.aggregate(rows)
+    assert {a["config"][:1]: a["classifier"] for a in agg} == {"A": "smallcnn", "c": "lenet", "B": "mlp",
+                                                                 "C": "lenet", "D": "smallcnn"}
+    cells = [c.strip() for c in utility.summary_lines(agg)[2].strip("|").split("|")]
+    assert cells[1] == "5 (10)"
+    # best: A (+1.10), not the LeNet's +5.10 or C's +4.10; worst: D (-0.90), not the MLP's -2.90
+    assert [cells[5].split(" [")[0], cells[6], cells[7].split(" [")[0]] == ["+1.10", "A", "-0.90"]
+    lenet = [c.strip() for c in utility.summary_lines(agg, classifier="lenet")[2].strip("|").split("|")]
+    assert lenet[6] == "crossfit.model=lenet, evaluate.model=lenet"
