@@ -63,6 +63,21 @@ def _pdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d, 0.0))
 
 
+def _nearest_distances(a: np.ndarray, b: np.ndarray, same: bool = False) -> np.ndarray:
+    """Euclidean distance from each row of ``a`` to its nearest row of ``b`` (to its nearest other
+    row when ``same``: ``a`` is ``b``). The neighbour is found by the float64 expansion (BLAS), then
+    its distance is recomputed by differences: the expansion's cancellation leaves ~1e-3 in float32
+    where two rows are equal, on some CPUs and not others, and that is as large as a slight edit.
+    So a copy is at 0 exactly and an edit of a few grey levels is measured as such."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    d = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2 * a64 @ b64.T
+    if same:
+        np.fill_diagonal(d, np.inf)
+    nearest = d.argmin(1)
+    diff = a64 - b64[nearest]
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+
 def _kth_radius(x: np.ndarray, k: int) -> np.ndarray:
     d = _pdist(x, x)
     return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
@@ -152,10 +167,8 @@ def nearest_train_distances(syn_x: np.ndarray, syn_y: np.ndarray, train_x: np.nd
         if len(t) < 2 or len(s) == 0:
             per_class[name] = None
             continue
-        dt = _pdist(t, t) / np.sqrt(t.shape[1])
-        np.fill_diagonal(dt, np.inf)
-        spacing = dt.min(1)
-        ds = (_pdist(s, t) / np.sqrt(t.shape[1])).min(1)
+        spacing = _nearest_distances(t, t, same=True) / np.sqrt(t.shape[1])
+        ds = _nearest_distances(s, t) / np.sqrt(t.shape[1])
         thr, med = float(np.percentile(spacing, percentile)), float(np.median(spacing))
         seen = {bytes(r) for r in np.ascontiguousarray(train_x[train_y == c]).reshape(len(t), -1)}
         n_close = int((ds < thr).sum())

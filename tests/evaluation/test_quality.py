@@ -123,3 +123,23 @@ def test_quality_table_says_when_the_merge_stage_chose_no_sample():
     lines = format_quality(report).splitlines()
     assert any(line.startswith("merged") and "the merge stage chose none" in line for line in lines)
     assert any(line.startswith("generated") and line.endswith("(no samples)") for line in lines)
+
+
+def test_copy_distances_are_exact_not_left_to_float_cancellation():
+    """The copy check measures the nearest neighbour by differences: an image's distance to its
+    copy is 0 exactly and a 3-grey-level edit is 3/255 per pixel (the expansion |a|^2+|b|^2-2ab
+    left ~0.004 for a copy on one CPU, as large as the edit); ``same`` skips the row itself."""
+    from augment.evaluation.quality import _nearest_distances
+
+    rng = np.random.default_rng(0)
+    a = rng.random((7, 64)).astype(np.float32)
+    b = np.concatenate([a[:3], a[3:5] + np.float32(3 / 255)])
+    d = _nearest_distances(a, b)
+    assert (d[:3] == 0.0).all()
+    assert np.allclose(d[3:5] / 8.0, 3 / 255, rtol=1e-5)  # RMS over 64 pixels
+    full = np.sqrt(((a[:, None, :].astype(np.float64) - b[None]) ** 2).sum(-1))
+    assert np.allclose(d, full.min(1))
+    own = _nearest_distances(b, b, same=True)
+    pairs = np.sqrt(((b[:, None, :].astype(np.float64) - b[None]) ** 2).sum(-1))
+    np.fill_diagonal(pairs, np.inf)
+    assert np.allclose(own, pairs.min(1)) and (own > 0).all()
