@@ -54,6 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from augment.config import EvaluateConfig  # noqa: E402
 from augment.downstream.classifier import SmallCNN  # noqa: E402
 from augment.downstream.models import BUILTIN_MODELS  # noqa: E402
 from benchmarks.common import ROOT, machine  # noqa: E402
@@ -73,9 +74,9 @@ MODES = {
     "val25": {"prepare": {"val_fraction": 0.25}, "merge": {"quota": "tuned"}},
 }
 FORCED_SHARE = 0.25
-# The classifier params.yaml's evaluate.model names: the summary's best and worst forced compare
-# configurations whose (a)-(d) tables are for this one (a LeNet's gain is not a SmallCNN's).
-DEFAULT_CLASSIFIER = "smallcnn"
+# The default evaluate.model: the summary's best and worst forced compare configurations whose
+# (a)-(d) tables are for this one (a LeNet's gain is not a SmallCNN's).
+DEFAULT_CLASSIFIER = EvaluateConfig.model
 _CLASSIFIER = re.compile(r"evaluate\.model[= ]+\"?([\w.:]+)")
 
 

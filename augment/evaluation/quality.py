@@ -70,7 +70,7 @@ def _nearest_distances(a: np.ndarray, b: np.ndarray, same: bool = False) -> np.n
     where two rows are equal, on some CPUs and not others, and that is as large as a slight edit.
     So a copy is at 0 exactly and an edit of a few grey levels is measured as such."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    d = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2 * a64 @ b64.T
+    d = _pdist(a64, b64)
     if same:
         np.fill_diagonal(d, np.inf)
     nearest = d.argmin(1)
