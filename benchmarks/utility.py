@@ -507,6 +507,17 @@ def elide_notes(command: str) -> str:
     return _NOTE_ARG.sub("--note <the coverage note>", command)
 
 
+# Where the coverage note starts a new batch of runs: a date, a commit, a re-read or a rule change.
+_NOTE_BREAK = re.compile(r"(?<=[.)]) (?=(?:Added \d|Added 20|Commit |Commits |Since commit |Runs labelled |Screened |"
+                         r"Re-read |Earlier runs|Only the |Then, at |Last, at |At commit |At the same commit ))")
+
+
+def note_paragraphs(note: str) -> list[str]:
+    """The coverage note (one growing string, a sentence or more per batch of runs) cut where a new
+    batch starts, one Markdown bullet each: the same words, readable as a list."""
+    return [f"- {p.strip()}" for p in _NOTE_BREAK.split(note) if p.strip()]
+
+
 def command_lines(command: str) -> list[str]:
     """The ``" ; "``-joined commands of a (re-)aggregated report, one Markdown bullet each."""
     return [f"- `{c}`" for c in re.split(r" ; (?=python )", elide_notes(command))]
@@ -655,7 +666,8 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         "",
         "## Every configuration",
         "",
-        *([f"**Coverage.** {meta['note']}", ""] if meta.get("note") else []),
+        *(["How the runs were made (machines, commits, load, what was not run): see *How the runs were "
+            "made* below.", ""] if meta.get("note") else []),
         "Test accuracy (%) on everything not drawn as labelled. (d) - (b): paired difference in points, "
         "mean and 95 % t-interval over every (generator seed x classifier seed) pair; (d) uses the "
         "pipeline's own final choice. *forced*: the accepted samples merged at share "
@@ -706,6 +718,8 @@ def write_report(path: Path, agg: list[dict[str, Any]], rows: list[dict[str, Any
         draw = f"labelled draw {r['data_seed']} / " if r.get("data_seed") else ""
         lines.append(f"- {r['setting']} / {_cid(r, ids)} / {r['mode']} / {draw}generator seed {r['gen_seed']} "
                      f"(commit {r.get('commit', '?')}): {why}")
+    if meta.get("note"):
+        lines += ["", "## How the runs were made", "", *note_paragraphs(meta["note"])]
     lines += ["", f"Raw per-run numbers: `{meta['json']}`.", "", "## Commands, in order", "",
               *command_lines(meta["command"]), ""]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -261,6 +261,25 @@ def test_utility_report_lists_each_command_once_without_repeating_old_notes():
     ]
 
 
+def test_utility_coverage_note_reads_as_one_bullet_per_batch_of_runs_with_every_word_kept():
+    """The coverage note grows by a sentence or more per batch of runs; the report lists it one
+    bullet per batch (a new commit, date or re-read), every word kept, none split mid-sentence."""
+    from benchmarks import utility
+
+    note = ("The runs below ran on 2 CPU cores. Commit abc1234 (the same code path as 1.0): the default on "
+            "digits8_10. Then, at the same commit, lfw_10 (seed 0). Re-read at commit def5678, nothing changes. "
+            "Added 2026-12-04 (session 8), at commit 0123abc: mnist28_5, see Commit e.g. no break here.")
+    paragraphs = utility.note_paragraphs(note)
+    assert paragraphs == [
+        "- The runs below ran on 2 CPU cores.",
+        "- Commit abc1234 (the same code path as 1.0): the default on digits8_10.",
+        "- Then, at the same commit, lfw_10 (seed 0).",
+        "- Re-read at commit def5678, nothing changes.",
+        "- Added 2026-12-04 (session 8), at commit 0123abc: mnist28_5, see Commit e.g. no break here.",
+    ]
+    assert " ".join(p[2:] for p in paragraphs) == note
+
+
 # the screens' pipeline at a size that runs in seconds: 4 training iterations, 6 samples per class, memorisation filter only
 TINY_SCREEN = ["train.iterations=4", "generate.n_per_class=6", "filter.classifier_steps=5",
                'filter.filters=["memorisation"]']
