@@ -508,7 +508,7 @@ def elide_notes(command: str) -> str:
 
 
 # Where the coverage note starts a new batch of runs: a date, a commit, a re-read or a rule change.
-_NOTE_BREAK = re.compile(r"(?<=[.)]) (?=(?:Added \d|Added 20|Commit |Commits |Since commit |Runs labelled |Screened |"
+_NOTE_BREAK = re.compile(r"(?<=[.)]) (?=(?:Added \d|Commit |Commits |Since commit |Runs labelled |Screened |"
                          r"Re-read |Earlier runs|Only the |Then, at |Last, at |At commit |At the same commit ))")
 
 
