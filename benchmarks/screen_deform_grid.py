@@ -24,7 +24,6 @@ pairs drawn and the samples.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -59,17 +58,9 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
 
 
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
-    runs = [json.loads(Path(f).read_text()) for f in files]
-    lines = S.report_header("Screen: learned deformations -- the lattice (generate.deform_grid)", files, runs,
-                            command, note)
-    lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "samples per set", "b"], VARIANTS[1:],
-                             "every variant adds 200 samples per class at share 0.25 but g6s50 (0.5).")
-    lines += [S.paired_row(key, rs, VARIANTS[1:]) for key, rs in S.group_runs(runs)]
-    lines += ["", "Parameters and seconds per run: "
-              + "; ".join(f"{r['setting']} draw {r['params']['data_seed']} seed {r['gen_seed']}: {r['seconds']}"
-                          for r in runs), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    S.write_paired_report(out, "Screen: learned deformations -- the lattice (generate.deform_grid)", files, command,
+                          note, VARIANTS[1:], "every variant adds 200 samples per class at share 0.25 but g6s50 (0.5).",
+                          lambda r: f"{r['setting']} draw {r['params']['data_seed']} seed {r['gen_seed']}: {r['seconds']}")
 
 
 def _args(ap) -> None:

@@ -20,12 +20,9 @@ classifier ``--set evaluate.model=...`` names. Labelled and test images are draw
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -55,16 +52,9 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
 
 
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
-    runs = [json.loads(Path(f).read_text()) for f in files]
-    lines = S.report_header("Screen: a synthetic share above crossfit's largest candidate", files, runs, command, note)
-    lines += S.paired_header(["setting", "classifier", "overrides", "gen seeds", "samples per set", "b"], VARIANTS[1:],
-                             "dNN: the default deform sampler's samples at share 0.NN.")
-    lines += [S.paired_row(key, rs, VARIANTS[1:]) for key, rs in S.group_runs(runs)]
-    lines += ["", "Parameters and seconds per run: "
-              + "; ".join(f"{r['setting']} {r['family']} seed {r['gen_seed']}: {r['params']}, {r['seconds']}"
-                          for r in runs), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    S.write_paired_report(out, "Screen: a synthetic share above crossfit's largest candidate", files, command, note,
+                          VARIANTS[1:], "dNN: the default deform sampler's samples at share 0.NN.",
+                          lambda r: f"{r['setting']} {r['family']} seed {r['gen_seed']}: {r['params']}, {r['seconds']}")
 
 
 def _args(ap) -> None:

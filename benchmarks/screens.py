@@ -123,6 +123,20 @@ def plan_accuracies(cfg: Any, rx: np.ndarray, ry: np.ndarray, tx: np.ndarray, ty
     return out
 
 
+def write_paired_report(out: Path, title: str, files: list[str], command: str, note: str | None,
+                        variants: list[str], caption: str, run_label: Callable[[dict], str]) -> None:
+    """A screen's report: the header, one paired row per (setting, classifier, overrides) against
+    ``b`` for ``variants``, then each run's ``run_label`` (its parameters and seconds)."""
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    lines = report_header(title, files, runs, command, note)
+    lines += paired_header(["setting", "classifier", "overrides", "gen seeds", "samples per set", "b"], variants,
+                           caption)
+    lines += [paired_row(key, rs, variants) for key, rs in group_runs(runs)]
+    lines += ["", "Parameters and seconds per run: " + "; ".join(run_label(r) for r in runs), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+
+
 def report_header(title: str, files: list[str], runs: list[dict], command: str, note: str | None) -> list[str]:
     """The report's title, the command that wrote it, and each run's date, commit, machine and command."""
     lines = [f"# {title}", "",
