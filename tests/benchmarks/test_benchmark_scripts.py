@@ -462,6 +462,40 @@ def test_share_ceiling_screen_adds_the_same_samples_at_each_share_for_the_named_
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 3
 
 
+def test_deform_grid_screen_registers_each_lattice_and_reuses_the_default_one_at_share_half(tmp_path: Path,
+                                                                                          monkeypatch):
+    """Each lattice variant gets samples registered on its own lattice (3, 4, 6, 10) at share 0.25,
+    g6s50 the 6x6 samples at 0.5, b none; the report pairs every variant with b."""
+    from benchmarks import screen_deform_grid as screen
+
+    grids, seen = [], {}
+    real_samples, real_plan = screen.DV.samples, screen.S.plan_accuracies
+
+    def samples_spy(*args, grid, **kw):
+        grids.append(grid)
+        return real_samples(*args, grid=grid, **kw)
+
+    def plan_spy(cfg, rx, ry, tx, ty, k, seeds, plan, seconds):
+        seen["plan"] = plan
+        return real_plan(cfg, rx, ry, tx, ty, k, seeds, plan, seconds)
+
+    monkeypatch.setattr(screen.DV, "samples", samples_spy)
+    monkeypatch.setattr(screen.S, "plan_accuracies", plan_spy)
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
+    plan = seen["plan"]
+    assert grids == [3, 4, 6, 10] and plan["b"] == (None, None)
+    assert {v: plan[v][1] for v in screen.VARIANTS[1:]} == {"g3": 0.25, "g4": 0.25, "g6": 0.25, "g10": 0.25,
+                                                             "g6s50": 0.5}
+    assert plan["g6s50"][0] is plan["g6"][0] and plan["g6"][0][0].shape == (2000, 8, 8, 1)
+    assert not np.array_equal(plan["g3"][0][0], plan["g6"][0][0])  # another lattice, other warps
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 | smallcnn |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 5
+
+
 @pytest.mark.slow
 def test_crossfit_rule_screen_runs_to_the_crossfit_stage(tmp_path: Path):
     from benchmarks import screen_crossfit_rule as screen
