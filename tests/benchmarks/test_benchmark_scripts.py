@@ -609,3 +609,70 @@ def test_utility_summary_compares_forced_gains_for_the_pipelines_classifier_only
     assert [cells[5].split(" [")[0], cells[6], cells[7].split(" [")[0]] == ["+1.10", "A", "-0.90"]
     lenet = [c.strip() for c in utility.summary_lines(agg, classifier="lenet")[2].strip("|").split("|")]
     assert lenet[6] == "crossfit.model=lenet, evaluate.model=lenet"
+
+
+def test_deform_gauss_screen_draws_per_class_fields_and_reports_each_variant_paired_with_b(tmp_path: Path,
+                                                                                          monkeypatch):
+    """The Gaussian draws are per class, labelled with it, seeded, and other images than the observed
+    fields give; gauss50 reuses gauss25's samples at share 0.5; the report pairs every variant with b."""
+    from benchmarks import screen_deform_gauss as screen
+    from benchmarks.screens import labelled_split
+
+    rx, ry, *_ = labelled_split("digits8_5", 0)
+    gx, gy = screen.gaussian_samples(rx, ry, 10, 4, 6, 400, 0, True)
+    assert gx.shape == (40, 8, 8, 1) and gx.dtype == np.uint8 and np.array_equal(gy, np.repeat(np.arange(10), 4))
+    assert np.array_equal(screen.gaussian_samples(rx, ry, 10, 4, 6, 400, 0, True)[0], gx)  # seeded
+    assert not np.array_equal(screen.gaussian_samples(rx, ry, 10, 4, 6, 400, 0, False)[0], gx)
+    assert not np.array_equal(screen.DV.samples(rx, ry, 10, 4, 1.0, False, 6, 400, 0)[0], gx)
+    seen = {}
+    real_plan = screen.S.plan_accuracies
+
+    def plan_spy(cfg, rx, ry, tx, ty, k, seeds, plan, seconds):
+        seen["plan"] = plan
+        return real_plan(cfg, rx, ry, tx, ty, k, seeds, plan, seconds)
+
+    monkeypatch.setattr(screen.S, "plan_accuracies", plan_spy)
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
+    plan = seen["plan"]
+    assert plan["gauss50"][0] is plan["gauss25"][0] and plan["gauss50"][1] == 0.5 and plan["b"] == (None, None)
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 | smallcnn |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 4
+
+
+def test_deform_folds_screen_finds_folding_warps_and_caps_fields_below_the_fold():
+    """No field: the Jacobian is 1 everywhere. A field that moves neighbouring control points past
+    each other folds the warp (determinant below 0); capped at its fold-free fraction it no longer
+    does, and a field that never folds keeps its full length."""
+    import torch
+
+    from benchmarks import screen_deform_folds as screen
+
+    zero = torch.zeros(1, 2, 6, 6)
+    assert torch.allclose(screen.min_jacobian(zero, (28, 28)), torch.ones(1))
+    fold = torch.zeros(1, 2, 6, 6)
+    fold[0, 0, :, 2], fold[0, 0, :, 3] = 0.5, -0.5  # two columns of control points crossing
+    gentle = 0.05 * torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    both = torch.cat([fold, gentle])
+    assert screen.min_jacobian(fold, (28, 28)).item() < 0
+    frac = screen.fold_free_fraction(both, (28, 28))
+    assert 0 < frac[0].item() < 1 and frac[1].item() == 1.0
+    capped = both * frac[:, None, None, None]
+    assert bool((screen.min_jacobian(capped, (28, 28)) > screen.MIN_DET).all())
+
+
+def test_deform_folds_screen_runs_every_variant_and_reports_the_fold_free_fraction(tmp_path: Path):
+    from benchmarks import screen_deform_folds as screen
+
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert list(res["accuracy"]) == screen.VARIANTS and all(len(v) == 2 for v in res["accuracy"].values())
+    assert 0.0 < res["params"]["mean_fold_free_fraction"] <= 1.0
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    assert "mean fold-free fraction" in md.read_text()
