@@ -117,14 +117,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
            "drop25": (dx, dy)}
     seconds["samples"] = round(time.perf_counter() - t0, 1)
     if grid_png:
-        from augment.core.images import image_grid
-        from augment.core.plots import save_png
-
-        rows = []
-        for c in range(k):
-            rows += list(rx[ry == c][:2]) + [s[0][s[1] == c][j] for s in (syn["obs25"], syn["cap25"], syn["drop25"])
-                                             for j in range(4)]
-        save_png(image_grid(np.stack(rows), 14, scale=max(1, 56 // rx.shape[1]), row_labels=names), grid_png)
+        S.save_sample_grid(rx, ry, names, [syn[v] for v in ("obs25", "cap25", "drop25")], grid_png)
     plan = {"b": (None, None), "obs25": (syn["obs25"], 0.25), "cap25": (syn["cap25"], 0.25),
             "cap50": (syn["cap25"], 0.5), "drop25": (syn["drop25"], 0.25)}
     acc_by = S.plan_accuracies(cfg, rx, ry, tx, ty, k, clf_seeds, plan, seconds)

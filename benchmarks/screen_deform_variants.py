@@ -118,14 +118,7 @@ def run(setting: str, gen_seed: int, clf_seeds: list[int], overrides: dict, data
            "pooled": samples(rx, ry, k, 200, gen.deform_scale, False, pooled=True, **common)}
     seconds["samples"] = round(time.perf_counter() - t0, 1)
     if grid_png:
-        from augment.core.images import image_grid
-        from augment.core.plots import save_png
-
-        rows = []
-        for c in range(k):
-            rows += list(rx[ry == c][:2]) + [s[0][s[1] == c][j] for s in (syn["d25"], syn["compose"], syn["pooled"])
-                                             for j in range(4)]
-        save_png(image_grid(np.stack(rows), 14, scale=max(1, 56 // rx.shape[1]), row_labels=names), grid_png)
+        S.save_sample_grid(rx, ry, names, [syn[v] for v in ("d25", "compose", "pooled")], grid_png)
     plan = {"b": (None, None), "d25": (syn["d25"], 0.25), "scale15": (syn["scale15"], 0.25),
             "compose": (syn["compose"], 0.25), "d50": (syn["d25"], 0.5), "n1000": (syn["n1000"], 0.25),
             "pooled": (syn["pooled"], 0.25)}

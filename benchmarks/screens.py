@@ -96,6 +96,19 @@ def screen_inputs(setting: str, data_seed: int, overrides: dict
     return (*labelled_split(setting, data_seed), U.configure(load_params(ROOT / "params.yaml"), overrides))
 
 
+def save_sample_grid(rx: np.ndarray, ry: np.ndarray, names: list[str], sets: list[tuple[np.ndarray, np.ndarray]],
+                     path: str) -> None:
+    """A picture of a screen's samples: per class a row of 2 labelled images, then 4 samples of each
+    of ``sets`` (``(images, labels)``), scaled up to about 56 pixels a side."""
+    from augment.core.images import image_grid
+    from augment.core.plots import save_png
+
+    rows = []
+    for c in range(len(names)):
+        rows += list(rx[ry == c][:2]) + [x[y == c][j] for x, y in sets for j in range(4)]
+    save_png(image_grid(np.stack(rows), 2 + 4 * len(sets), scale=max(1, 56 // rx.shape[1]), row_labels=names), path)
+
+
 def plan_accuracies(cfg: Any, rx: np.ndarray, ry: np.ndarray, tx: np.ndarray, ty: np.ndarray, k: int,
                     clf_seeds: list[int], plan: dict[str, tuple[Any, float | None]], seconds: dict[str, float]
                     ) -> dict[str, list[float]]:
