@@ -4,7 +4,9 @@
 field *observed* between two other labelled images of its class, moved ``U(0.3, 1)`` along it.
 With 5 labelled images a class has only 20 such fields, so every sample of the class repeats one of
 20 deformations. Hauberg et al. (AISTATS 2016) instead fit a distribution over a class's
-deformations and draw new ones from it. This screen measures that with the library's registration
+deformations and draw new ones from it. ``benchmarks/screen_learned_deformations.py`` (``gauss25``)
+tried that before the sampler was built, with its own registration and a shrunk covariance, and it
+lost on the 8x8 digits. This screen measures it again with the library's registration
 (not a copy), outside the pipeline: per class a Gaussian ``N(mean, S)`` over its fields (``S``
 the fields' sample covariance: with fewer fields than the lattice has coordinates, a draw stays in
 their span, ``mean + sum_j z_j (v_j - mean) / sqrt(P - 1)``, ``z ~ N(0, I)``), and
