@@ -109,6 +109,19 @@ def save_sample_grid(rx: np.ndarray, ry: np.ndarray, names: list[str], sets: lis
     save_png(image_grid(np.stack(rows), 2 + 4 * len(sets), scale=max(1, 56 // rx.shape[1]), row_labels=names), path)
 
 
+def half_and_half(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per class the first half of ``a``'s samples and the second half of ``b``'s (both hold the
+    same number per class, in class order)."""
+    xs, ys = [], []
+    for c in range(k):
+        ia, ib = np.flatnonzero(a[1] == c), np.flatnonzero(b[1] == c)
+        h = len(ia) // 2
+        xs += [a[0][ia[:h]], b[0][ib[h:]]]
+        ys += [a[1][ia[:h]], b[1][ib[h:]]]
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def plan_accuracies(cfg: Any, rx: np.ndarray, ry: np.ndarray, tx: np.ndarray, ty: np.ndarray, k: int,
                     clf_seeds: list[int], plan: dict[str, tuple[Any, float | None]], seconds: dict[str, float]
                     ) -> dict[str, list[float]]:
