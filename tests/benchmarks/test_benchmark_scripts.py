@@ -676,3 +676,62 @@ def test_deform_folds_screen_runs_every_variant_and_reports_the_fold_free_fracti
     md = tmp_path / "screen.md"
     assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
     assert "mean fold-free fraction" in md.read_text()
+
+
+def test_deform_morph_screen_morphs_within_a_class_and_falls_back_without_the_reverse_field(tmp_path: Path):
+    """Morphs are per class, labelled with it and seeded; the two-sided morph differs from the
+    one-sided one when the reverse pair was registered and equals it when it was not (one pair per
+    class); mix25 holds half of each set per class; the screen runs and reports every variant."""
+    from benchmarks import screen_deform_morph as screen
+    from benchmarks.screens import labelled_split
+
+    rx, ry, *_ = labelled_split("digits8_5", 0)
+    m = screen.morph_samples(rx, ry, 10, 4, 6, 400, 0)
+    assert m["morph"][0].shape == (40, 8, 8, 1) and m["morph"][0].dtype == np.uint8
+    assert np.array_equal(m["morph"][1], np.repeat(np.arange(10), 4))
+    assert np.array_equal(screen.morph_samples(rx, ry, 10, 4, 6, 400, 0)["xfade"][0], m["xfade"][0])  # seeded
+    assert not np.array_equal(m["xfade"][0], m["morph"][0])
+    one = screen.morph_samples(rx, ry, 10, 4, 6, 1, 0)  # one pair per class: no reverse field
+    assert np.array_equal(one["xfade"][0], one["morph"][0])
+    mx, my = screen.S.half_and_half(m["morph"], m["xfade"], 10)
+    assert np.array_equal(np.bincount(my), np.full(10, 4))
+    assert np.array_equal(mx[my == 3], np.concatenate([m["morph"][0][12:14], m["xfade"][0][14:16]]))
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
+    assert list(json.loads(run.read_text())["accuracy"]) == screen.VARIANTS
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 | smallcnn |")]
+    assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 4
+
+
+def test_deform_elastic_control_matches_the_class_field_size_and_runs_every_variant(tmp_path: Path):
+    """The random fields are sized by each class's own registered fields (their root mean square),
+    the controls are per class, seeded and not the default's samples, and the screen reports every
+    variant paired with b."""
+    import torch
+
+    from augment.models.deform import fit_fields
+    from benchmarks import screen_deform_elastic as screen
+    from benchmarks.screens import labelled_split
+
+    rx, ry, *_ = labelled_split("digits8_5", 0)
+    ctl, sizes = screen.control_samples(rx, ry, 10, 4, 6, 400, 0)
+    x = torch.from_numpy(rx).float().permute(0, 3, 1, 2) / 127.5 - 1.0
+    pairs, fields = fit_fields(x, torch.from_numpy(ry).long(), 10, 6, 400, 0)
+    cls = ry[pairs[:, 0].numpy()]
+    assert np.allclose(sizes, [float(fields[cls == c].pow(2).mean().sqrt()) for c in range(10)], atol=1e-4)
+    assert set(ctl) == {"elastic", "elastic_half", "shuffled"}
+    for xs, ys in ctl.values():
+        assert xs.shape == (40, 8, 8, 1) and np.array_equal(ys, np.repeat(np.arange(10), 4))
+    again, _ = screen.control_samples(rx, ry, 10, 4, 6, 400, 0)
+    assert all(np.array_equal(again[n][0], ctl[n][0]) for n in ctl)  # seeded
+    assert not np.array_equal(ctl["elastic"][0], ctl["elastic_half"][0])
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
+    assert list(json.loads(run.read_text())["accuracy"]) == screen.VARIANTS
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    assert "field rms per class" in md.read_text()
