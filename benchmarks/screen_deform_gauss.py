@@ -104,14 +104,10 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
                                     f"{r['seconds']}")
 
 
-def _args(ap) -> None:
-    ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--grid-png", default=None, help="where to save a picture of the samples")
-
-
 def main(argv: list[str] | None = None) -> int:
     return S.screen_main(argv, __doc__, "screen_deform_gauss.py", ROOT / "docs" / "screens" / "deform_gauss.md",
-                         _args, lambda a, o: run(a.setting, a.gen_seed, a.clf_seeds, o, a.data_seed, a.grid_png),
+                         S.sample_screen_args,
+                         lambda a, o: run(a.setting, a.gen_seed, a.clf_seeds, o, a.data_seed, a.grid_png),
                          aggregate)
 
 

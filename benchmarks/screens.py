@@ -217,6 +217,13 @@ def paired_cells(rs: list[dict], variants: list[str]) -> list[str]:
     return cells
 
 
+def sample_screen_args(ap: argparse.ArgumentParser) -> None:
+    """The options of a screen that draws its own samples: the labelled draw (``--data-seed``) and
+    where to save a picture of the samples (``--grid-png``)."""
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--grid-png", default=None, help="where to save a picture of the samples")
+
+
 def screen_main(argv: list[str] | None, doc: str, script: str, default_out: Path,
                 add_args: Callable[[argparse.ArgumentParser], None],
                 run: Callable[[argparse.Namespace, dict], dict],
