@@ -45,16 +45,18 @@ from augment.training.families import get_trainer_class
 @dataclass(frozen=True)
 class DeformParams:
     """``generate.sampler: deform``'s parameters (:mod:`augment.models.deform`): the field lattice,
-    the most pairs registered per class, the seed of their draw when a class has more, the scale."""
+    the most pairs registered per class, the seed of their draw when a class has more, the scale,
+    the fraction of samples warped by a random field of the class's field size."""
 
     grid: int = 6
     max_pairs: int = 400
     seed: int = 1
     scale: float = 1.0
+    random: float = 0.0
 
     @classmethod
     def of(cls, cfg: GenerateConfig) -> "DeformParams":
-        return cls(cfg.deform_grid, cfg.deform_pairs, cfg.seed, cfg.deform_scale)
+        return cls(cfg.deform_grid, cfg.deform_pairs, cfg.seed, cfg.deform_scale, cfg.deform_random)
 
 
 @dataclass
@@ -258,7 +260,7 @@ def load_generator(path: str | Path, device: str = "auto", precision: str = "aut
         x = to_tensor(images.numpy(), torch.device("cpu"))
         pairs, fields = fit_fields(x, y, k, d.grid, d.max_pairs, d.seed)
         sampler_mod = DeformSampler(sampler_mod, x.to(dev), y.to(dev), pairs.to(dev), fields.to(dev), k,
-                                    d.scale).eval()
+                                    d.scale, d.random).eval()
     elif anchors is not None:  # wrapped after the rewrites: a residual is taken with the decoder that samples
         from augment.models.vae import InterpolatingSampler, ResidualSampler
 

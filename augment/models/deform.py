@@ -109,10 +109,15 @@ class DeformSampler(nn.Module):
     has no field and falls back to ``fallback`` -- the trained generator's own sampler (a VAE's
     class prior and decoder, a GAN's generator), anything with ``sample(labels, generator)``.
     ``images`` are float ``(N, C, H, W)`` in [-1, 1] with ``labels`` ``(N,)``; ``pairs`` /
-    ``fields`` from :func:`fit_fields`; ``num_classes``: the checkpoint's class count."""
+    ``fields`` from :func:`fit_fields`; ``num_classes``: the checkpoint's class count.
+    ``random``: the fraction of samples (each one's own draw) whose field is not an observed one but
+    random -- every control point's displacement ``N(0, s_c^2)``, ``s_c`` the root mean square of
+    class ``c``'s fields (an elastic distortion of the learnt fields' size), moved the same
+    ``U(0.3, 1) x scale`` along it; at 0 (the default) nothing more is drawn, so the samples are
+    those of a sampler without the option."""
 
     def __init__(self, fallback: nn.Module, images: torch.Tensor, labels: torch.Tensor, pairs: torch.Tensor,
-                 fields: torch.Tensor, num_classes: int, scale: float = 1.0):
+                 fields: torch.Tensor, num_classes: int, scale: float = 1.0, random: float = 0.0):
         super().__init__()
         self.fallback = fallback
         k = int(num_classes)
@@ -122,6 +127,10 @@ class DeformSampler(nn.Module):
         pcounts = torch.bincount(pair_class, minlength=k)
         iorder = torch.argsort(labels, stable=True)
         self.scale = float(scale)
+        self.random = float(random)
+        sq = torch.zeros(k, dtype=torch.float64).index_add_(0, pair_class.long(),
+                                                            fields.double().pow(2).flatten(1).mean(1))
+        self.register_buffer("field_rms", (sq / pcounts.clamp_min(1)).sqrt().float())
         self.register_buffer("images", images.float()[iorder].contiguous())
         self.register_buffer("image_index", iorder)  # position in ``images`` -> index in the input order
         self.register_buffer("counts", counts)
@@ -155,5 +164,10 @@ class DeformSampler(nn.Module):
             alt = (self.pair_starts[labels] + (u[:, t] * m).long().clamp_max(m - 1)).clamp_max(last)
             pick = torch.where(bad, alt, pick)
         frac = (MIN_FRACTION + (1 - MIN_FRACTION) * u[:, 1]) * self.scale
-        warped = warp(self.images[pos], self.fields[pick] * frac[:, None, None, None]).clamp(-1.0, 1.0)
+        v = self.fields[pick]
+        if self.random > 0:  # drawn only then: at 0 the random stream is the option-less sampler's
+            which = torch.rand(b, generator=generator, device=generator.device).to(labels.device) < self.random
+            noise = torch.randn(b, *v.shape[1:], generator=generator, device=generator.device).to(v.device)
+            v = torch.where(which[:, None, None, None], noise * self.field_rms[labels][:, None, None, None], v)
+        warped = warp(self.images[pos], v * frac[:, None, None, None]).clamp(-1.0, 1.0)
         return torch.where(has[:, None, None, None], warped, x)

@@ -334,6 +334,25 @@ def test_deform_samples_are_training_images_warped_by_fields_of_other_pairs_of_t
     own = [((got - images[i]).abs() < 1e-5).flatten(1).all(1) for i in range(3)]
     assert bool(torch.stack(own).any(0).all()) and all(bool(o.any()) for o in own)
     assert not bool(((got - images[3]).abs() < 1e-5).flatten(1).all(1).any())  # never another class's image
+    # deform_random: 0 draws nothing more (the samples above, bit for bit); 1 warps every sample by a
+    # random field of its class's field size (zero fields: size 0, so its own image, unmoved)
+    assert torch.equal(DeformSampler(VAESampler(Zero(), ClassPrior(4, 3)), images, labels, pairs, fields, 3,
+                                     random=0.0).sample(y, torch.Generator().manual_seed(0)), out)
+    assert s.field_rms[1] == 0 and torch.isclose(s.field_rms[0], fields.pow(2).mean().sqrt())
+    rand = DeformSampler(VAESampler(Zero(), ClassPrior(4, 3)), images, labels, pairs, fields, 3, random=1.0)
+    r = rand.sample(y, torch.Generator().manual_seed(0))
+    assert torch.equal(r, rand.sample(y, torch.Generator().manual_seed(0))) and not torch.equal(r[:200], out[:200])
+    assert torch.equal(r[200:], out[200:])  # classes without fields still fall back
+    rstill = DeformSampler(VAESampler(Zero(), ClassPrior(4, 3)), images, labels, pairs, torch.zeros_like(fields), 3,
+                           random=1.0).sample(y[:200], torch.Generator().manual_seed(1))
+    assert bool(torch.stack([((rstill - images[i]).abs() < 1e-5).flatten(1).all(1) for i in range(3)]).any(0).all())
+    # at 0.5 each sample is either the learnt-only sampler's or the all-random one's (the same draws
+    # come first), about half of each
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    half = DeformSampler(VAESampler(Zero(), ClassPrior(4, 3)), images, labels, pairs, fields, 3, random=0.5)
+    h, learnt, allr = half.sample(y[:200], g()), s.sample(y[:200], g()), rand.sample(y[:200], g())
+    is_r = (h == allr).flatten(1).all(1)
+    assert bool(((h == learnt).flatten(1).all(1) | is_r).all()) and 50 < int(is_r.sum()) < 150
 
 
 @pytest.mark.slow
