@@ -128,9 +128,10 @@ class DeformSampler(nn.Module):
         iorder = torch.argsort(labels, stable=True)
         self.scale = float(scale)
         self.random = float(random)
-        sq = torch.zeros(k, dtype=torch.float64).index_add_(0, pair_class.long(),
-                                                            fields.double().pow(2).flatten(1).mean(1))
-        self.register_buffer("field_rms", (sq / pcounts.clamp_min(1)).sqrt().float())
+        # per class the fields' root mean square (on the fields' device: a GPU run builds this there)
+        sq = torch.zeros(k, dtype=torch.float32, device=fields.device).index_add_(
+            0, pair_class.long(), fields.float().pow(2).flatten(1).mean(1))
+        self.register_buffer("field_rms", (sq / pcounts.clamp_min(1)).sqrt())
         self.register_buffer("images", images.float()[iorder].contiguous())
         self.register_buffer("image_index", iorder)  # position in ``images`` -> index in the input order
         self.register_buffer("counts", counts)
