@@ -176,8 +176,8 @@ class GenerateConfig:
     # deform: the fraction of samples warped by a *random* field instead (each control point moved
     # N(0, s^2), s the root mean square of the class's registered fields: an elastic distortion of
     # the learnt fields' size, then U(0.3, 1) x deform_scale along it). 0 = learnt fields only.
-    # docs/screens/deform_elastic.md: 0.5 gained +1.04 vs +0.78 on mnist28_10 but +1.36 vs +1.61 on
-    # digits8_5 (two draws each); not the default until the utility benchmark confirms it
+    # docs/screens/deform_elastic.md: 0.5 gained +1.27 vs +1.13 on mnist28_10 (3 draws, overlapping),
+    # +1.36 vs +1.61 on digits8_5; not the default unless the utility benchmark confirms a gain
     deform_random: float = 0.0
 
     def validate(self) -> None:
