@@ -678,6 +678,18 @@ def test_deform_folds_screen_runs_every_variant_and_reports_the_fold_free_fracti
     assert "mean fold-free fraction" in md.read_text()
 
 
+def _screen_report(screen, tmp_path: Path) -> Path:
+    """Run ``screen`` on digits8_5 (2 classifier seeds, 3 steps), check it scored every variant, and
+    aggregate its run into a report; the report's path."""
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
+                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
+    assert list(json.loads(run.read_text())["accuracy"]) == screen.VARIANTS
+    md = tmp_path / "screen.md"
+    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    return md
+
+
 def test_deform_morph_screen_morphs_within_a_class_and_falls_back_without_the_reverse_field(tmp_path: Path):
     """Morphs are per class, labelled with it and seeded; the two-sided morph differs from the
     one-sided one when the reverse pair was registered and equals it when it was not (one pair per
@@ -696,12 +708,7 @@ def test_deform_morph_screen_morphs_within_a_class_and_falls_back_without_the_re
     mx, my = screen.S.half_and_half(m["morph"], m["xfade"], 10)
     assert np.array_equal(np.bincount(my), np.full(10, 4))
     assert np.array_equal(mx[my == 3], np.concatenate([m["morph"][0][12:14], m["xfade"][0][14:16]]))
-    run = tmp_path / "run.json"
-    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
-                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
-    assert list(json.loads(run.read_text())["accuracy"]) == screen.VARIANTS
-    md = tmp_path / "screen.md"
-    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    md = _screen_report(screen, tmp_path)
     rows = [line for line in md.read_text().splitlines() if line.startswith("| digits8_5 | smallcnn |")]
     assert len(rows) == 1 and len(re.findall(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", rows[0])) == 4
 
@@ -728,10 +735,5 @@ def test_deform_elastic_control_matches_the_class_field_size_and_runs_every_vari
     again, _ = screen.control_samples(rx, ry, 10, 4, 6, 400, 0)
     assert all(np.array_equal(again[n][0], ctl[n][0]) for n in ctl)  # seeded
     assert not np.array_equal(ctl["elastic"][0], ctl["elastic_half"][0])
-    run = tmp_path / "run.json"
-    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--clf-seeds", "0", "1",
-                        "--set", "evaluate.steps=3", "--json", str(run)]) == 0
-    assert list(json.loads(run.read_text())["accuracy"]) == screen.VARIANTS
-    md = tmp_path / "screen.md"
-    assert screen.main(["--aggregate", str(run), "--out", str(md)]) == 0
+    md = _screen_report(screen, tmp_path)
     assert "field rms per class" in md.read_text()
