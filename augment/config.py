@@ -443,14 +443,24 @@ class ClassicalConfig:
     # fill of engine albumentations). A black frame on light-background images is learnt by the
     # generator (train.real_augment: classical) and seen by every downstream classifier.
     border: Literal["auto", "zero"] = "auto"
+    # Elastic distortion after the affine warp, off at 0 (the default): every image warped by its own
+    # random smooth field, a 6x6 lattice of control-point displacements N(0, elastic^2) (a fraction of
+    # the image side, per axis) upsampled bicubically. A stricter baseline (b) for a sampler that warps
+    # (generate.sampler: deform learns fields of about 0.05 of the side at 28x28): does the synthetic
+    # data beat real + classical when classical includes random warps? Engine batched only.
+    elastic: float = 0.0
 
     def validate(self) -> None:
         _check_range("classical.rotate", self.rotate, 0.0, 180.0)
+        _check_range("classical.elastic", self.elastic, 0.0, 0.25)
         _check_range("classical.translate", self.translate, 0.0, 0.5)
         _check_range("classical.scale", self.scale, 0.0, 0.9)
         if self.engine == "albumentations" and self.border != "zero":
             raise ConfigError(f"classical.border = {self.border!r} needs classical.engine: batched; engine "
                               f"albumentations (the random stream of older runs) fills with 0: set classical.border: zero")
+        if self.engine == "albumentations" and self.elastic > 0:
+            raise ConfigError(f"classical.elastic = {self.elastic} needs classical.engine: batched; engine "
+                              f"albumentations (the random stream of older runs) has no elastic distortion")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ The transform is albumentations 2.x ``Affine`` (rotate, translate, scale, shear;
 border; p 0.9) then ``RandomBrightnessContrast`` (+-0.15; p 0.5) -- :func:`albumentations_pipeline`
 builds exactly that ``Compose``. ``classical.border: auto`` (default, batched engine) fills the
 uncovered corners with each image's background instead of 0 (:func:`border_fill`); 0 on
-black-background data, where the output is albumentations' own. Two engines apply it (``classical.engine``):
+black-background data, where the output is albumentations' own. ``classical.elastic`` (off at 0, the
+default; batched engine only) adds an elastic distortion after the affine warp (:func:`elastic_maps`).
+Two engines apply it (``classical.engine``):
 
 * ``batched`` (default): :class:`BatchedClassical` draws the same parameter distributions as that
   ``Compose`` for a whole batch at once (numpy), builds the affine matrices with albumentations'
@@ -21,6 +23,7 @@ black-background data, where the output is albumentations' own. Two engines appl
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,8 @@ BRIGHTNESS_LIMIT = 0.15
 CONTRAST_LIMIT = 0.15
 P_AFFINE = 0.9
 P_BRIGHTNESS_CONTRAST = 0.5
+#: control points per side of ``classical.elastic``'s random field (as ``generate.deform_grid``'s default)
+ELASTIC_LATTICE = 6
 
 
 def albumentations_pipeline(cfg: ClassicalConfig, seed: int):
@@ -87,22 +92,16 @@ def border_fill(batch: np.ndarray) -> np.ndarray:
     return np.median(ring, axis=1)
 
 
-def warp(image: np.ndarray, matrix: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
-    """One ``(H, W, C)`` uint8 image through a forward affine matrix, as albumentations' Affine
-    warps it: bilinear, constant border (``fill`` per channel; None = 0, albumentations' fill);
-    more than 4 channels in chunks of 4 and a 2-channel remainder one channel at a time, as
-    albucore's ``maybe_process_in_chunks`` does."""
-    import cv2
-
+def _per_channel_chunk(image: np.ndarray, fill: np.ndarray | None, fn) -> np.ndarray:
+    """``fn(chunk, border_value)`` on a ``(H, W, C)`` image the way albucore's
+    ``maybe_process_in_chunks`` splits it for OpenCV: up to 4 channels at once; more in chunks of 4,
+    a 2-channel remainder one channel at a time. ``fill`` is the border value per channel (None = 0)."""
     h, w, c = image.shape
-    m = matrix[:2]
     values = np.zeros(c) if fill is None else np.asarray(fill, dtype=float)
 
     def one(img: np.ndarray, i: int) -> np.ndarray:
         value = tuple(float(v) for v in values[i:i + img.shape[2]]) + (0.0,) * (4 - img.shape[2])
-        out = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=value)
-        return out.reshape(h, w, -1)
+        return fn(np.ascontiguousarray(img), value).reshape(h, w, -1)
 
     if c <= 4:
         return one(image, 0)
@@ -113,6 +112,51 @@ def warp(image: np.ndarray, matrix: np.ndarray, fill: np.ndarray | None = None) 
         else:
             chunks.append(one(image[:, :, i:i + 4], i))
     return np.concatenate(chunks, axis=2)
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
+    """One ``(H, W, C)`` uint8 image through a forward affine matrix, as albumentations' Affine
+    warps it: bilinear, constant border (``fill`` per channel; None = 0, albumentations' fill),
+    channels chunked as albucore does (:func:`_per_channel_chunk`)."""
+    import cv2
+
+    h, w, _ = image.shape
+    return _per_channel_chunk(image, fill, lambda img, value: cv2.warpAffine(
+        img, matrix[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=value))
+
+
+@functools.lru_cache(maxsize=16)
+def _cubic_upsampling(points: int, size: int) -> np.ndarray:
+    """``(size, points)``: OpenCV's bicubic resize of ``points`` values to ``size`` as a matrix (its
+    columns are the resized unit vectors; the 2-D resize is separable, so a lattice ``L`` upsamples
+    to ``R_h @ L @ R_w.T``)."""
+    import cv2
+
+    eye = np.eye(points, dtype=np.float32)
+    return np.stack([cv2.resize(eye[j][None, :], (size, 1), interpolation=cv2.INTER_CUBIC)[0]
+                     for j in range(points)], axis=1)
+
+
+def elastic_maps(lattices: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV ``remap`` coordinates ``(N, H, W)`` x and y of ``(N, 2, G, G)`` lattices of
+    displacements (x then y, fractions of the image side): each component upsampled bicubically to
+    ``shape`` (H, W) and added, in pixels, to the identity. The output pixel at ``(x, y)`` samples
+    the input at ``(x + dx, y + dy)``."""
+    h, w = shape
+    g = lattices.shape[-1]
+    rh, rw = _cubic_upsampling(g, h), _cubic_upsampling(g, w)
+    dense = np.einsum("hg,ncgk,wk->nchw", rh, lattices.astype(np.float32), rw, optimize=True)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xs + dense[:, 0] * w, ys + dense[:, 1] * h
+
+
+def elastic(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
+    """One ``(H, W, C)`` uint8 image remapped by :func:`elastic_maps` coordinates: bilinear,
+    constant border (``fill`` per channel; None = 0)."""
+    import cv2
+
+    return _per_channel_chunk(image, fill, lambda img, value: cv2.remap(
+        img, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=value))
 
 
 def brightness_contrast_luts(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -150,6 +194,9 @@ class BatchedClassical:
             "rotate": u(cfg.rotate),
             "brightness_contrast": r.random(n) < P_BRIGHTNESS_CONTRAST,
             "alpha": 1.0 + u(CONTRAST_LIMIT), "beta": u(BRIGHTNESS_LIMIT),
+            # drawn only when on: at 0 the random stream is the one of runs made before the option
+            **({"elastic": r.normal(0.0, cfg.elastic, (n, 2, ELASTIC_LATTICE, ELASTIC_LATTICE))}
+               if cfg.elastic > 0 else {}),
         }
 
     def apply(self, batch: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
@@ -163,6 +210,11 @@ class BatchedClassical:
         fills = border_fill(batch[moved]) if self.cfg.border == "auto" else [None] * len(moved)
         for i, fill in zip(moved, fills):
             out[i] = warp(batch[i], mats[i], fill)
+        if "elastic" in params:  # every image, after the affine warp, the same border fill
+            fills = border_fill(batch) if self.cfg.border == "auto" else [None] * len(out)
+            map_x, map_y = elastic_maps(params["elastic"], batch.shape[1:3])
+            for i, fill in enumerate(fills):
+                out[i] = elastic(out[i], map_x[i], map_y[i], fill)
         sel = np.flatnonzero(params["brightness_contrast"])
         if len(sel):
             luts = brightness_contrast_luts(params["alpha"][sel], params["beta"][sel])

@@ -136,3 +136,43 @@ def test_auto_border_needs_the_batched_engine():
     with pytest.raises(ConfigError, match="classical.border: zero"):
         ClassicalConfig(engine="albumentations").validate()
     ClassicalConfig(engine="albumentations", border="zero").validate()
+
+
+def test_elastic_off_by_default_leaves_the_random_stream_and_output_of_earlier_runs():
+    batch = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 1), dtype=np.uint8)
+    off = BatchedClassical(ClassicalConfig(), seed=3)
+    assert "elastic" not in off.draw(4, (12, 12))
+    on = BatchedClassical(ClassicalConfig(elastic=0.05), seed=3)
+    p_off, p_on = BatchedClassical(ClassicalConfig(), seed=3).draw(16, (12, 12)), on.draw(16, (12, 12))
+    for key in p_off:  # the same affine and brightness draws; the elastic field comes after them
+        np.testing.assert_array_equal(p_off[key], p_on[key])
+    assert p_on["elastic"].shape == (16, 2, 6, 6)
+    assert not np.array_equal(BatchedClassical(ClassicalConfig(elastic=0.05), seed=3)(batch),
+                              BatchedClassical(ClassicalConfig(), seed=3)(batch))
+
+
+def test_elastic_field_moves_pixels_by_its_displacement_in_fractions_of_the_side():
+    """A zero field leaves the image as it is; a uniform field of 2/16 of the side in x samples
+    2 pixels to the right (content moves 2 pixels left), the uncovered border filled as the affine's."""
+    cfg = ClassicalConfig(elastic=0.05, border="zero")
+    img = np.random.default_rng(1).integers(1, 256, (2, 16, 16, 1), dtype=np.uint8)
+    aug = BatchedClassical(cfg, seed=0)
+    params = aug.draw(2, (16, 16))
+    params["affine"][:] = False
+    params["brightness_contrast"][:] = False
+    params["elastic"][:] = 0.0
+    np.testing.assert_array_equal(aug.apply(img, params), img)
+    params["elastic"][:, 0] = 2 / 16
+    moved = aug.apply(img, params)
+    np.testing.assert_array_equal(moved[:, :, :14], img[:, :, 2:])
+    assert (moved[:, :, 15] == 0).all()
+
+
+def test_elastic_needs_the_batched_engine_and_a_sane_size():
+    from augment.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="classical.elastic"):
+        ClassicalConfig(engine="albumentations", border="zero", elastic=0.05).validate()
+    with pytest.raises(ConfigError, match="classical.elastic"):
+        ClassicalConfig(elastic=0.5).validate()
+    ClassicalConfig(elastic=0.05).validate()
