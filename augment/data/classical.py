@@ -207,14 +207,14 @@ class BatchedClassical:
         # albumentations returns the input of an identity warp unchanged (np.allclose to the identity)
         identity = np.isclose(mats, np.eye(3), rtol=1e-5, atol=1e-8).all(axis=(1, 2))
         moved = np.flatnonzero(params["affine"] & ~identity)
-        fills = border_fill(batch[moved]) if self.cfg.border == "auto" else [None] * len(moved)
-        for i, fill in zip(moved, fills):
-            out[i] = warp(batch[i], mats[i], fill)
+        warped = np.arange(len(batch)) if "elastic" in params else moved  # the images that need a fill
+        fills = dict(zip(warped, border_fill(batch[warped]) if self.cfg.border == "auto" else [None] * len(warped)))
+        for i in moved:
+            out[i] = warp(batch[i], mats[i], fills[i])
         if "elastic" in params:  # every image, after the affine warp, the same border fill
-            fills = border_fill(batch) if self.cfg.border == "auto" else [None] * len(out)
             map_x, map_y = elastic_maps(params["elastic"], batch.shape[1:3])
-            for i, fill in enumerate(fills):
-                out[i] = elastic(out[i], map_x[i], map_y[i], fill)
+            for i in warped:
+                out[i] = elastic(out[i], map_x[i], map_y[i], fills[i])
         sel = np.flatnonzero(params["brightness_contrast"])
         if len(sel):
             luts = brightness_contrast_luts(params["alpha"][sel], params["beta"][sel])
