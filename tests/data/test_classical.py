@@ -138,7 +138,9 @@ def test_auto_border_needs_the_batched_engine():
     ClassicalConfig(engine="albumentations", border="zero").validate()
 
 
-def test_elastic_off_by_default_leaves_the_random_stream_and_output_of_earlier_runs():
+def test_elastic_off_by_default_draws_nothing_and_on_draws_its_field_after_the_earlier_stream():
+    """At 0 (the default) no field is drawn, so runs made before the option keep their random
+    stream; switched on, the affine and brightness draws stay the same and the field changes the output."""
     batch = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 1), dtype=np.uint8)
     off = BatchedClassical(ClassicalConfig(), seed=3)
     assert "elastic" not in off.draw(4, (12, 12))
@@ -151,21 +153,53 @@ def test_elastic_off_by_default_leaves_the_random_stream_and_output_of_earlier_r
                               BatchedClassical(ClassicalConfig(), seed=3)(batch))
 
 
-def test_elastic_field_moves_pixels_by_its_displacement_in_fractions_of_the_side():
-    """A zero field leaves the image as it is; a uniform field of 2/16 of the side in x samples
-    2 pixels to the right (content moves 2 pixels left), the uncovered border filled as the affine's."""
-    cfg = ClassicalConfig(elastic=0.05, border="zero")
-    img = np.random.default_rng(1).integers(1, 256, (2, 16, 16, 1), dtype=np.uint8)
-    aug = BatchedClassical(cfg, seed=0)
-    params = aug.draw(2, (16, 16))
+def _shift_params(aug: BatchedClassical, n: int, shape: tuple[int, int], dx: float, dy: float) -> dict:
+    """Parameters with no affine, no brightness change and a uniform field of (dx, dy) fractions."""
+    params = aug.draw(n, shape)
     params["affine"][:] = False
     params["brightness_contrast"][:] = False
     params["elastic"][:] = 0.0
-    np.testing.assert_array_equal(aug.apply(img, params), img)
-    params["elastic"][:, 0] = 2 / 16
-    moved = aug.apply(img, params)
-    np.testing.assert_array_equal(moved[:, :, :14], img[:, :, 2:])
-    assert (moved[:, :, 15] == 0).all()
+    params["elastic"][:, 0], params["elastic"][:, 1] = dx, dy
+    return params
+
+
+def test_elastic_field_moves_pixels_by_its_displacement_in_fractions_of_each_side():
+    """A zero field leaves the image as it is. On a non-square RGB image a uniform field of 3/24 of
+    the width in x and 2/16 of the height in y samples 3 pixels right and 2 down (content moves up
+    and left); the uncovered border takes the affine's fill: 0, or each channel's background."""
+    img = np.random.default_rng(1).integers(1, 256, (2, 16, 24, 3), dtype=np.uint8)
+    aug = BatchedClassical(ClassicalConfig(elastic=0.05, border="zero"), seed=0)
+    np.testing.assert_array_equal(aug.apply(img, _shift_params(aug, 2, (16, 24), 0.0, 0.0)), img)
+    moved = aug.apply(img, _shift_params(aug, 2, (16, 24), 3 / 24, 2 / 16))
+    np.testing.assert_array_equal(moved[:, :14, :21], img[:, 2:, 3:])
+    assert (moved[:, 14:] == 0).all() and (moved[:, :, 21:] == 0).all()
+    light = np.empty((2, 16, 24, 3), np.uint8)
+    light[...] = (200, 90, 30)  # a coloured background
+    light[:, 5:11, 8:16] = (10, 250, 120)  # an object
+    auto = BatchedClassical(ClassicalConfig(elastic=0.05), seed=0)
+    moved = auto.apply(light, _shift_params(auto, 2, (16, 24), 3 / 24, 2 / 16))
+    np.testing.assert_array_equal(moved[:, :14, :21], light[:, 2:, 3:])
+    assert (moved[:, 14:].reshape(-1, 3) == (200, 90, 30)).all()
+    assert (moved[:, :, 21:].reshape(-1, 3) == (200, 90, 30)).all()
+
+
+@pytest.mark.parametrize("shape", [(16, 24), (25, 25), (28, 9)])
+def test_elastic_maps_are_the_bicubic_resize_of_each_lattice_component(shape):
+    """The separable matrix form equals OpenCV's own bicubic resize of a non-uniform lattice, x
+    scaled by the width and y by the height (an axis swap or a wrong matrix would show)."""
+    import cv2
+
+    from augment.data.classical import elastic_maps
+
+    h, w = shape
+    lattices = np.random.default_rng(2).normal(0.0, 0.05, (3, 2, 6, 6)).astype(np.float32)
+    map_x, map_y = elastic_maps(lattices, shape)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i, lat in enumerate(lattices):
+        dx = cv2.resize(lat[0], (w, h), interpolation=cv2.INTER_CUBIC)
+        dy = cv2.resize(lat[1], (w, h), interpolation=cv2.INTER_CUBIC)
+        np.testing.assert_allclose(map_x[i], xs + dx * w, atol=1e-3)
+        np.testing.assert_allclose(map_y[i], ys + dy * h, atol=1e-3)
 
 
 def test_elastic_needs_the_batched_engine_and_a_sane_size():
