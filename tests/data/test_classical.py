@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from augment.data.classical import (
     albumentations_pipeline,
     augment_batch,
     classical_augmentation,
+    elastic_maps,
 )
 
 def _albumentations_with(params: dict[str, np.ndarray], i: int, img: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
@@ -187,10 +189,6 @@ def test_elastic_field_moves_pixels_by_its_displacement_in_fractions_of_each_sid
 def test_elastic_maps_are_the_bicubic_resize_of_each_lattice_component(shape):
     """The separable matrix form equals OpenCV's own bicubic resize of a non-uniform lattice, x
     scaled by the width and y by the height (an axis swap or a wrong matrix would show)."""
-    import cv2
-
-    from augment.data.classical import elastic_maps
-
     h, w = shape
     lattices = np.random.default_rng(2).normal(0.0, 0.05, (3, 2, 6, 6)).astype(np.float32)
     map_x, map_y = elastic_maps(lattices, shape)
