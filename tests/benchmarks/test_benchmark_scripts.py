@@ -737,3 +737,51 @@ def test_deform_elastic_control_matches_the_class_field_size_and_runs_every_vari
     assert not np.array_equal(ctl["elastic"][0], ctl["elastic_half"][0])
     md = _screen_report(screen, tmp_path)
     assert "field rms per class" in md.read_text()
+
+
+def test_reread_confidence_merges_more_at_a_lower_level_and_marks_outcomes_it_never_measured(tmp_path: Path):
+    """Re-read at the stored level, every stored choice comes back; at a lower raw level a share
+    whose bound was just short of 95 % is merged (its forced outcome known), a share the run never
+    measured is counted as stood in, and a harmful one stays unmerged at every level."""
+    from scipy import stats
+
+    from benchmarks import reread_confidence as rc
+
+    n = 50
+    t95 = stats.t.ppf(0.95, n - 1)
+
+    def row(share: float, mean: float, se: float, acc: float = 0.0) -> dict:
+        return {"synthetic_share": share, "fraction": 1.0, "nll_gain": mean, "nll_gain_lower": mean - t95 * se,
+                "scaled_nll_gain": mean, "scaled_nll_gain_lower": mean - t95 * se, "accuracy_gain": acc,
+                "accuracy_gain_ci_low": acc - 0.02, "accuracy_gain_ci_high": acc + 0.02}
+
+    real = row(0.0, 0.0, 0.0)
+    label = "today"
+    near = {"setting": "digits8_5", "config": label, "labelled": n, "choice": {"synthetic_share": 0.0},
+            "paired_d_minus_b": [0.0, 0.0], "forced_d_minus_b": [0.01, 0.03],
+            # t = 1.5: short of 95 % (1.68), past 90 % (1.30); share 0.5 past 95 % only after 0.25
+            "crossfit_table": [real, row(0.25, 0.015, 0.01), row(0.5, 0.05, 0.01)]}
+    harm = {"setting": "lfw_10", "config": label, "labelled": n, "choice": {"synthetic_share": 0.0},
+            "paired_d_minus_b": [0.0, 0.0], "forced_d_minus_b": [-0.02, -0.02],
+            "crossfit_table": [real, row(0.25, -0.01, 0.01), row(0.5, -0.02, 0.01)]}
+    other = {**near, "config": "another config", "choice": {"synthetic_share": 0.5}}
+    js = tmp_path / "utility.json"
+    js.write_text(json.dumps({"meta": {"default_config": label}, "runs": [near, harm, other]}))
+    runs, cfg = rc.default_runs(js)
+    assert cfg == label and len(runs) == 2  # another config's run is not read
+    res = rc.sweep(runs, (0.95, 0.9))
+    assert res["reproduced"] == 2
+    today, looser = res["rules"]["not_lower/ascending@0.95"], res["rules"]["not_lower/ascending@0.9"]
+    assert today["digits8_5"]["merged"] == 0 and today["digits8_5"]["d_minus_b"]["mean"] == 0.0
+    # at 90 % both shares pass; the larger log-loss gain (0.5) was never measured on this run
+    assert looser["digits8_5"]["merged"] == 1 and looser["digits8_5"]["stand_in"] == 1
+    assert looser["digits8_5"]["d_minus_b"]["mean"] == pytest.approx(0.02)
+    assert all(res["rules"][k]["lfw_10"]["merged"] == 0 for k in res["rules"])
+    assert res["ceilings"]["lfw_10"]["best"]["mean"] == 0.0 and res["ceilings"]["lfw_10"]["forced"]["mean"] < 0
+    out = tmp_path / "report.md"
+    assert rc.main(["--json", str(js), "--levels", "0.95", "0.9", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "gives the stored choice on 2 of 2 runs" in text
+    assert "| digits8_5 | +0.00 [+0.00, +0.00] 0/1 | +2.00 [+2.00, +2.00] 1/1 ≈1 |" in text
+    with pytest.raises(SystemExit):
+        rc.main(["--json", str(js), "--out", str(js)])  # never overwrites the results it reads
