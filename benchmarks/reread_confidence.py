@@ -146,8 +146,9 @@ def report(path: Path, out: Path, command: str, config: str | None = None, level
              f"stored tables gives the stored choice on {res['reproduced']} of {res['runs']} runs",
              "- cells: (d) − (b) in points, mean and 95 % t-interval over runs (one value per labelled draw x "
              "generator seed, its classifier seeds averaged: as docs/results.md's *Other labelled draws* and "
-             "docs/stages.md's table, not counting a run's classifier seeds as independent); `k/n`: runs merged; `≈u`: u runs where the rule picks a share that "
-             "run did not measure (its forced 0.25 value stands in)", ""]
+             "docs/stages.md's table, not counting a run's classifier seeds as independent); `k/n`: runs merged; "
+             "`≈u`: u runs where the rule picks a share that run did not measure (its forced 0.25 value stands in)",
+             ""]
     for (acc, order), title in VARIANTS.items():
         today = (acc, order) == ("not_lower", "ascending")
         lines += [f"## Raw bound's level; {title}", "",
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for lv in a.levels:
         if not 0.5 <= lv < 1.0:
             ap.error(f"--levels {lv}: a one-sided level in [0.5, 1)")
-    command = " ".join(["python benchmarks/reread_confidence.py", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    args = shlex.join(sys.argv[1:] if argv is None else argv)
+    command = f"python benchmarks/reread_confidence.py {args}".strip()
     report(Path(a.json), Path(a.out), command, a.config, tuple(a.levels))
     return 0
 

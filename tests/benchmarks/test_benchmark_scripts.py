@@ -785,3 +785,38 @@ def test_reread_confidence_merges_more_at_a_lower_level_and_marks_outcomes_it_ne
     assert "| digits8_5 | +0.00 [+0.00, +0.00] 0/1 | +2.00 [+2.00, +2.00] 1/1 ≈1 |" in text
     with pytest.raises(SystemExit):
         rc.main(["--json", str(js), "--out", str(js)])  # never overwrites the results it reads
+
+
+def test_crossfit_score_screen_keeps_each_candidates_per_image_scores_and_redecides_under_brier(tmp_path: Path):
+    """A tiny run to the crossfit stage keeps, per candidate, per-image scores whose log-loss gain
+    equals the stage's own table; the Brier score is bounded where the log-loss is not; the
+    fixed sequence stops at the first candidate that fails under either score."""
+    from benchmarks import screen_crossfit_score as screen
+
+    prob = np.array([[[0.9, 0.1], [1e-6, 1 - 1e-6]]])  # one seed; image 1 confidently wrong
+    s = screen.per_image(prob, np.array([0, 0]))
+    assert s["nll"][1] > 13 and s["brier"][1] == pytest.approx(2.0, abs=1e-5) and list(s["correct"]) == [1.0, 0.0]
+
+    run = tmp_path / "run.json"
+    assert screen.main(["--setting", "digits8_5", "--gen-seed", "0", "--data-seed", "1",
+                        "--set", *TINY_SCREEN, "crossfit.steps=5", "crossfit.seeds=[0]",
+                        "crossfit.folds=2", "--json", str(run)]) == 0
+    res = json.loads(run.read_text())
+    assert [c["synthetic_share"] for c in res["candidates"]] == [0.0, 0.25, 0.5] and res["data_seed"] == 1
+    real = np.asarray(res["candidates"][0]["nll"])
+    for row, cand in zip(res["table"][1:], res["candidates"][1:]):
+        assert len(cand["brier"]) == res["images"] == 50
+        assert float(np.mean(real - np.asarray(cand["nll"]))) == pytest.approx(row["nll_gain"], abs=1e-5)
+
+    rng = np.random.default_rng(0)
+    base = {"nll": list(rng.uniform(0.1, 0.3, 50)), "brier": list(rng.uniform(0.1, 0.3, 50)),
+            "correct": [1.0] * 50}
+    base["scaled_nll"] = base["nll"]
+    better = {k: [v - 0.05 + 0.01 * rng.standard_normal() for v in vals] if k != "correct" else vals
+              for k, vals in base.items()}
+    worse = {k: [v + 0.05 for v in vals] if k != "correct" else vals for k, vals in base.items()}
+    fake = {"candidates": [{**base, "synthetic_share": 0.0}, {**better, "synthetic_share": 0.25},
+                           {**better, "synthetic_share": 0.5}]}
+    assert screen.decide(fake, "nll") in (0.25, 0.5) and screen.decide(fake, "brier") in (0.25, 0.5)
+    fake["candidates"][1] = {**worse, "synthetic_share": 0.25}  # the first fails: the sequence stops
+    assert screen.decide(fake, "nll") == 0.0 == screen.decide(fake, "brier_nocheck")
