@@ -9,8 +9,9 @@ share 0.25 of +0.8 to +1.6 points left unmerged (docs/screens/crossfit_confidenc
 but bounded (0 to 2 per image), so a few hard images weigh less.
 
 A run here repeats one utility run's prepare and crossfit stages (same setting, labelled draw and
-generator seed: the pipeline is seeded end to end, so the out-of-fold table is the stored run's;
-checked in the report) and keeps what the stage's table is computed from: each candidate's
+generator seed: the pipeline is seeded end to end, so at the stored run's commit and on its CPU
+the out-of-fold table is the stored run's, bit for bit; elsewhere to a few thousandths -- the
+report counts both) and keeps what the stage's table is computed from: each candidate's
 per-image out-of-fold log-loss, log-loss at its best temperature, Brier score and correctness
 (averaged over ``crossfit.seeds``). The report re-decides every run under each score, in the
 fixed sequence at ``crossfit.confidence`` (95 %) with accuracy not lower, and reads the outcome on
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
-from augment.selection.crossfit import _t_quantile, paired_gain  # noqa: E402
+from augment.selection.crossfit import paired_gain  # noqa: E402
 
 CONFIDENCE = 0.95  # today's crossfit.confidence
 CHECK = 0.7  # today's crossfit.calibrated_confidence
@@ -192,7 +193,9 @@ def aggregate(files: list[str], out: Path, command: str, note: str | None = None
             cells.append(f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]")
         lines.append(f"| {s} | {len(per[s]['nll'])} | " + " | ".join(cells) + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
 
 
 def main(argv: list[str] | None = None) -> int:
