@@ -45,8 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from screen_crossfit_rule import lower_at  # noqa: E402
-from augment.selection.crossfit import choose  # noqa: E402
+from screen_crossfit_rule import choice  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from benchmarks.utility import t_interval  # noqa: E402
 
@@ -70,14 +69,11 @@ def rule_choice(table: list[dict[str, Any]], images: int, level: float, accuracy
     the synthetic candidates tested largest share first."""
     if order == "descending":
         table = [table[0]] + table[1:][::-1]
-    rows = []
-    for r in table:
-        row = {**r, "nll_gain_lower": lower_at(r, "nll_gain", images, STORED, level),
-               "scaled_nll_gain_check": lower_at(r, "scaled_nll_gain", images, STORED, CHECK)}
-        if accuracy == "not_significantly_lower" and r.get("accuracy_gain_ci_high", 0.0) > 0.0:
-            row["accuracy_gain"] = max(row["accuracy_gain"], 0.0)
-        rows.append(row)
-    return float(choose(rows, 0.0, True, sequence=True)["synthetic_share"])
+    if accuracy == "not_significantly_lower":
+        table = [{**r, "accuracy_gain": max(r["accuracy_gain"], 0.0)} if r.get("accuracy_gain_ci_high", 0.0) > 0.0
+                 else r for r in table]
+    return float(choice(table, True, images=images, stored=STORED, sequence=True, calibrated_level=CHECK,
+                        confidence=level))
 
 
 def outcome(run: dict[str, Any], share: float) -> tuple[list[float], bool]:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import screens as S  # noqa: E402
+from reread_confidence import default_runs, outcome as paired_outcome  # noqa: E402
 from augment.selection.crossfit import paired_gain  # noqa: E402
 
 CONFIDENCE = 0.95  # today's crossfit.confidence
@@ -130,18 +131,14 @@ def t_stat(run: dict[str, Any], score: str, i: int) -> float:
 
 
 def stored_runs(path: Path) -> dict[tuple, dict]:
-    doc = json.loads(path.read_text())
-    label = doc["meta"].get("default_config")
-    return {(r["setting"], r.get("data_seed") or 0, r["gen_seed"]): r for r in doc["runs"] if r.get("config") == label}
+    """Today's default runs in the utility benchmark's aggregate, by (setting, labelled draw, generator seed)."""
+    return {(r["setting"], r.get("data_seed") or 0, r["gen_seed"]): r for r in default_runs(path)[0]}
 
 
 def outcome(stored: dict, share: float) -> tuple[float, bool]:
     """(d) - (b) in points had ``share`` been merged, and whether it was measured."""
-    if share == 0.0:
-        return 0.0, True
-    if abs(share - float(stored["choice"]["synthetic_share"])) < 1e-9:
-        return 100 * float(np.mean(stored["paired_d_minus_b"])), True
-    return 100 * float(np.mean(stored["forced_d_minus_b"])), share == 0.25
+    diffs, known = paired_outcome(stored, share)
+    return 100 * float(np.mean(diffs)), known
 
 
 def aggregate(files: list[str], out: Path, command: str, note: str | None = None) -> None:
