@@ -785,6 +785,8 @@ def test_reread_confidence_merges_more_at_a_lower_level_and_marks_outcomes_it_ne
     assert "| digits8_5 | +0.00 [+0.00, +0.00] 0/1 | +2.00 [+2.00, +2.00] 1/1 ≈1 |" in text
     with pytest.raises(SystemExit):
         rc.main(["--json", str(js), "--out", str(js)])  # never overwrites the results it reads
+    with pytest.raises(SystemExit):
+        rc.main(["--json", str(js), "--levels", "1.0", "--out", str(out)])  # not a one-sided level
 
 
 def test_crossfit_score_screen_keeps_each_candidates_per_image_scores_and_redecides_under_brier(tmp_path: Path):
