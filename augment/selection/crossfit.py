@@ -139,24 +139,34 @@ def candidate_confidence(confidence: float, candidates: int) -> float:
     return 1.0 - (1.0 - confidence) / max(int(candidates), 1)
 
 
-def passes(row: dict[str, Any], min_gain: float, calibrated: bool) -> bool:
+def accuracy_ok(row: dict[str, Any], guard: str = "not_lower") -> bool:
+    """Whether a candidate's out-of-fold accuracy allows merging it: ``not_lower``: its mean gain is
+    not below 0; ``no_significant_loss``: that, or its two-sided interval (``accuracy_gain_ci_high``,
+    at ``crossfit.accuracy_confidence``) reaches above 0 -- lower only by what noise explains."""
+    if row["accuracy_gain"] >= 0.0:
+        return True
+    return guard == "no_significant_loss" and row.get("accuracy_gain_ci_high", -math.inf) > 0.0
+
+
+def passes(row: dict[str, Any], min_gain: float, calibrated: bool, guard: str = "not_lower") -> bool:
     """A synthetic candidate passes when its log-loss gain bound -- and, with ``calibrated``, the
     bound at its best temperature (``scaled_nll_gain_check``, at ``calibrated_confidence``; a table
     written before it existed: ``scaled_nll_gain_lower``) -- is above ``min_gain`` and its accuracy
-    is not lower."""
+    passes ``guard`` (:func:`accuracy_ok`)."""
     check = row.get("scaled_nll_gain_check", row.get("scaled_nll_gain_lower"))
-    return (row["nll_gain_lower"] > min_gain and row["accuracy_gain"] >= 0.0
+    return (row["nll_gain_lower"] > min_gain and accuracy_ok(row, guard)
             and (not calibrated or check > min_gain))
 
 
-def choose(table: list[dict[str, Any]], min_gain: float, calibrated: bool, sequence: bool = False) -> dict[str, Any]:
+def choose(table: list[dict[str, Any]], min_gain: float, calibrated: bool, sequence: bool = False,
+           guard: str = "not_lower") -> dict[str, Any]:
     """The chosen row of an out-of-fold table (``table[0]``, real only, when none passes): of the
     synthetic candidates that pass (:func:`passes`), the largest log-loss gain (the smaller share on
     a tie). ``sequence``: only those before the first candidate that fails, in the table's order
     (a fixed-sequence test; module docstring)."""
     ok = []
     for r in table[1:]:
-        if passes(r, min_gain, calibrated):
+        if passes(r, min_gain, calibrated, guard):
             ok.append(r)
         elif sequence:
             break
@@ -403,7 +413,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         gain_cal = paired_gain(cal_diff, level)  # the same, each at its best T
         # the calibrated check's own level: a guard against gains only in confidence, not the evidence
         cal_check = paired_gain(cal_diff, cal_level)["lower"]
-        gain_acc = paired_gain(acc[i] - acc[0], cfg.confidence)
+        gain_acc = paired_gain(acc[i] - acc[0], cfg.accuracy_confidence)  # its interval: the accuracy guard's
         table.append({"synthetic_share": share, "fraction": frac, "synthetic_per_fold": synthetic_per_fold[i],
                       "oof_accuracy": float(acc[i].mean()),
                       "oof_nll": float(nll[i].mean()), "nll_gain": gain_nll["mean"], "nll_gain_lower": gain_nll["lower"],
@@ -413,28 +423,33 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
                       "accuracy_gain_ci_high": gain_acc["ci_high"]})
     resolution = accuracy_resolution(table)
 
-    best = choose(table, cfg.min_gain, cfg.calibrated_gain, sequence)
+    guard = cfg.accuracy_guard
+    best = choose(table, cfg.min_gain, cfg.calibrated_gain, sequence, guard)
+    acc_text = ("not lower" if guard == "not_lower" else
+                f"not significantly lower: its two-sided {cfg.accuracy_confidence:.0%} interval reaches above 0")
     if best is not table[0]:
+        bound_text = ("the out-of-fold estimate itself, crossfit.confidence 0.5" if level == 0.5 else
+                      f"one-sided {_level_text(cfg.confidence, level, sequence)} bound {best['nll_gain_lower']:.4f}")
         reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "
-                  f"{best['nll_gain']:.4f} (one-sided {_level_text(cfg.confidence, level, sequence)} bound "
-                  f"{best['nll_gain_lower']:.4f} > {cfg.min_gain}"
+                  f"{best['nll_gain']:.4f} ({bound_text} > {cfg.min_gain}"
                   + (f"; {cal_text} {best['scaled_nll_gain_check']:.4f} at each candidate's best temperature"
                      if cfg.calibrated_gain else "")
                   + ("; candidates tested in order, smallest share first" if sequence else "")
-                  + f") without lowering out-of-fold accuracy ({best['accuracy_gain']:+.4f})")
+                  + f"); out-of-fold accuracy {best['accuracy_gain']:+.4f} ({acc_text})")
     else:
         reason = ("no synthetic configuration beat real data + classical augmentation under cross-fitting "
-                  f"(out-of-fold log-loss gain bound <= {cfg.min_gain}"
+                  f"(out-of-fold log-loss gain {'' if level == 0.5 else 'bound '}<= {cfg.min_gain}"
                   + (", also at each candidate's best temperature," if cfg.calibrated_gain else "")
-                  + " or accuracy lower): merging none")
-        later = [r for r in table[1:] if passes(r, cfg.min_gain, cfg.calibrated_gain)]
+                  + (" or accuracy lower" if guard == "not_lower" else " or accuracy significantly lower")
+                  + "): merging none")
+        later = [r for r in table[1:] if passes(r, cfg.min_gain, cfg.calibrated_gain, guard)]
         if later:  # only under the fixed sequence: a candidate after the first failure
             r = later[0]
             reason += (f". Share {r['synthetic_share']} (fraction {r['fraction']}) passed on its own, but candidates "
                        "are tested in order (smallest share first) and testing stopped at the first that failed, so "
                        "that the chance of merging unhelpful data stays at "
                        f"{1 - cfg.confidence:.0%} over the grid (crossfit.multiple_testing)")
-        calib_only = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and r["accuracy_gain"] >= 0.0]
+        calib_only = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and accuracy_ok(r, guard)]
         if calib_only and cfg.calibrated_gain and not later:
             r = calib_only[0]
             reason += (f". Share {r['synthetic_share']} lowered the log-loss (bound {r['nll_gain_lower']:.4f}) but "
@@ -460,6 +475,7 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
         "no_synthetic": best["synthetic_share"] == 0.0, "reason": reason,
         "folds": n_folds, "folds_param": cfg.folds,  # the folds used; the param (null = auto)
         "seeds": list(cfg.seeds), "steps": cfg.steps, "calibrated_gain": cfg.calibrated_gain,
+        "accuracy_guard": guard, "accuracy_confidence": cfg.accuracy_confidence,
         "calibrated_confidence": cal_level,
         "confidence": cfg.confidence, "candidate_confidence": level, "multiple_testing": cfg.multiple_testing,
         "images": int(len(y)),  # (not the worker count: the choice must not depend on the machine's CPUs)

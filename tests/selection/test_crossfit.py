@@ -178,7 +178,7 @@ def test_helpful_synthetic_data_is_merged(monkeypatch):
 
     monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
     cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0, 1], steps=80, device="cpu",
-                              workers=1)
+                              workers=1, confidence=0.95, calibrated_gain=True)  # the strict rule: it passes that too
     out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
                                    FilterConfig(), ClassicalConfig(rotate=0.0, translate=0.0, scale=0.0))
     row = out["table"][1]
@@ -209,7 +209,8 @@ def test_the_calibrated_checks_level_is_the_raw_one_when_null(monkeypatch):
     x, y = _faint(6)
     big_x, big_y = _faint(40, seed=1)
     monkeypatch.setattr(crossfit, "fold_candidates", lambda fx, fy, class_names, *args: (big_x, big_y, np.ones(len(big_y))))
-    cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0], steps=20, device="cpu", workers=1)
+    cfg = dataclasses.replace(CrossfitConfig(), folds=3, shares=[0.0, 0.5], seeds=[0], steps=20, device="cpu", workers=1,
+                              confidence=0.95, calibrated_gain=True)
     rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig(rotate=0.0, translate=0.0, scale=0.0))
     default = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
     strict = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, calibrated_confidence=None), *rest)
@@ -242,7 +243,8 @@ def test_a_gain_that_is_only_less_over_confidence_is_not_merged(monkeypatch):
     assert 0 < (noise % 5 == 0).sum() < len(y)
     monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
     monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
-    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1)
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1, calibrated_gain=True,
+                         confidence=0.95)
     args = (x, y, ["a", "b", "c"])
     rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
     out = crossfit.crossfit_select(*args, cfg, *rest)
@@ -287,7 +289,7 @@ def test_confidence_holds_over_all_candidates(monkeypatch):
     monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
     rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
     cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1,
-                         calibrated_gain=False, multiple_testing="bonferroni")
+                         calibrated_gain=False, multiple_testing="bonferroni", confidence=0.95)
     alone = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
     assert alone["table"][1]["nll_gain"] == pytest.approx(gain.mean())
     assert alone["candidate_confidence"] == pytest.approx(0.95) and alone["synthetic_share"] == 0.25
