@@ -789,6 +789,46 @@ def test_reread_confidence_merges_more_at_a_lower_level_and_marks_outcomes_it_ne
         rc.main(["--json", str(js), "--levels", "1.0", "--out", str(out)])  # not a one-sided level
 
 
+
+def test_reread_estimate_rule_merges_on_the_estimate_and_reports_harm_where_it_merges(tmp_path: Path):
+    """The rule that is the default from 2026-12-06 merges a share whose out-of-fold log-loss gain
+    is positive but unproven (stored bound below 0), refuses one whose accuracy interval is wholly
+    below 0 or whose gain is negative, and the report counts the runs it changes -- including one,
+    in another configuration, where the share it merges lost on the test split."""
+    from benchmarks import reread_estimate_rule as rr
+
+    def row(share, gain, acc=0.0, hi=0.02):
+        return {"synthetic_share": share, "fraction": 1.0, "nll_gain": gain, "nll_gain_lower": gain - 0.03,
+                "accuracy_gain": acc, "accuracy_gain_ci_low": acc - 0.04, "accuracy_gain_ci_high": hi}
+
+    real = row(0.0, 0.0, 0.0, 0.0)
+    unproven = [real, row(0.25, 0.01, -0.01, 0.02)]  # lower accuracy within its noise
+    assert rr.estimate_choice(unproven) == 0.25
+    assert rr.estimate_choice(unproven, "not_lower") == 0.0
+    assert rr.estimate_choice([real, row(0.25, 0.01, -0.03, -0.005)]) == 0.0  # significantly lower accuracy
+    assert rr.estimate_choice([real, row(0.25, -0.01, 0.01)]) == 0.0  # the estimate favours real only
+    assert rr.estimate_choice([real, row(0.25, 0.01), row(0.5, 0.02)]) == 0.5  # both pass: the larger gain
+
+    def run(setting, config, table, forced):
+        return {"setting": setting, "config": config, "labelled": 50, "choice": {"synthetic_share": 0.0},
+                "paired_d_minus_b": [0.0, 0.0], "forced_d_minus_b": forced, "crossfit_table": table}
+
+    runs = [run("digits8_5", "today", unproven, [0.01, 0.01]), run("digits8_5", "today", unproven, [0.02, 0.0]),
+            run("lfw_10", "today", [real, row(0.25, -0.02)], [-0.02, -0.02]),
+            run("lfw_10", "other", unproven, [-0.03, -0.01]), run("lfw_10", "other", unproven, [-0.02, -0.02])]
+    js = tmp_path / "utility.json"
+    js.write_text(json.dumps({"meta": {"default_config": "today"}, "runs": runs}))
+    out = tmp_path / "report.md"
+    assert rr.main(["--json", str(js), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| digits8_5 | +0.00 [+0.00, +0.00] 0/2 | +1.00 [+1.00, +1.00] 2/2 |" in text
+    assert "| lfw_10 | +0.00 (1 run) 0/1 | +0.00 (1 run) 0/1 |" in text
+    assert "1 under the estimate rule (lfw_10: other)" in text
+    assert "| every other configuration | 2 | -2.00 [-2.00, -2.00] | 2 | 0 | 0 |" in text
+    with pytest.raises(SystemExit):
+        rr.main(["--json", str(js), "--out", str(js)])  # never overwrites the results it reads
+
+
 def test_crossfit_score_screen_keeps_each_candidates_per_image_scores_and_redecides_under_brier(tmp_path: Path):
     """A tiny run to the crossfit stage keeps, per candidate, per-image scores whose log-loss gain
     equals the stage's own table; the Brier score is bounded where the log-loss is not; the

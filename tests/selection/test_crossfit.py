@@ -469,3 +469,61 @@ def test_hosts_whose_names_differ_only_in_punctuation_do_not_share_scratch_names
         monkeypatch.setattr(platform, "node", lambda node=node: node)
         names[node] = _scratch_prefix(1234)
     assert len(set(names.values())) == 2
+
+
+def test_the_accuracy_guard_allows_a_loss_only_within_its_noise():
+    """By default (``no_significant_loss``) a candidate whose out-of-fold accuracy is lower by what
+    its interval calls noise still passes on its log-loss; one whose whole interval is below 0
+    never does. ``not_lower`` (the rule before) refuses any lower mean."""
+    real = {"synthetic_share": 0.0, "fraction": 1.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "accuracy_gain": 0.0,
+            "accuracy_gain_ci_low": 0.0, "accuracy_gain_ci_high": 0.0}
+    noisy = {**real, "synthetic_share": 0.25, "nll_gain": 0.02, "nll_gain_lower": 0.02, "accuracy_gain": -0.02,
+             "accuracy_gain_ci_low": -0.06, "accuracy_gain_ci_high": 0.02}
+    harmful = {**noisy, "accuracy_gain_ci_low": -0.03, "accuracy_gain_ci_high": -0.005}
+    assert CrossfitConfig().accuracy_guard == "no_significant_loss"
+    assert crossfit.choose([real, noisy], 0.0, False, True, "no_significant_loss") is noisy
+    assert crossfit.choose([real, noisy], 0.0, False, True, "not_lower") is real
+    assert crossfit.choose([real, harmful], 0.0, False, True, "no_significant_loss") is real
+    better_acc_worse_nll = {**noisy, "nll_gain": -0.01, "nll_gain_lower": -0.01, "accuracy_gain": 0.02}
+    assert crossfit.choose([real, better_acc_worse_nll], 0.0, False, True, "no_significant_loss") is real
+    # a table stored without an accuracy interval is read as before: a lower mean fails
+    old = {k: v for k, v in noisy.items() if not k.startswith("accuracy_gain_ci")}
+    assert crossfit.choose([real, old], 0.0, False, True, "no_significant_loss") is real
+
+
+def test_the_default_merges_on_the_estimate_the_strict_rule_on_evidence(monkeypatch):
+    """A log-loss gain of half a standard error (t = 0.5 over 90 images), accuracy unchanged: the
+    default (``confidence: 0.5``, plain cross-validated selection) merges it and says it went by the
+    estimate; ``confidence: 0.95`` wants a one-sided 95 % bound above 0 and merges none. A loss of
+    the same size is merged by neither. The accuracy interval is at ``accuracy_confidence``."""
+    x, y = _structured(30)
+    v = x[:, 7, 7, 0].astype(float)
+    z = (v - v.mean()) / v.std(ddof=1)
+    sign = {"s": 1.0}
+    gain_of = {int(a): float(g) for a, g in zip(v, 0.1 * (z + 0.5 / np.sqrt(len(y))))}
+
+    def fake_candidates(fx, fy, class_names, *args):
+        return fx, fy, np.ones(len(fx))
+
+    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
+        g = sign["s"] * np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
+        top = 0.6 * np.exp(g) * np.ones(len(held_x))  # always the argmax: accuracy is the same
+        prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+        prob[np.arange(len(held_x)), true] = top
+        return prob
+
+    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
+    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
+    rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
+    cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1)
+    est = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
+    row = est["table"][1]
+    assert 0 < row["nll_gain"] == pytest.approx(row["nll_gain_lower"])  # at 0.5 the bound is the estimate
+    assert est["synthetic_share"] == 0.25 and "the out-of-fold estimate itself" in est["reason"]
+    assert est["accuracy_guard"] == "no_significant_loss" and est["accuracy_confidence"] == 0.95
+    strict = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, confidence=0.95), *rest)
+    assert strict["table"][1]["nll_gain_lower"] < 0 and strict["no_synthetic"]
+    sign["s"] = -1.0
+    loss = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
+    assert loss["table"][1]["nll_gain"] < 0 and loss["no_synthetic"] and "merging none" in loss["reason"]
