@@ -93,7 +93,7 @@ def choices(run: dict) -> dict[str, float]:
 def run(setting: str, gen_seed: int, overrides: dict) -> dict:
     from augment.pipeline.stages import STAGES
 
-    with S.filtered_run(setting, gen_seed, overrides, "screen-crossfit") as fr:
+    with S.filtered_run(setting, gen_seed, S.with_strict_rule(overrides), "screen-crossfit") as fr:
         stage = next(s for s in STAGES if s.name == "crossfit")
         t0 = time.perf_counter()
         sel = stage(fr.cfg, fr.paths, progress=False)

@@ -79,7 +79,8 @@ def run(args, overrides: dict) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"screen-score-{args.setting}-") as tmp:
         ws = Path(tmp)
         S.U.write_split(ws, x, y, names, spec["per_class"], args.data_seed)
-        cfg = S.U.run_config(ws, "crossfit", args.gen_seed, {}, overrides)  # as the utility benchmark's runs
+        # as the utility benchmark's runs, under the rule they were made with
+        cfg = S.U.run_config(ws, "crossfit", args.gen_seed, {}, S.with_strict_rule(overrides))
         paths = Paths().rooted(ws)
         C.temperature_scaled_nll = capture
         try:

@@ -17,10 +17,21 @@ fold ``k``:
    top-ranked samples per class drawn uniformly with the reals.
 
 Every labelled image thus gets one out-of-fold prediction per candidate and seed. A candidate
-with synthetic data is chosen only when it beats real-only on the out-of-fold log-loss by a
-margin whose one-sided confidence bound (paired over images) is above ``min_gain``, and is not
-worse on out-of-fold accuracy; otherwise the choice is share 0 -- *merge no synthetic image* --
-and the report says so. ``confidence`` holds for all candidates together, so a longer grid of
+with synthetic data is chosen when it beats real-only on the out-of-fold log-loss (paired over
+images) by more than ``min_gain`` and its out-of-fold accuracy passes ``crossfit.accuracy_guard``;
+otherwise the choice is share 0 -- *merge no synthetic image* -- and the report says so.
+
+By default (``crossfit.confidence: 0.5``, since 2026-12-06) "beats" means the out-of-fold
+*estimate*: plain cross-validated selection, the better score wins. Its guard against harm is
+accuracy: a candidate whose out-of-fold accuracy is significantly lower (its two-sided
+``accuracy_confidence`` interval wholly below 0; ``accuracy_guard: no_significant_loss``) is never
+merged. The earlier default asked for evidence instead -- a one-sided 95 % bound above
+``min_gain``, accuracy not lower by even one image, and the same at each candidate's best
+temperature -- which 50 to 200 labelled images cannot give for a one-point gain: it left most
+gains the test split later confirmed unmerged (docs/stages.md, docs/screens/crossfit_estimate.md).
+``confidence: 0.95``, ``accuracy_guard: not_lower`` and ``calibrated_gain: true`` restore it.
+
+At a ``confidence`` above 0.5 the bound holds for all candidates together, so a longer grid of
 shares does not raise the chance of merging data that does not help: by default
 (``crossfit.multiple_testing: sequence``) the candidates are tested in the grid's fixed order
 (shares ascending; within a share, fractions descending), each at ``confidence``, and testing
@@ -28,16 +39,12 @@ stops at the first that fails -- a fixed-sequence test, which holds ``confidence
 because a wrong merge needs the first unhelpful candidate in the order to pass, and loses no power
 on the first candidate; with ``bonferroni`` each of the ``m`` synthetic candidates is tested at
 ``1 - (1 - confidence) / m`` (:func:`candidate_confidence`) in any order. With
-``crossfit.calibrated_gain`` (default) the log-loss gain must also hold after each candidate's
+``crossfit.calibrated_gain`` the log-loss gain must also hold after each candidate's
 probabilities get their own best temperature
 (:func:`temperature_scaled_nll`): synthetic images can change how confident a classifier is,
-which changes its log-loss without making it right more often, and a gain that is only better
-calibration is not what the user's accuracy sees. That check is a guard, not the evidence (the
-raw bound carries the confidence): the gain at the best temperatures must be above ``min_gain``
-by its one-sided bound at ``crossfit.calibrated_confidence`` (default 0.7: about half a standard
-error), not at ``confidence`` as the raw one -- at 95 % it was a borderline call on the stored runs
-that flipped with the classifier seeds on MNIST, and at 84 % it still blocked most merges on
-other labelled draws whose forced gains were positive (docs/stages.md); ``null`` restores the raw level.
+which changes its log-loss without making it right more often. That check is a guard, not the
+evidence: the gain at the best temperatures must be above ``min_gain`` by its one-sided bound at
+``crossfit.calibrated_confidence`` (0.7: about half a standard error); ``null`` uses the raw level.
 (Where real only is right on every out-of-fold
 image, the best temperature drives both log-losses to about 0 and nothing is merged.) The final
 generator is then trained on every labelled image (the ``train`` stage) and the merge stage applies
