@@ -432,9 +432,9 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
 
     guard = cfg.accuracy_guard
     best = choose(table, cfg.min_gain, cfg.calibrated_gain, sequence, guard)
-    acc_text = ("not lower" if guard == "not_lower" else
-                f"not significantly lower: its two-sided {cfg.accuracy_confidence:.0%} interval reaches above 0")
     if best is not table[0]:
+        acc_text = ("not lower" if best["accuracy_gain"] >= 0.0 else
+                    f"lower, but not significantly: its two-sided {cfg.accuracy_confidence:.0%} interval reaches above 0")
         bound_text = ("the out-of-fold estimate itself, crossfit.confidence 0.5" if level == 0.5 else
                       f"one-sided {_level_text(cfg.confidence, level, sequence)} bound {best['nll_gain_lower']:.4f}")
         reason = (f"share {best['synthetic_share']} (fraction {best['fraction']}) lowers out-of-fold log-loss by "

@@ -527,3 +527,21 @@ def test_the_default_merges_on_the_estimate_the_strict_rule_on_evidence(monkeypa
     sign["s"] = -1.0
     loss = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
     assert loss["table"][1]["nll_gain"] < 0 and loss["no_synthetic"] and "merging none" in loss["reason"]
+
+
+def test_the_reason_says_when_a_merged_share_had_lower_accuracy(monkeypatch):
+    """A merged share whose out-of-fold accuracy is lower, within its noise, is reported as such;
+    one whose accuracy is not lower is reported as not lower."""
+    real = {"synthetic_share": 0.0, "fraction": 1.0, "nll_gain": 0.0, "nll_gain_lower": 0.0, "accuracy_gain": 0.0,
+            "accuracy_gain_ci_low": 0.0, "accuracy_gain_ci_high": 0.0, "synthetic_per_fold": [0, 0, 0],
+            "scaled_nll_gain_check": 0.0}
+    for acc, words in ((-0.02, "lower, but not significantly"), (0.01, "(not lower)")):
+        row = {**real, "synthetic_share": 0.25, "nll_gain": 0.02, "nll_gain_lower": 0.02, "accuracy_gain": acc,
+               "accuracy_gain_ci_low": acc - 0.04, "accuracy_gain_ci_high": acc + 0.04}
+        monkeypatch.setattr(crossfit, "choose", lambda table, *a, _row=row: _row)
+        x, y = _structured(6)
+        monkeypatch.setattr(crossfit, "fold_candidates", lambda fx, fy, class_names, *args: (fx, fy, np.ones(len(fx))))
+        cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=5, device="cpu", workers=1)
+        out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
+                                       FilterConfig(), ClassicalConfig())
+        assert words in out["reason"] and f"{acc:+.4f}" in out["reason"]
