@@ -454,8 +454,10 @@ def crossfit_select(x: np.ndarray, y: np.ndarray, class_names: list[str], cfg: C
             r = later[0]
             reason += (f". Share {r['synthetic_share']} (fraction {r['fraction']}) passed on its own, but candidates "
                        "are tested in order (smallest share first) and testing stopped at the first that failed, so "
-                       "that the chance of merging unhelpful data stays at "
-                       f"{1 - cfg.confidence:.0%} over the grid (crossfit.multiple_testing)")
+                       + ("that a larger share is merged only when every smaller one also beat real only "
+                          "(crossfit.multiple_testing)" if cfg.confidence == 0.5 else
+                          f"that the chance of merging unhelpful data stays at {1 - cfg.confidence:.0%} over the grid "
+                          "(crossfit.multiple_testing)"))
         calib_only = [r for r in table[1:] if r["nll_gain_lower"] > cfg.min_gain and accuracy_ok(r, guard)]
         if calib_only and cfg.calibrated_gain and not later:
             r = calib_only[0]

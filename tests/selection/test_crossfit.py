@@ -507,7 +507,7 @@ def test_the_default_merges_on_the_estimate_the_strict_rule_on_evidence(monkeypa
 
     def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
         true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
-        g = sign["s"] * np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
+        g = sign.get(share, sign["s"]) * np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
         top = 0.6 * np.exp(g) * np.ones(len(held_x))  # always the argmax: accuracy is the same
         prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
         prob[np.arange(len(held_x)), true] = top
@@ -527,6 +527,10 @@ def test_the_default_merges_on_the_estimate_the_strict_rule_on_evidence(monkeypa
     sign["s"] = -1.0
     loss = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
     assert loss["table"][1]["nll_gain"] < 0 and loss["no_synthetic"] and "merging none" in loss["reason"]
+    sign.update({0.25: -1.0, 0.5: 1.0})  # the smaller share loses, the larger would gain: the sequence stops
+    seq = crossfit.crossfit_select(x, y, ["a", "b", "c"], dataclasses.replace(cfg, shares=[0.0, 0.25, 0.5]), *rest)
+    assert seq["table"][2]["nll_gain"] > 0 > seq["table"][1]["nll_gain"] and seq["no_synthetic"]
+    assert "merged only when every smaller one also beat real only" in seq["reason"]
 
 
 def test_the_reason_says_when_a_merged_share_had_lower_accuracy(monkeypatch):
