@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from augment.core.files import atomic_write_text  # noqa: E402
 from augment.selection.crossfit import choose  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from benchmarks.utility import t_interval  # noqa: E402
@@ -168,9 +169,7 @@ def report(path: Path, out: Path, command: str, config: str | None = None) -> di
               + ", ".join(f"{x['setting']} {x['from']} → {x['to']} {100 * x['change']:+.2f}{'' if x['known'] else ' ≈'}"
                           for x in worst) + "."]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return res
 
 

@@ -90,6 +90,27 @@ def _structured(n_per: int, k: int = 3, size: int = 8, seed: int = 0):
     return x, y
 
 
+def _gains_with_t(x: np.ndarray, t: float) -> dict[int, float]:
+    """Per-image log-loss gains keyed by the background pixel, whose mean / standard error is ``t``."""
+    v = x[:, 7, 7, 0].astype(float)
+    z = (v - v.mean()) / v.std(ddof=1)
+    return {int(a): float(g) for a, g in zip(v, 0.1 * (z + t / np.sqrt(len(v))))}
+
+
+def _confidence_only_classifier(gain_of: dict[int, float], sign: dict | None = None):
+    """A fake out-of-fold classifier: always the true class, at a confidence that a synthetic share
+    raises by ``gain_of`` (times ``sign[share]``, default 1): accuracy never moves, the log-loss does."""
+    def fake(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
+        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
+        s = (sign or {}).get(share, (sign or {}).get("s", 1.0))
+        g = s * np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
+        top = 0.6 * np.exp(g) * np.ones(len(held_x))
+        prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+        prob[np.arange(len(held_x)), true] = top
+        return prob
+    return fake
+
+
 def test_harmful_synthetic_data_is_not_merged(monkeypatch):
     """Synthetic samples carrying the WRONG class pattern: the out-of-fold score sees the harm and
     the choice falls back to real data only, saying why."""
@@ -269,24 +290,14 @@ def test_confidence_holds_over_all_candidates(monkeypatch):
     assert crossfit.candidate_confidence(0.95, 2) == pytest.approx(0.975)
     assert crossfit.candidate_confidence(0.9, 4) == pytest.approx(0.975)
     x, y = _structured(30)
-    v = x[:, 7, 7, 0].astype(float)  # the background pixel sets each image's log-loss gain
-    z = (v - v.mean()) / v.std(ddof=1)
-    gain = 0.1 * (z + 1.8 / np.sqrt(len(y)))  # mean / standard error = 1.8 exactly
-    gain_of = {int(a): float(g) for a, g in zip(v, gain)}
+    gain_of = _gains_with_t(x, 1.8)  # the background pixel sets each image's log-loss gain: t = 1.8 exactly
+    gain = np.array([gain_of[int(a)] for a in x[:, 7, 7, 0]])
 
     def fake_candidates(fx, fy, class_names, *args):
         return fx, fy, np.ones(len(fx))
 
-    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
-        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
-        g = np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
-        top = 0.6 * np.exp(g) * np.ones(len(held_x))  # always the argmax: accuracy is the same
-        prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
-        prob[np.arange(len(held_x)), true] = top
-        return prob
-
     monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
-    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
+    monkeypatch.setattr(crossfit, "_fold_classifier", _confidence_only_classifier(gain_of))
     rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
     cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1,
                          calibrated_gain=False, multiple_testing="bonferroni", confidence=0.95)
@@ -497,24 +508,9 @@ def test_the_default_merges_on_the_estimate_the_strict_rule_on_evidence(monkeypa
     estimate; ``confidence: 0.95`` wants a one-sided 95 % bound above 0 and merges none. A loss of
     the same size is merged by neither. The accuracy interval is at ``accuracy_confidence``."""
     x, y = _structured(30)
-    v = x[:, 7, 7, 0].astype(float)
-    z = (v - v.mean()) / v.std(ddof=1)
     sign = {"s": 1.0}
-    gain_of = {int(a): float(g) for a, g in zip(v, 0.1 * (z + 0.5 / np.sqrt(len(y))))}
-
-    def fake_candidates(fx, fy, class_names, *args):
-        return fx, fy, np.ones(len(fx))
-
-    def fake_classifier(fx, fy, held_x, k, steps, seed, device, classical, syn_x, syn_y, share, model_name):
-        true = np.array([int(np.argmax([img[2 * c:2 * c + 2, :, 0].mean() for c in range(k)])) for img in held_x])
-        g = sign.get(share, sign["s"]) * np.array([gain_of[int(img[7, 7, 0])] for img in held_x]) if share else 0.0
-        top = 0.6 * np.exp(g) * np.ones(len(held_x))  # always the argmax: accuracy is the same
-        prob = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
-        prob[np.arange(len(held_x)), true] = top
-        return prob
-
-    monkeypatch.setattr(crossfit, "fold_candidates", fake_candidates)
-    monkeypatch.setattr(crossfit, "_fold_classifier", fake_classifier)
+    monkeypatch.setattr(crossfit, "fold_candidates", lambda fx, fy, class_names, *args: (fx, fy, np.ones(len(fx))))
+    monkeypatch.setattr(crossfit, "_fold_classifier", _confidence_only_classifier(_gains_with_t(x, 0.5), sign))
     rest = (TrainConfig(device="cpu"), GenerateConfig(), FilterConfig(), ClassicalConfig())
     cfg = CrossfitConfig(folds=3, shares=[0.0, 0.25], seeds=[0], steps=10, device="cpu", workers=1)
     est = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, *rest)
