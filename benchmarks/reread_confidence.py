@@ -69,11 +69,9 @@ def rule_choice(table: list[dict[str, Any]], images: int, level: float, accuracy
     the synthetic candidates tested largest share first."""
     if order == "descending":
         table = [table[0]] + table[1:][::-1]
-    if accuracy == "not_significantly_lower":
-        table = [{**r, "accuracy_gain": max(r["accuracy_gain"], 0.0)} if r.get("accuracy_gain_ci_high", 0.0) > 0.0
-                 else r for r in table]
+    guard = "no_significant_loss" if accuracy == "not_significantly_lower" else "not_lower"
     return float(choice(table, True, images=images, stored=STORED, sequence=True, calibrated_level=CHECK,
-                        confidence=level))
+                        confidence=level, guard=guard))
 
 
 def outcome(run: dict[str, Any], share: float) -> tuple[list[float], bool]:

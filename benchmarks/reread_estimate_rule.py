@@ -50,7 +50,7 @@ from augment.core.files import atomic_write_text  # noqa: E402
 from augment.selection.crossfit import choose  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from benchmarks.utility import t_interval  # noqa: E402
-from reread_confidence import outcome  # noqa: E402
+from reread_confidence import _cell as reread_cell, outcome  # noqa: E402
 
 HARM = -0.005  # a changed run "loses" when its (d) - (b) drops by more than half a point
 
@@ -111,7 +111,7 @@ def reread(runs: list[dict[str, Any]], default: str | None) -> dict[str, Any]:
 def _cell(c: dict[str, float] | None, n: int) -> str:
     if n < 2 or c is None or not np.isfinite(c.get("low", np.nan)):
         return "(1 run)" if n < 2 else "—"
-    return f"{100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
+    return reread_cell(c)
 
 
 def _single(c: dict[str, Any], which: str) -> str:

@@ -54,14 +54,16 @@ def lower_at(row: dict, key: str, images: int, stored: float, level: float) -> f
 
 def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywise: bool = False,
            images: int = 0, stored: float = CONFIDENCE, raw: bool = True, sequence: bool = False,
-           calibrated_level: float | None = None, confidence: float = CONFIDENCE) -> float:
+           calibrated_level: float | None = None, confidence: float = CONFIDENCE,
+           guard: str = "not_lower") -> float:
     """The share a rule picks from an out-of-fold table (0.0: none), as ``crossfit_select`` does;
     ``familywise``: each candidate tested at the Bonferroni level (``images``: the labelled count,
     ``stored``: the level the table's bounds were written at); ``sequence``: each at ``CONFIDENCE``
     in the table's order, stopping at the first failure (``crossfit.multiple_testing: sequence``);
     ``raw=False``: the calibrated bound alone, without the raw one (a rule not built, screened here);
     ``calibrated_level``: the calibrated check at its own level (``crossfit.calibrated_confidence``;
-    None: at the raw bound's level, as before that param); ``confidence``: ``crossfit.confidence``."""
+    None: at the raw bound's level, as before that param); ``confidence``: ``crossfit.confidence``;
+    ``guard``: ``crossfit.accuracy_guard``."""
     level = candidate_confidence(confidence, len(table) - 1) if familywise and not sequence else confidence
     rows = [{**r, **{f"{k}_lower": lower_at(r, k, images, stored, level) for k in ("nll_gain", "scaled_nll_gain")}}
             for r in table]
@@ -70,7 +72,7 @@ def choice(table: list[dict], calibrated: bool, min_gain: float = 0.0, familywis
                                       lower_at(orig, "scaled_nll_gain", images, stored, calibrated_level))
     if not raw:  # the raw bound ignored
         rows = [{**r, "nll_gain_lower": math.inf} for r in rows]
-    return choose(rows, min_gain, calibrated, sequence)["synthetic_share"]
+    return choose(rows, min_gain, calibrated, sequence, guard)["synthetic_share"]
 
 
 def images_of(run: dict) -> int:
