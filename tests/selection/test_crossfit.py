@@ -545,3 +545,13 @@ def test_the_reason_says_when_a_merged_share_had_lower_accuracy(monkeypatch):
         out = crossfit.crossfit_select(x, y, ["a", "b", "c"], cfg, TrainConfig(device="cpu"), GenerateConfig(),
                                        FilterConfig(), ClassicalConfig())
         assert words in out["reason"] and f"{acc:+.4f}" in out["reason"]
+
+
+def test_a_bad_accuracy_guard_or_level_names_the_param():
+    from augment.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"crossfit\.accuracy_guard = 'loose': expected one of"):
+        from_dict(CrossfitConfig, {"accuracy_guard": "loose"}, "crossfit")
+    with pytest.raises(ConfigError, match=r"crossfit\.accuracy_confidence"):
+        from_dict(CrossfitConfig, {"accuracy_confidence": 1.0}, "crossfit").validate()
+    assert from_dict(CrossfitConfig, {"accuracy_guard": "not_lower"}, "crossfit").accuracy_guard == "not_lower"
